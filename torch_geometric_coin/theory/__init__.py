@@ -1,0 +1,12 @@
+r"""The theory of convection-diffusion networks, executable: an axiom checker
+for propagation operators, regularisation as diffusion (Gaussian noise,
+dropout) and certified robustness by randomized smoothing."""
+from .check_axioms import (AxiomReport, AxiomResult, check_axioms,
+                           format_axiom_table)
+
+__all__ = [
+    'check_axioms',
+    'AxiomReport',
+    'AxiomResult',
+    'format_axiom_table',
+]
