@@ -3,10 +3,13 @@ for propagation operators, regularisation as diffusion (Gaussian noise,
 dropout) and certified robustness by randomized smoothing."""
 from .check_axioms import (AxiomReport, AxiomResult, check_axioms,
                            format_axiom_table)
+from .gaussian_smoothing import MonteCarloEstimate, gaussian_smoothing
 
 __all__ = [
     'check_axioms',
     'AxiomReport',
     'AxiomResult',
     'format_axiom_table',
+    'gaussian_smoothing',
+    'MonteCarloEstimate',
 ]
