@@ -4,6 +4,7 @@ dropout) and certified robustness by randomized smoothing."""
 from .check_axioms import (AxiomReport, AxiomResult, check_axioms,
                            format_axiom_table)
 from .gaussian_smoothing import MonteCarloEstimate, gaussian_smoothing
+from .dropout_diffusion import DropoutDiffusion, dropout_diffusion_term
 
 __all__ = [
     'check_axioms',
@@ -12,4 +13,6 @@ __all__ = [
     'format_axiom_table',
     'gaussian_smoothing',
     'MonteCarloEstimate',
+    'dropout_diffusion_term',
+    'DropoutDiffusion',
 ]

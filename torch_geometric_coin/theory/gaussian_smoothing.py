@@ -92,31 +92,53 @@ def gaussian_smoothing(
                          f"(got {batch_size!r})")
 
     scale = (torch.sqrt(2 * t) * sigma).reshape(-1, 1, 1)  # [B or 1, 1, 1]
+
+    def draw(m: int) -> Tensor:
+        eps = torch.randn(num_points, m, dim, dtype=x.dtype, device=x.device,
+                          generator=generator)
+        z = (x.unsqueeze(1) + scale * eps).reshape(num_points * m, dim)
+        out = apply_batched(f, z, 'points', 'd')
+        return out.reshape(num_points, m, *out.shape[1:])
+
+    mean, stderr = monte_carlo_mean(draw, num_samples, batch_size)
+    if single:
+        mean, stderr = mean[0], stderr[0]
+    return MonteCarloEstimate(mean, stderr)
+
+
+def apply_batched(f: Callable[[Tensor], Tensor], z: Tensor, what: str,
+                  dim: str) -> Tensor:
+    r"""Calls :obj:`f` on a batch :obj:`z` of shape :math:`(M, \cdot)` and
+    checks that it returns one value (or vector) per row."""
+    out = f(z)
+    if not torch.is_tensor(out) or out.dim() == 0 or out.size(0) != z.size(0):
+        raise ValueError(f"'f' must map [M, {dim}] {what} to values of shape "
+                         f"[M] or [M, k] (got "
+                         f"{getattr(out, 'shape', type(out))} for M="
+                         f"{z.size(0)})")
+    return out
+
+
+@torch.no_grad()
+def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
+                     batch_size: int) -> MonteCarloEstimate:
+    r"""Averages :obj:`num_samples` draws, :obj:`batch_size` at a time, with
+    the standard error of the mean. :obj:`draw(m)` returns :obj:`m` samples
+    for each of :math:`B` items, shape :math:`(B, m, *)`. Sums are kept in
+    :obj:`float64`; the result has the samples' dtype."""
     total = total_sq = None
     done = 0
     while done < num_samples:
         m = min(batch_size, num_samples - done)
-        eps = torch.randn(num_points, m, dim, dtype=x.dtype, device=x.device,
-                          generator=generator)
-        z = (x.unsqueeze(1) + scale * eps).reshape(num_points * m, dim)
-        out = f(z)
-        if not torch.is_tensor(out) or out.dim() == 0 or out.size(0) != z.size(
-                0):
-            raise ValueError(f"'f' must map [M, d] points to values of shape "
-                             f"[M] or [M, k] (got "
-                             f"{getattr(out, 'shape', type(out))} for M="
-                             f"{z.size(0)})")
-        out = out.reshape(num_points, m, *out.shape[1:]).double()
+        out = draw(m)
+        dtype = out.dtype
+        out = out.double()
         part, part_sq = out.sum(1), (out * out).sum(1)
         total = part if total is None else total + part
         total_sq = part_sq if total_sq is None else total_sq + part_sq
         done += m
-
     mean = total / num_samples
     var = (total_sq - num_samples * mean * mean).clamp(min=0) / (num_samples -
                                                                   1)
     stderr = torch.sqrt(var / num_samples)
-    mean, stderr = mean.to(x.dtype), stderr.to(x.dtype)
-    if single:
-        mean, stderr = mean[0], stderr[0]
-    return MonteCarloEstimate(mean, stderr)
+    return MonteCarloEstimate(mean.to(dtype), stderr.to(dtype))
