@@ -5,6 +5,8 @@ from .check_axioms import (AxiomReport, AxiomResult, check_axioms,
                            format_axiom_table)
 from .gaussian_smoothing import MonteCarloEstimate, gaussian_smoothing
 from .dropout_diffusion import DropoutDiffusion, dropout_diffusion_term
+from .randomized_smoothing import (RandomizedSmoothing, binomial_test_half,
+                                   clopper_pearson_lower)
 
 __all__ = [
     'check_axioms',
@@ -15,4 +17,7 @@ __all__ = [
     'MonteCarloEstimate',
     'dropout_diffusion_term',
     'DropoutDiffusion',
+    'RandomizedSmoothing',
+    'clopper_pearson_lower',
+    'binomial_test_half',
 ]
