@@ -360,7 +360,7 @@ def _wrap(operator: Operator, graph_args: List[Tensor],
         try:
             out = operator(x, *args)
         except RuntimeError as e:
-            if 'dtype' in str(e) or 'type' in str(e):
+            if 'dtype' in str(e) or 'scalar type' in str(e):
                 raise TypeError(
                     f"The operator failed on {dtype} inputs ({e}); pass "
                     f"'dtype' matching the operator's parameters") from e
