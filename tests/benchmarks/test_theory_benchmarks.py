@@ -49,12 +49,13 @@ def test_certify_benchmark_tiny(tmp_path):
         pytest.skip('Cora not available under ../shared/datasets')
     out = run_script('certify.py', [
         '--epochs', '2', '--n0', '5', '--n', '20', '--K', '2', '--hidden',
-        '8', '--threads', '1'
+        '8', '--threads', '1', '--sigmas', '0.5'
     ], tmp_path)
-    assert set(out['results']) == {'COIN', 'GCN'}
+    assert set(out['results']) == {'COIN, sigma=0.5', 'GCN, sigma=0.5'}
     for res in out['results'].values():
         accs = list(res['certified_acc'].values())
         assert all(math.isfinite(a) and 0 <= a <= 1 for a in accs)
         assert accs == sorted(accs, reverse=True)
-    assert (tmp_path / 'certify.md').read_text().count('| GCN |') == 1
+    table = (tmp_path / 'certify.md').read_text()
+    assert table.count('| GCN, sigma=0.5 |') == 1
     assert (tmp_path / 'certify.png').stat().st_size > 0
