@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.theory import RandomizedSmoothing
+from torch_geometric_coin.utils import fit_node_classifier
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,7 +79,7 @@ class GCN(torch.nn.Module):
         x = F.dropout(x, p=self.dropout, training=self.training)
         x = self.conv1(x, edge_index).relu()
         x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.conv2(x, edge_index)
+        return self.conv2(x, edge_index).log_softmax(dim=-1)
 
 
 def load_cora(root):
@@ -100,30 +101,21 @@ def build(name, data, num_classes):
 
 
 def train(model, data, sigma):
-    """Full-batch training on noisy features; keeps the best validation
-    epoch (validation accuracy on noisy features as well)."""
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr,
-                           weight_decay=args.weight_decay)
-    best_val, best_state = -1.0, None
-    for _ in tqdm(range(args.epochs), desc='train', leave=False):
-        model.train()
-        opt.zero_grad()
-        noisy = data.x + sigma * torch.randn_like(data.x)
-        out = model(noisy, data.edge_index)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            noisy = data.x + sigma * torch.randn_like(data.x)
-            pred = model(noisy, data.edge_index).argmax(-1)
-        val = float((pred == data.y)[data.val_mask].float().mean())
-        if val > best_val:
-            best_val = val
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    """Trains on noisy features (fresh noise at every training and
+    evaluation pass); returns the best validation accuracy."""
+    def noisy_forward(model, data):
+        return model(data.x + sigma * torch.randn_like(data.x),
+                     data.edge_index)
+
+    with tqdm(total=args.epochs, desc='train', leave=False) as bar:
+        res = fit_node_classifier(model, data, data.train_mask,
+                                  data.val_mask, data.test_mask,
+                                  epochs=args.epochs, lr=args.lr,
+                                  weight_decay=args.weight_decay,
+                                  forward=noisy_forward,
+                                  progress=lambda epoch, m: bar.update(1))
     model.eval()
-    return best_val
+    return res['val_acc']
 
 
 def run(name, sigma, data, num_classes):
