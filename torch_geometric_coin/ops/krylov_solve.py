@@ -86,7 +86,14 @@ def _bicgstab(matvec, x, r, dinv, bound, max_iter):
         it += 1
         active = (res > bound).to(x.dtype)
         rho_new = (r_hat * r).sum(dim=0)
+        # Breakdown (r_hat orthogonal to r, or omega = 0): restart the
+        # column with r_hat = r.
+        restart = (active > 0) & ((rho_new == 0) | (omega == 0))
+        if bool(restart.any()):
+            r_hat = torch.where(restart, r, r_hat)
+            rho_new = torch.where(restart, (r * r).sum(dim=0), rho_new)
         beta = _safe_div(rho_new, rho) * _safe_div(alpha, omega)
+        beta = torch.where(restart, 0, beta)
         p = r + beta * (p - omega * v)
         y = dinv * p
         v = matvec(y)
@@ -99,6 +106,4 @@ def _bicgstab(matvec, x, r, dinv, bound, max_iter):
         r = torch.where(active.bool(), s - omega * t, r)
         res = r.norm(dim=0)
         rho = rho_new
-        if bool(((rho == 0) & (active > 0)).any()):
-            break  # breakdown: reported as non-convergence
     return x, res, it
