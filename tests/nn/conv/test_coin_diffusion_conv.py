@@ -641,7 +641,7 @@ def test_implicit_matches_dense_solve(normalization, undirected):
     sig = torch.nn.functional.softplus(conv.sigma2_raw.detach())
     assert torch.allclose(conv.sigma2_raw.grad,
                           s.grad * torch.sigmoid(conv.sigma2_raw.detach()),
-                          atol=1e-8) and abs(float(sig) - 2.0) < 1e-12
+                          atol=1e-8) and abs(float(sig) - 2.0) < 1e-6
 
 
 def _dense_laplacian_autograd(edge_index, w, n, normalization):
