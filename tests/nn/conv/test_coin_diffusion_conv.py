@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torch_geometric.typing import SparseTensor
-from torch_geometric.utils import coalesce, to_torch_coo_tensor, to_undirected
+from torch_geometric.utils import to_torch_coo_tensor, to_undirected
 
 from torch_geometric_coin.nn import CoinDiffusionConv
 
@@ -576,9 +576,10 @@ def _grads(conv, x, edge_index, weight, g):
 @pytest.mark.parametrize('undirected', [True, False])
 def test_fused_matches_unfused_and_gradients(normalization, undirected):
     edge_index, weight = random_graph(25, 70, 20, undirected)
-    # No duplicate edges: the backward pass of torch.sparse CSR (the unfused
-    # path) cannot take them.
-    edge_index, weight = coalesce(edge_index, weight, 25)
+    # With duplicate edges and self-loops, which both paths must sum:
+    edge_index = torch.cat([edge_index, edge_index[:, :5],
+                            torch.tensor([[3, 4], [3, 4]])], dim=1)
+    weight = torch.cat([weight, weight[:5], torch.tensor([0.5, 2.0])])
     x = torch.randn(25, 3, dtype=torch.float64)
     g = torch.randn(25, 3, dtype=torch.float64)
     for kwargs in [dict(learn_sigma2=True), dict(dropout=0.3),

@@ -331,7 +331,8 @@ class CoinDiffusionConv(MessagePassing):
 
         sigma2 = self.sigma2
         if self.scheme == 'explicit' and bound is not None:
-            self._check_stability(float(sigma2), bound)
+            self._check_stability(float(sigma2.detach()) if isinstance(
+                sigma2, Tensor) else sigma2, bound)
 
         if self.explain:
             x = self._explain_steps(x, graph, lap, sigma2)
@@ -339,12 +340,16 @@ class CoinDiffusionConv(MessagePassing):
             x = self._fused_steps(x, graph, lap[graph.csr_perm], sigma2,
                                   symmetric)
         else:
-            # The step matrix M = I - sigma2 * L in CSR layout, applied K
-            # times by `propagate` (plain autograd through `spmm`).
+            # The step matrix M = I - sigma2 * L, applied K times by
+            # `propagate` (plain autograd through `spmm`); coalesced, since
+            # the autograd of sparse products rejects duplicate entries.
             num_off = lap.numel() - num_nodes
             value = torch.cat([-sigma2 * lap[:num_off],
                                1.0 - sigma2 * lap[num_off:]])
-            step_index = graph.op.matrix(value[graph.csr_perm])
+            step_index = torch.sparse_coo_tensor(
+                graph.full_index.flip(0), value,
+                (num_nodes, num_nodes), check_invariants=False).coalesce()
+            step_index = step_index.to_sparse_csr()
             for _ in range(self.K):
                 if self.dropout > 0:
                     x = F.dropout(x, p=self.dropout, training=self.training)
