@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
 import torch
@@ -10,8 +11,9 @@ BACKENDS = ('exact', 'faiss', 'pyg_lib')
 
 # Columns of the score matrix processed at once inside a query chunk, and the
 # group size of the block-minimum pre-selection that makes top-k cheap:
-_TILE = 16384
+_TILE = 8192
 _GROUP = 16
+_ROWS = 256
 
 
 def gaussian_knn_graph(
@@ -27,6 +29,7 @@ def gaussian_knn_graph(
     chunk_size: Optional[int] = None,
     max_memory: int = 256 * 2**20,
     backend: str = 'exact',
+    num_workers: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Builds a weighted :math:`k`-nearest-neighbour graph with Gaussian
     edge weights from node features, as used by Convection-Diffusion Networks
@@ -103,6 +106,13 @@ def gaussian_knn_graph(
             when installed (their candidates are re-ranked by exact distances,
             but, unlike :obj:`"exact"`, not certified).
             (default: :obj:`"exact"`)
+        num_workers (int, optional): On CPU, the number of threads that
+            search query chunks in parallel, each running single-threaded
+            PyTorch operations (PyTorch's intra-op thread count is set to 1
+            for the duration of the search and restored afterwards); this is
+            much faster than fine-grained parallelism when the cores are
+            shared. If :obj:`None`, uses :meth:`torch.get_num_threads`.
+            (default: :obj:`None`)
 
     Returns:
         (torch.Tensor, torch.Tensor): :obj:`edge_index` of shape
@@ -117,11 +127,11 @@ def gaussian_knn_graph(
         >>> out = conv(x, edge_index, edge_weight)
     """
     x, batch = _check_input(x, k, bandwidth_k, batch, metric, kernel,
-                            chunk_size, max_memory, backend)
+                            chunk_size, max_memory, backend, num_workers)
     N = x.size(0)
 
     dist, col = knn_search(x, k, batch, metric, chunk_size, max_memory,
-                           backend)  # [N, k] each, ascending distances.
+                           backend, num_workers)  # [N, k] each, ascending distances.
     row = torch.arange(N, device=x.device).view(-1, 1).expand(-1, k)
 
     s = dist[:, bandwidth_k - 1]
@@ -166,6 +176,7 @@ def knn_search(
     chunk_size: Optional[int] = None,
     max_memory: int = 256 * 2**20,
     backend: str = 'exact',
+    num_workers: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Returns the distances and indices of the :obj:`k` nearest other
     nodes of every node (within its graph), sorted by ascending distance,
@@ -188,7 +199,8 @@ def knn_search(
         x, batch = x[perm], batch[perm]
 
     if backend == 'exact':
-        d2, idx = _exact_knn(x, k, batch, chunk_size, max_memory)
+        d2, idx = _exact_knn(x, k, batch, chunk_size, max_memory,
+                             num_workers)
     else:
         d2, idx = _library_knn(x, k, batch, backend)
 
@@ -202,7 +214,7 @@ def knn_search(
 
 
 def _check_input(x, k, bandwidth_k, batch, metric, kernel, chunk_size,
-                 max_memory, backend) -> Tuple[Tensor, Optional[Tensor]]:
+                 max_memory, backend, num_workers) -> Tuple[Tensor, Optional[Tensor]]:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"'x' must be a floating point tensor "
                         f"(got {type(x).__name__}"
@@ -234,6 +246,10 @@ def _check_input(x, k, bandwidth_k, batch, metric, kernel, chunk_size,
                                    or chunk_size < 1):
         raise ValueError(f"'chunk_size' must be a positive integer "
                          f"(got {chunk_size!r})")
+    if num_workers is not None and (not isinstance(num_workers, int)
+                                    or num_workers < 1):
+        raise ValueError(f"'num_workers' must be a positive integer "
+                         f"(got {num_workers!r})")
     if max_memory <= 0:
         raise ValueError(f"'max_memory' must be positive (got {max_memory})")
 
@@ -285,11 +301,11 @@ def _groups(ptr: List[int], rows: int) -> List[Tuple[int, int, bool]]:
 
 def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
                chunk_size: Optional[int], max_memory: int,
+               num_workers: Optional[int] = None,
                num_queries: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     # `num_queries` (benchmarks only): search the first nodes of one graph.
     N, F = x.size()
     device, dtype = x.device, x.dtype
-    elem = x.element_size()
     kk = k + max(8, k // 2)  # Candidates kept from the matrix form.
 
     if batch is None:
@@ -298,68 +314,85 @@ def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
         count = torch.bincount(batch)
         ptr = [0] + torch.cumsum(count, 0).tolist()
         ptr = sorted(set(ptr))  # Drop empty graphs.
+    if device.type != 'cpu':
+        num_workers = 1
+    elif num_workers is None:
+        num_workers = torch.get_num_threads()
     if chunk_size is None:  # Score tile + block minima + masks per row.
-        chunk_size = max(1, min(2048, max_memory // (3 * _TILE * elem)))
+        chunk_size = max_memory // (3 * _TILE * x.element_size() *
+                                    num_workers)
+        chunk_size = max(1, min(_ROWS, chunk_size))
 
     out_d2 = x.new_empty(N, k)
     out_idx = torch.empty(N, k, dtype=torch.long, device=device)
-    eps = torch.finfo(dtype).eps
-    rel_tol = (2 * F + 16) * eps
+    rel_tol = (2 * F + 16) * torch.finfo(dtype).eps
     inf = float('inf')
 
-    for start, end, mixed in _groups(ptr, chunk_size):
-        xg = x[start:end]
-        xc = xg - xg.mean(dim=0, keepdim=True)  # Centering: less cancellation.
-        sq = (xc * xc).sum(dim=1)
-        tol = rel_tol * (sq.max() + sq)  # Bound on the error of the scores.
-        xc_t = xc.t().contiguous()
-        bg = batch[start:end] if mixed else None
-        n = end - start
-        kq = min(kk, n - 1)
+    def search(xg, xc, xc_t, sq, tol, bg, start, kq, a):
+        n = xg.size(0)
+        b = min(a + chunk_size, n)
+        q = xc[a:b]
+        rows = torch.arange(b - a, device=device)
+        best_v = best_i = None
+        for t0 in range(0, n, _TILE):
+            t1 = min(t0 + _TILE, n)
+            s = torch.addmm(sq[t0:t1].view(1, -1), q, xc_t[:, t0:t1],
+                            alpha=-2)
+            self_col = rows + a - t0
+            m = (self_col >= 0) & (self_col < t1 - t0)
+            s[rows[m], self_col[m]] = inf
+            if bg is not None:
+                s.masked_fill_(bg[a:b].view(-1, 1) != bg[t0:t1].view(1, -1),
+                               inf)
+            v, i = _topk_smallest(s, min(kq, t1 - t0))
+            i = i + t0
+            if best_v is not None:
+                v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+                v, j = torch.topk(v, kq, dim=1, largest=False, sorted=False)
+                i = i.gather(1, j)
+            best_v, best_i = v, i
 
-        for a in range(0, n if num_queries is None else num_queries,
-                       chunk_size):
-            b = min(a + chunk_size, n)
-            q = xc[a:b]
-            c = b - a
-            rows = torch.arange(c, device=device)
-            best_v = best_i = None
-            for t0 in range(0, n, _TILE):
-                t1 = min(t0 + _TILE, n)
-                s = torch.addmm(sq[t0:t1].view(1, -1), q, xc_t[:, t0:t1],
-                                alpha=-2)
-                self_col = rows + a - t0
-                m = (self_col >= 0) & (self_col < t1 - t0)
-                s[rows[m], self_col[m]] = inf
-                if bg is not None:
-                    s.masked_fill_(bg[a:b].view(-1, 1)
-                                   != bg[t0:t1].view(1, -1), inf)
-                v, i = _topk_smallest(s, min(kq, t1 - t0))
-                i = i + t0
-                if best_v is not None:
-                    v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
-                    v, j = torch.topk(v, kq, dim=1, largest=False,
-                                      sorted=False)
-                    i = i.gather(1, j)
-                best_v, best_i = v, i
+        # Exact squared distances of the candidates (on the input data):
+        valid = best_v < inf
+        d2 = _exact_sq_dist(xg[a:b], xg, best_i).masked_fill(~valid, inf)
+        d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        idx = best_i.gather(1, j)
 
-            # Exact squared distances of the candidates (on the input data):
-            valid = best_v < inf
-            d2 = _exact_sq_dist(xg[a:b], xg, best_i)
-            d2 = d2.masked_fill(~valid, inf)
-            d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            idx = best_i.gather(1, j)
+        # Certify: every node left out has a score >= the largest kept one
+        # (unless all valid nodes were kept), hence a true squared distance
+        # >= that score + |q|^2 - tol.
+        bound = best_v.max(dim=1).values + sq[a:b] - 2 * tol[a:b]
+        bad = (valid.all(dim=1) & (d2[:, -1] > bound)).nonzero().view(-1)
+        if kq < n - 1 and bad.numel() > 0:
+            d2[bad], idx[bad] = _brute_force(xg, bg, a + bad, k, max_memory)
+        out_d2[start + a:start + b] = d2
+        out_idx[start + a:start + b] = idx + start
 
-            # Certify: every node left out has a score >= the largest kept one
-            # (unless all valid nodes were kept), hence a true squared
-            # distance >= that score + |q|^2 - tol.
-            bound = best_v.max(dim=1).values + sq[a:b] - 2 * tol[a:b]
-            bad = (valid.all(dim=1) & (d2[:, -1] > bound)).nonzero().view(-1)
-            if kq < n - 1 and bad.numel() > 0:
-                d2[bad], idx[bad] = _brute_force(xg, bg, a + bad, k,
-                                                 max_memory)
-            out_d2[start + a:start + b] = d2
-            out_idx[start + a:start + b] = idx + start
+    num_threads = torch.get_num_threads()
+    executor = None
+    if num_workers > 1:  # Coarse-grained parallelism over query chunks:
+        torch.set_num_threads(1)
+        executor = ThreadPoolExecutor(num_workers)
+    try:
+        for start, end, mixed in _groups(ptr, chunk_size):
+            xg = x[start:end]
+            xc = xg - xg.mean(dim=0, keepdim=True)  # Less cancellation.
+            sq = (xc * xc).sum(dim=1)
+            tol = rel_tol * (sq.max() + sq)  # Bounds the error of scores.
+            ctx = (xg, xc, xc.t().contiguous(), sq, tol,
+                   batch[start:end] if mixed else None, start,
+                   min(kk, end - start - 1))
+            n = end - start if num_queries is None else num_queries
+            if executor is None:
+                for a in range(0, n, chunk_size):
+                    search(*ctx, a)
+            else:
+                list(executor.map(lambda a: search(*ctx, a),
+                                  range(0, n, chunk_size)))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+            torch.set_num_threads(num_threads)
 
     return out_d2, out_idx
 
