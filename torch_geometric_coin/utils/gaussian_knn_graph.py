@@ -314,14 +314,15 @@ def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
         count = torch.bincount(batch)
         ptr = [0] + torch.cumsum(count, 0).tolist()
         ptr = sorted(set(ptr))  # Drop empty graphs.
-    if device.type != 'cpu':
-        num_workers = 1
+    tile, rows_max = _TILE, _ROWS
+    if device.type != 'cpu':  # Fewer, larger kernels on accelerators.
+        num_workers, tile, rows_max = 1, 8 * _TILE, 16 * _ROWS
     elif num_workers is None:
         num_workers = torch.get_num_threads()
     if chunk_size is None:  # Score tile + block minima + masks per row.
-        chunk_size = max_memory // (3 * _TILE * x.element_size() *
+        chunk_size = max_memory // (3 * tile * x.element_size() *
                                     num_workers)
-        chunk_size = max(1, min(_ROWS, chunk_size))
+        chunk_size = max(1, min(rows_max, chunk_size))
 
     out_d2 = x.new_empty(N, k)
     out_idx = torch.empty(N, k, dtype=torch.long, device=device)
@@ -334,8 +335,8 @@ def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
         q = xc[a:b]
         rows = torch.arange(b - a, device=device)
         best_v = best_i = None
-        for t0 in range(0, n, _TILE):
-            t1 = min(t0 + _TILE, n)
+        for t0 in range(0, n, tile):
+            t1 = min(t0 + tile, n)
             s = torch.addmm(sq[t0:t1].view(1, -1), q, xc_t[:, t0:t1],
                             alpha=-2)
             self_col = rows + a - t0
