@@ -334,24 +334,30 @@ def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
         b = min(a + chunk_size, n)
         q = xc[a:b]
         rows = torch.arange(b - a, device=device)
-        best_v = best_i = None
+        vs: List[Tensor] = []
+        ids: List[Tensor] = []
+        width = 0
         for t0 in range(0, n, tile):
             t1 = min(t0 + tile, n)
             s = torch.addmm(sq[t0:t1].view(1, -1), q, xc_t[:, t0:t1],
                             alpha=-2)
-            self_col = rows + a - t0
-            m = (self_col >= 0) & (self_col < t1 - t0)
-            s[rows[m], self_col[m]] = inf
+            if a < t1 and t0 < b:  # Exclude the query node itself.
+                self_col = rows + a - t0
+                m = (self_col >= 0) & (self_col < t1 - t0)
+                s[rows[m], self_col[m]] = inf
             if bg is not None:
                 s.masked_fill_(bg[a:b].view(-1, 1) != bg[t0:t1].view(1, -1),
                                inf)
-            v, i = _topk_smallest(s, min(kq, t1 - t0))
-            i = i + t0
-            if best_v is not None:
-                v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
-                v, j = torch.topk(v, kq, dim=1, largest=False, sorted=False)
-                i = i.gather(1, j)
-            best_v, best_i = v, i
+            v, i = _candidates(s, kq)
+            vs.append(v)
+            ids.append(i + t0)
+            width += v.size(1)
+            if width > 4096 or t1 == n:  # Merge the candidates of the tiles:
+                v, i = torch.cat(vs, 1), torch.cat(ids, 1)
+                v, j = torch.topk(v, min(kq, v.size(1)), dim=1,
+                                  largest=False, sorted=False)
+                vs, ids, width = [v], [i.gather(1, j)], v.size(1)
+        best_v, best_i = vs[0], ids[0]
 
         # Exact squared distances of the candidates (on the input data):
         valid = best_v < inf
@@ -398,22 +404,22 @@ def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor],
     return out_d2, out_idx
 
 
-def _topk_smallest(s: Tensor, kq: int) -> Tuple[Tensor, Tensor]:
-    r"""Row-wise :obj:`kq` smallest entries of :obj:`s` (unsorted), using
-    block minima over :obj:`_GROUP` strided slices to shrink the top-k."""
+def _candidates(s: Tensor, kq: int) -> Tuple[Tensor, Tensor]:
+    r"""Returns a subset of the columns of :obj:`s` (values and indices) that
+    contains the :obj:`kq` smallest entries of every row, using block minima
+    over :obj:`_GROUP` strided column slices to avoid a top-k over all."""
     c, T = s.size()
     m = T // _GROUP
     if m <= 4 * kq or T % _GROUP != 0:
-        return torch.topk(s, kq, dim=1, largest=False, sorted=False)
+        v, i = torch.topk(s, min(kq, T), dim=1, largest=False, sorted=False)
+        return v, i
     # Each of the kq smallest entries lies in a column block whose minimum is
     # among the kq smallest block minima.
     block_min = s.view(c, _GROUP, m).amin(dim=1)
     _, blocks = torch.topk(block_min, kq, dim=1, largest=False, sorted=False)
     offset = torch.arange(_GROUP, device=s.device).view(1, -1, 1) * m
     cols = (blocks.view(c, 1, kq) + offset).view(c, -1)
-    v, j = torch.topk(s.gather(1, cols), kq, dim=1, largest=False,
-                      sorted=False)
-    return v, cols.gather(1, j)
+    return s.gather(1, cols), cols
 
 
 def _exact_sq_dist(q: Tensor, x: Tensor, idx: Tensor) -> Tensor:
