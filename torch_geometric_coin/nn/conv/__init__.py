@@ -1,1 +1,5 @@
-__all__ = []
+from .coin_diffusion_conv import CoinDiffusionConv
+
+__all__ = [
+    'CoinDiffusionConv',
+]

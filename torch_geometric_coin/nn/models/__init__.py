@@ -1,1 +1,7 @@
-__all__ = []
+from .residual_convection import ResidualConvection
+from .coin import COIN
+
+__all__ = [
+    'ResidualConvection',
+    'COIN',
+]

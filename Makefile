@@ -1,0 +1,29 @@
+# `make test` and `make demo` build their own virtual environment in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WHEELS := ../shared/wheels
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	# torch-scatter / torch-sparse: prebuilt wheels when present, else the
+	# sdist (compiled against the torch above, ~25 minutes).
+	$(BIN)/pip install -q --no-build-isolation --find-links $(WHEELS) \
+		torch-scatter torch-sparse
+	$(BIN)/pip install -q -e '.[full]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest tests -q
+
+demo: install
+	$(BIN)/python examples/coin.py
+
+clean:
+	rm -rf $(VENV)

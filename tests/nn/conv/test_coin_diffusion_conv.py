@@ -1,0 +1,560 @@
+import copy
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import to_torch_coo_tensor, to_undirected
+
+from torch_geometric_coin.nn import CoinDiffusionConv
+
+NORMS = ['coin', 'sym', 'rw', None]
+
+
+def dense_laplacian(edge_index, edge_weight, num_nodes, normalization,
+                    add_self_loops=True):
+    r"""The Laplacians, written from their definitions on dense matrices:
+    :obj:`W[i, j]` is the weight of the edge :obj:`j -> i`."""
+    W = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
+    w = torch.ones(edge_index.size(1), dtype=torch.float64) \
+        if edge_weight is None else edge_weight.double()
+    W.index_put_((edge_index[1], edge_index[0]), w, accumulate=True)
+    eye = torch.eye(num_nodes, dtype=torch.float64)
+    if normalization is None:
+        return torch.diag(W.sum(1)) - W
+    Wt = W + eye if add_self_loops else W
+    deg = Wt.sum(1)
+    inv = torch.where(deg > 0, 1 / deg, torch.zeros_like(deg))
+    if normalization == 'rw':
+        A = torch.diag(inv) @ Wt
+    else:
+        A = torch.diag(inv.sqrt()) @ Wt @ torch.diag(inv.sqrt())
+    if normalization == 'coin':  # diag(A_hat 1) - A_hat
+        return torch.diag(A.sum(1)) - A
+    # I - A, with L_ii = 0 for isolated nodes (zero degree).
+    return torch.diag((deg > 0).double()) - A
+
+
+def dense_diffusion(x, edge_index, edge_weight, normalization, K, sigma2,
+                    add_self_loops=True):
+    L = dense_laplacian(edge_index, edge_weight, x.size(0), normalization,
+                        add_self_loops)
+    u = x.double()
+    for _ in range(K):
+        u = u - sigma2 * (L @ u)
+    return u
+
+
+def random_graph(num_nodes, num_edges, seed, undirected=True, weighted=True):
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(num_nodes, (2, num_edges), generator=gen)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    weight = torch.rand(edge_index.size(1), generator=gen) + 0.1
+    if undirected:
+        edge_index, weight = to_undirected(edge_index, weight, num_nodes)
+    return edge_index, (weight if weighted else None)
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+@pytest.mark.parametrize('add_self_loops', [True, False])
+@pytest.mark.parametrize('undirected', [True, False])
+def test_matches_dense_reference(normalization, add_self_loops, undirected):
+    edge_index, weight = random_graph(30, 80, 0, undirected)
+    x = torch.randn(30, 4, dtype=torch.float64)
+    for K, sigma2, w in [(0, 0.3, weight), (1, 0.3, None), (7, 0.2, weight)]:
+        conv = CoinDiffusionConv(K, sigma2, normalization,
+                                 add_self_loops=add_self_loops,
+                                 stability='ignore')
+        out = conv(x, edge_index, w)
+        ref = dense_diffusion(x, edge_index, w, normalization, K, sigma2,
+                              add_self_loops)
+        assert out.dtype == torch.float64 and out.size() == (30, 4)
+        assert torch.allclose(out, ref, atol=1e-10)
+
+    # float32 against the float64 reference:
+    conv = CoinDiffusionConv(10, 0.3, normalization,
+                             add_self_loops=add_self_loops,
+                             stability='ignore')
+    out = conv(x.float(), edge_index, weight)
+    ref = dense_diffusion(x, edge_index, weight, normalization, 10, 0.3,
+                          add_self_loops)
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_paper_per_node_update():
+    # u_i += sigma2 * sum_j A_hat_ij (u_j - u_i) with the GCN normalisation.
+    edge_index, _ = random_graph(12, 30, 1)
+    u = torch.randn(12, 3, dtype=torch.float64)
+    deg = torch.bincount(edge_index[1], minlength=12).double() + 1
+    expected = u.clone()
+    for e in range(edge_index.size(1)):
+        j, i = edge_index[0, e], edge_index[1, e]
+        a = 1 / (deg[i] * deg[j]).sqrt()
+        expected[i] += 0.35 * a * (u[j] - u[i])
+    out = CoinDiffusionConv(1, 0.35, stability='ignore')(u, edge_index)
+    assert torch.allclose(out, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize('normalization', ['coin', 'sym'])
+def test_cora_matches_dense_reference(cora, normalization):
+    x = torch.softmax(torch.randn(cora.num_nodes, 7), dim=-1)
+    conv = CoinDiffusionConv(K=20, sigma2=0.35, normalization=normalization,
+                             stability='ignore')
+    out = conv(x, cora.edge_index)
+    ref = dense_diffusion(x, cora.edge_index, None, normalization, 20, 0.35)
+    assert (out.double() - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+def test_sparse_layouts(normalization):
+    edge_index, weight = random_graph(20, 60, 2, undirected=False)
+    x = torch.randn(20, 5)
+    conv = CoinDiffusionConv(5, 0.3, normalization, stability='ignore')
+    out = conv(x, edge_index, weight)
+
+    adj_t = to_torch_coo_tensor(edge_index.flip(0), weight, (20, 20))
+    assert torch.allclose(conv(x, adj_t), out, atol=1e-6)
+    assert torch.allclose(conv(x, adj_t.to_sparse_csr()), out, atol=1e-6)
+    assert torch.allclose(conv(x, adj_t.to_sparse_csc()), out, atol=1e-6)
+    if SparseTensor is not None and hasattr(SparseTensor, 'from_edge_index'):
+        try:
+            adj = SparseTensor(row=edge_index[1], col=edge_index[0],
+                               value=weight, sparse_sizes=(20, 20))
+        except ImportError:  # torch-sparse is not installed
+            return
+        assert torch.allclose(conv(x, adj), out, atol=1e-6)
+
+
+def test_mini_batch_of_disjoint_graphs():
+    ei1, w1 = random_graph(10, 30, 3)
+    ei2, w2 = random_graph(15, 40, 4)
+    x1, x2 = torch.randn(10, 3), torch.randn(15, 3)
+    conv = CoinDiffusionConv(6, 0.3)
+    out = conv(torch.cat([x1, x2]), torch.cat([ei1, ei2 + 10], 1),
+               torch.cat([w1, w2]))
+    assert torch.allclose(out[:10], conv(x1, ei1, w1), atol=1e-6)
+    assert torch.allclose(out[10:], conv(x2, ei2, w2), atol=1e-6)
+
+
+# The axioms of the paper, as property tests #################################
+
+graphs = st.tuples(st.integers(2, 25), st.integers(0, 80),
+                   st.integers(0, 10**6))
+
+
+def _graph(params):
+    num_nodes, num_edges, seed = params
+    edge_index, weight = random_graph(num_nodes, num_edges, seed)
+    return num_nodes, edge_index, weight, seed
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(['coin', 'rw', None]), st.integers(0, 8),
+       st.floats(0.01, 1.0))
+def test_preserves_constants(params, normalization, K, sigma2):
+    num_nodes, edge_index, weight, _ = _graph(params)
+    if normalization is None and weight is not None:
+        weight = weight / (weight.sum() + 1)  # keep sigma2 * L small
+    x = torch.full((num_nodes, 2), 3.0, dtype=torch.float64)
+    x[:, 1] = -1.5
+    conv = CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+    assert torch.allclose(conv(x, edge_index, weight), x, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(['coin', 'rw']), st.integers(0, 8),
+       st.floats(0.01, 1.0))
+def test_comparison_principle(params, normalization, K, sigma2):
+    num_nodes, edge_index, weight, seed = _graph(params)
+    conv = CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+    if normalization == 'coin':
+        # Monotone when every diagonal entry of I - sigma2 L is >= 0.
+        L = dense_laplacian(edge_index, weight, num_nodes, 'coin')
+        off_row_sum = L.diagonal()
+        if float(sigma2 * off_row_sum.max()) > 1:
+            sigma2 = float(1 / off_row_sum.max())
+            conv = CoinDiffusionConv(K, sigma2, 'coin', stability='ignore')
+    gen = torch.Generator().manual_seed(seed)
+    u0 = torch.randn(num_nodes, 3, generator=gen, dtype=torch.float64)
+    v0 = u0 + torch.rand(num_nodes, 3, generator=gen, dtype=torch.float64)
+    uK, vK = conv(u0, edge_index, weight), conv(v0, edge_index, weight)
+    assert bool((uK <= vK + 1e-12).all())
+
+
+def test_comparison_principle_fails_when_unstable():
+    # The test above can fail: past the bound, the order is not kept.
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    conv = CoinDiffusionConv(1, 1.5, 'rw', add_self_loops=False,
+                             stability='ignore')
+    u0 = torch.tensor([[0.0], [0.0]])
+    v0 = torch.tensor([[1.0], [0.0]])
+    assert not bool((conv(u0, edge_index) <= conv(v0, edge_index)).all())
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(NORMS), st.integers(0, 6),
+       st.floats(0.01, 0.5), st.floats(-3, 3))
+def test_linearity(params, normalization, K, sigma2, alpha):
+    num_nodes, edge_index, weight, seed = _graph(params)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_nodes, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(num_nodes, 3, generator=gen, dtype=torch.float64)
+    conv = CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+    lhs = conv(alpha * x + y, edge_index, weight)
+    rhs = alpha * conv(x, edge_index, weight) + conv(y, edge_index, weight)
+    assert torch.allclose(lhs, rhs, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(NORMS), st.integers(0, 5),
+       st.integers(0, 5), st.floats(0.01, 0.5))
+def test_semigroup(params, normalization, K1, K2, sigma2):
+    num_nodes, edge_index, weight, seed = _graph(params)
+    x = torch.randn(num_nodes, 2, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed))
+
+    def conv(K):
+        return CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+
+    both = conv(K2)(conv(K1)(x, edge_index, weight), edge_index, weight)
+    assert torch.allclose(both, conv(K1 + K2)(x, edge_index, weight),
+                          atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(['coin', 'rw']), st.integers(0, 10),
+       st.floats(0.01, 1.0))
+def test_probability_rows_sum_to_one(params, normalization, K, sigma2):
+    num_nodes, edge_index, weight, seed = _graph(params)
+    gen = torch.Generator().manual_seed(seed)
+    prob = torch.randn(num_nodes, 4, generator=gen).softmax(dim=-1)
+    conv = CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+    out = conv(prob, edge_index, weight)
+    assert torch.allclose(out.sum(dim=-1), torch.ones(num_nodes), atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs, st.sampled_from(['coin', 'sym', None]), st.integers(1, 5),
+       st.floats(0.01, 0.5))
+def test_symmetric_operators_are_self_adjoint(params, normalization, K,
+                                              sigma2):
+    num_nodes, edge_index, weight, seed = _graph(params)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_nodes, 1, generator=gen, dtype=torch.float64)
+    y = torch.randn(num_nodes, 1, generator=gen, dtype=torch.float64)
+    conv = CoinDiffusionConv(K, sigma2, normalization, stability='ignore')
+    lhs = (conv(x, edge_index, weight) * y).sum()
+    rhs = (x * conv(y, edge_index, weight)).sum()
+    assert torch.allclose(lhs, rhs, atol=1e-8)
+
+
+# Gradients, learnable weights, caching ######################################
+
+
+def test_gradcheck_x_and_sigma2():
+    edge_index, weight = random_graph(8, 20, 5)
+    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    conv = CoinDiffusionConv(4, 0.3, learn_sigma2=True).double()
+    assert torch.autograd.gradcheck(
+        lambda x, raw: _with_param(conv, 'sigma2_raw', raw, x, edge_index,
+                                   weight), (x, conv.sigma2_raw.detach()
+                                             .clone().requires_grad_()))
+
+
+def _with_param(conv, name, value, *args, **kwargs):
+    conv = copy.deepcopy(conv)
+    delattr(conv, name)
+    setattr(conv, name, value)
+    return conv(*args, **kwargs)
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+def test_gradcheck_kernel_edge_weights(normalization):
+    edge_index, weight = random_graph(8, 20, 6)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    h = torch.randn(8, 5, dtype=torch.float64)
+    conv = CoinDiffusionConv(3, 0.2, normalization,
+                             learn_edge_weights='kernel', kernel_channels=5,
+                             stability='ignore').double()
+    P = conv.kernel.weight.detach().clone().requires_grad_()
+
+    def f(P):
+        conv2 = copy.deepcopy(conv)
+        del conv2.kernel.weight
+        conv2.kernel.weight = P
+        return conv2(x, edge_index, weight, h=h)
+
+    assert torch.autograd.gradcheck(f, (P, ))
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+def test_gradcheck_per_edge_weights(normalization):
+    edge_index, weight = random_graph(8, 20, 7)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    conv = CoinDiffusionConv(3, 0.2, normalization,
+                             learn_edge_weights='per_edge',
+                             num_edges=edge_index.size(1),
+                             stability='ignore').double()
+    theta = torch.randn(edge_index.size(1), dtype=torch.float64,
+                        requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda t: _with_param(conv, 'edge_param', t, x, edge_index, weight),
+        (theta, ))
+
+
+def test_learnable_weights_start_at_input_weights_and_stay_positive():
+    edge_index, weight = random_graph(10, 30, 8)
+    x = torch.randn(10, 3)
+    ref = CoinDiffusionConv(4, 0.3)(x, edge_index, weight)
+    per_edge = CoinDiffusionConv(4, 0.3, learn_edge_weights='per_edge',
+                                 num_edges=edge_index.size(1))
+    assert torch.allclose(per_edge(x, edge_index, weight), ref, atol=1e-5)
+
+    kernel = CoinDiffusionConv(4, 0.3, learn_edge_weights='kernel',
+                               kernel_channels=3)
+    with torch.no_grad():
+        kernel.kernel.weight.zero_()  # exp(0) = 1: the input weights
+    assert torch.allclose(kernel(x, edge_index, weight), ref, atol=1e-5)
+    with torch.no_grad():
+        kernel.kernel.weight.normal_(std=10.)
+    w = kernel.edge_updater(edge_index, ph=kernel.kernel(x),
+                            edge_weight=weight)
+    assert bool((w >= 0).all()) and bool((w <= weight).all())
+
+    with torch.no_grad():
+        per_edge.edge_param.fill_(-50.)
+    out = per_edge(x, edge_index, weight)  # weights ~ 0: no diffusion
+    assert torch.allclose(out, x, atol=1e-4)
+
+
+def test_learn_sigma2_is_positive_and_trains():
+    edge_index, _ = random_graph(10, 30, 9)
+    conv = CoinDiffusionConv(2, 0.3, learn_sigma2=True)
+    assert abs(float(conv.sigma2) - 0.3) < 1e-6
+    with torch.no_grad():
+        conv.sigma2_raw.fill_(-30.)
+    assert float(conv.sigma2) > 0
+    conv.reset_parameters()
+    x = torch.randn(10, 2)
+    conv(x, edge_index).square().sum().backward()
+    assert conv.sigma2_raw.grad is not None
+    assert float(conv.sigma2_raw.grad) != 0
+
+
+def test_caching():
+    edge_index, weight = random_graph(10, 30, 10)
+    x = torch.randn(10, 3)
+    conv = CoinDiffusionConv(3, 0.3, cached=True)
+    out = conv(x, edge_index, weight)
+    assert conv._cache is not None
+    # The cached graph is used, whatever is passed:
+    assert torch.allclose(conv(x, edge_index[:, :2]), out)
+    conv.reset_parameters()
+    assert conv._cache is None
+
+    # Parameters are never cached:
+    conv = CoinDiffusionConv(3, 0.3, cached=True, learn_sigma2=True,
+                             learn_edge_weights='per_edge',
+                             num_edges=edge_index.size(1))
+    out1 = conv(x, edge_index, weight)
+    with torch.no_grad():
+        conv.sigma2_raw.add_(0.5)
+        conv.edge_param[:5] -= 3
+    out2 = conv(x, edge_index, weight)
+    fresh = copy.deepcopy(conv)
+    fresh._cache = None
+    assert not torch.allclose(out1, out2)
+    assert torch.allclose(out2, fresh(x, edge_index, weight), atol=1e-6)
+
+    with pytest.raises(ValueError, match='cached graph has 10 nodes'):
+        conv(torch.randn(11, 3), edge_index, weight)
+
+
+def test_repr_and_state_dict():
+    conv = CoinDiffusionConv()
+    assert str(conv) == ("CoinDiffusionConv(K=20, sigma2=0.35, "
+                         "normalization='coin')")
+    conv = CoinDiffusionConv(5, 0.1, 'rw', learn_sigma2=True,
+                             learn_edge_weights='kernel', kernel_channels=4,
+                             dropout=0.2)
+    assert str(conv) == ("CoinDiffusionConv(K=5, sigma2=0.1, "
+                         "normalization='rw', learn_sigma2=True, "
+                         "learn_edge_weights='kernel', dropout=0.2)")
+    with torch.no_grad():
+        conv.sigma2_raw.fill_(1.0)
+    other = CoinDiffusionConv(5, 0.1, 'rw', learn_sigma2=True,
+                              learn_edge_weights='kernel', kernel_channels=4,
+                              dropout=0.2).eval()
+    other.load_state_dict(conv.state_dict())
+    conv.eval()
+    edge_index, _ = random_graph(10, 30, 11)
+    x = torch.randn(10, 4)
+    assert torch.equal(conv(x, edge_index), other(x, edge_index))
+
+
+def test_dropout_before_each_step():
+    edge_index, _ = random_graph(10, 30, 12)
+    x = torch.rand(10, 3) + 1
+    conv = CoinDiffusionConv(3, 0.3, dropout=0.5)
+    conv.eval()
+    assert torch.allclose(conv(x, edge_index),
+                          CoinDiffusionConv(3, 0.3)(x, edge_index))
+    conv.train()
+    torch.manual_seed(0)
+    out = conv(x, edge_index)
+    assert not torch.allclose(out, conv.eval()(x, edge_index))
+
+
+def test_torch_compile():
+    edge_index, weight = random_graph(10, 30, 13)
+    x = torch.randn(10, 3)
+    conv = CoinDiffusionConv(5, 0.3)
+    compiled = torch.compile(conv)
+    assert torch.allclose(compiled(x, edge_index, weight),
+                          conv(x, edge_index, weight), atol=1e-6)
+
+
+def test_explainer():
+    from torch_geometric.explain import Explainer, GNNExplainer
+
+    from torch_geometric_coin.nn import COIN
+    edge_index, _ = random_graph(12, 40, 14)
+    x = torch.randn(12, 6)
+    model = COIN(6, 3, K=4)
+    explainer = Explainer(
+        model, GNNExplainer(epochs=3), explanation_type='model',
+        node_mask_type='attributes', edge_mask_type='object',
+        model_config=dict(mode='multiclass_classification',
+                          task_level='node', return_type='log_probs'))
+    explanation = explainer(x, edge_index, index=0)
+    assert explanation.edge_mask.size() == (edge_index.size(1), )
+    assert bool(torch.isfinite(explanation.edge_mask).all())
+    assert float(explanation.edge_mask.abs().sum()) > 0
+    # Explain mode runs the same operator through `message`:
+    from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
+    conv = model.diffusion
+    p = torch.rand(12, 3)
+    set_masks(conv, torch.nn.Parameter(torch.full((edge_index.size(1), ),
+                                                  1e4)), edge_index)
+    assert conv.explain
+    explained = conv(p, edge_index)
+    clear_masks(conv)
+    assert torch.allclose(explained, conv(p, edge_index), atol=1e-6)
+    # A zero mask removes the edges: nothing is diffused.
+    set_masks(conv, torch.nn.Parameter(torch.full((edge_index.size(1), ),
+                                                  -1e4)), edge_index)
+    assert torch.allclose(conv(p, edge_index), p, atol=1e-6)
+    clear_masks(conv)
+
+
+# Stability and bad input ####################################################
+
+
+def test_stability_check():
+    edge_index, _ = random_graph(20, 60, 15)
+    x = torch.randn(20, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        CoinDiffusionConv(3, 0.1, 'rw')(x, edge_index)  # 0.1 * 2 <= 2
+    with pytest.warns(UserWarning, match=r'sigma2 \* bound = 1.5 \* 1.8 = 2.7 > 2'):
+        CoinDiffusionConv(3, 1.5, 'rw')(x, edge_index)
+    with pytest.raises(ValueError, match='may be unstable'):
+        CoinDiffusionConv(3, 1.5, 'sym', stability='raise')(x, edge_index)
+
+    # The warning is right: the explicit scheme blows up past the bound.
+    big = CoinDiffusionConv(15, 10., 'coin', stability='ignore')
+    assert big(x, edge_index).abs().max() > 1e6 * x.abs().max()
+    # ... and it never returns a silent inf or NaN:
+    with pytest.raises(FloatingPointError, match='overflowed after 200'):
+        CoinDiffusionConv(200, 10., 'coin', stability='ignore')(x, edge_index)
+
+
+def test_bad_input():
+    edge_index, weight = random_graph(10, 30, 16)
+    x = torch.randn(10, 3)
+    conv = CoinDiffusionConv(3, 0.3)
+    with pytest.raises(ValueError, match="'x' must be a 2-D tensor"):
+        conv(torch.randn(10), edge_index)
+    with pytest.raises(TypeError, match="'x' must be a floating point"):
+        conv(torch.ones(10, 3, dtype=torch.long), edge_index)
+    with pytest.raises(ValueError, match="'x' contains NaN"):
+        conv(torch.full((10, 3), float('nan')), edge_index)
+    with pytest.raises(ValueError, match="'x' contains NaN or infinite"):
+        conv(torch.full((10, 3), float('inf')), edge_index)
+    with pytest.raises(ValueError, match=r"shape \[2, num_edges\]"):
+        conv(x, edge_index.t())
+    with pytest.raises(TypeError, match="'edge_index' must be an integer"):
+        conv(x, edge_index.float())
+    with pytest.raises(ValueError, match=r"outside \[0, 9\]"):
+        conv(x, edge_index + 1)
+    with pytest.raises(ValueError, match=r"outside \[0, 9\]"):
+        conv(x, edge_index - 1)
+    with pytest.raises(ValueError, match="'edge_weight' must be non-neg"):
+        conv(x, edge_index, -weight)
+    with pytest.raises(ValueError, match="'edge_weight' contains NaN"):
+        conv(x, edge_index, weight * float('nan'))
+    with pytest.raises(ValueError, match="'edge_weight' must have shape"):
+        conv(x, edge_index, weight[:-1])
+    with pytest.raises(ValueError, match=r'shape \[10, 10\]'):
+        conv(x, to_torch_coo_tensor(edge_index, size=(12, 12)))
+    with pytest.raises(ValueError, match="'sigma2' must be a positive"):
+        CoinDiffusionConv(3, 0.)
+    with pytest.raises(ValueError, match="'sigma2' must be a positive"):
+        CoinDiffusionConv(3, -1.)
+    with pytest.raises(ValueError, match="'sigma2' must be a positive"):
+        CoinDiffusionConv(3, float('nan'))
+    with pytest.raises(ValueError, match="'K' must be a non-negative"):
+        CoinDiffusionConv(-1)
+    with pytest.raises(ValueError, match="'K' must be a non-negative"):
+        CoinDiffusionConv(2.5)
+    with pytest.raises(ValueError, match='Unknown normalization'):
+        CoinDiffusionConv(normalization='foo')
+    with pytest.raises(ValueError, match="Unknown 'learn_edge_weights'"):
+        CoinDiffusionConv(learn_edge_weights='foo')
+    with pytest.raises(ValueError, match="needs a positive 'kernel_chan"):
+        CoinDiffusionConv(learn_edge_weights='kernel')
+    with pytest.raises(ValueError, match="needs a positive 'num_edges'"):
+        CoinDiffusionConv(learn_edge_weights='per_edge')
+    with pytest.raises(ValueError, match="learns 5 edge weights"):
+        CoinDiffusionConv(learn_edge_weights='per_edge', num_edges=5)(
+            x, edge_index)
+    with pytest.raises(ValueError, match="'h' must have shape"):
+        CoinDiffusionConv(learn_edge_weights='kernel', kernel_channels=4)(
+            x, edge_index)
+    with pytest.raises(ValueError, match="'dropout' must be in"):
+        CoinDiffusionConv(dropout=1.0)
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+def test_degenerate_graphs(normalization):
+    x = torch.randn(6, 3)
+    conv = CoinDiffusionConv(5, 0.3, normalization, stability='ignore')
+    # No edges at all: nothing moves.
+    empty = torch.empty(2, 0, dtype=torch.long)
+    assert torch.allclose(conv(x, empty), x)
+    # Isolated nodes keep their values; self-loops and duplicates work.
+    edge_index = torch.tensor([[0, 1, 1, 2, 2, 2, 3], [1, 0, 0, 2, 1, 1, 3]])
+    out = conv(x, edge_index)
+    assert bool(torch.isfinite(out).all())
+    assert torch.allclose(out[4:], x[4:])
+    ref = dense_diffusion(x, edge_index, None, normalization, 5, 0.3)
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    # Zero-weight edges are fine as well.
+    out = conv(x, edge_index, torch.zeros(edge_index.size(1)))
+    assert bool(torch.isfinite(out).all())
+
+
+def test_dtypes():
+    edge_index, weight = random_graph(20, 60, 17)
+    x = torch.randn(20, 3, dtype=torch.float64)
+    conv = CoinDiffusionConv(10, 0.3)
+    out64 = conv(x, edge_index, weight)
+    assert out64.dtype == torch.float64
+    for dtype in [torch.float32, torch.bfloat16, torch.float16]:
+        out = conv(x.to(dtype), edge_index, weight)
+        assert out.dtype == dtype
+        assert bool(torch.isfinite(out).all())
+        assert torch.allclose(out.double(), out64, atol=5e-2)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch_geometric_coin.nn import COIN, diffused_nll_loss
+from torch_geometric_coin.utils import fit_node_classifier
+
+
+def two_blobs(n=60, seed=0):
+    r"""Two classes on a graph of two communities with noisy features."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = F.one_hot(y, 2).float() + 1.5 * torch.randn(n, 2, generator=gen)
+    x = torch.cat([x, torch.randn(n, 6, generator=gen)], dim=1)
+    src = torch.randint(n, (6 * n, ), generator=gen)
+    dst = torch.randint(n, (6 * n, ), generator=gen)
+    keep = (y[src] == y[dst]) & (src != dst)
+    edge_index = torch.stack([src[keep], dst[keep]])
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    return x, edge_index, y
+
+
+def test_coin_outputs_log_probabilities():
+    x, edge_index, y = two_blobs()
+    for diffuse in ['prob', 'logits', 'hidden']:
+        model = COIN(8, 2, K=5, sigma2=0.2, diffuse=diffuse)
+        out = model(x, edge_index)
+        assert out.size() == (60, 2)
+        assert torch.allclose(out.exp().sum(-1), torch.ones(60), atol=1e-5)
+        F.nll_loss(out, y).backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def test_coin_with_k0_is_the_base_classifier():
+    x, edge_index, _ = two_blobs()
+    model = COIN(8, 2, K=0).eval()
+    assert torch.allclose(model(x, edge_index),
+                          model.base(x).log_softmax(-1), atol=1e-6)
+    assert str(model) == ("COIN(8, 2, diffuse='prob', diffusion="
+                          "CoinDiffusionConv(K=0, sigma2=0.35, "
+                          "normalization='coin'))")
+
+
+def test_coin_diffuses_the_probabilities():
+    x, edge_index, _ = two_blobs()
+    model = COIN(8, 2, K=3, sigma2=0.2).eval()
+    prob = model.base(x).softmax(-1)
+    expected = model.diffusion(prob, edge_index).log()
+    assert torch.allclose(model(x, edge_index), expected, atol=1e-6)
+
+
+def test_diffusion_helps_on_a_homophilous_graph():
+    x, edge_index, y = two_blobs(n=200)
+    train = torch.zeros(200, dtype=torch.bool)
+    train[:20] = True
+    val = torch.zeros(200, dtype=torch.bool)
+    val[20:60] = True
+    test = torch.zeros(200, dtype=torch.bool)
+    test[60:] = True
+    accs = {}
+    for K in [0, 10]:
+        torch.manual_seed(0)
+        model = COIN(8, 2, K=K, sigma2=0.3, dropout=0.2)
+        res = fit_node_classifier(
+            model, type('D', (), dict(x=x, edge_index=edge_index, y=y))(),
+            train, val, test, epochs=60)
+        accs[K] = res['test_acc']
+    assert accs[10] > accs[0] + 0.1, accs
+
+
+def test_diffused_nll_loss_is_finite_at_zero_probability():
+    prob = torch.tensor([[0.0, 1.0], [0.5, 0.5], [-1e-3, 1.001]],
+                        requires_grad=True)
+    y = torch.tensor([0, 1, 0])
+    naive = F.nll_loss(prob.log(), y)
+    assert not torch.isfinite(naive)  # what the authors' code can hit
+    loss = diffused_nll_loss(prob, y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert bool(torch.isfinite(prob.grad).all())
+    ok = torch.tensor([[0.2, 0.8], [0.5, 0.5]])
+    assert torch.allclose(diffused_nll_loss(ok, y[:2]),
+                          F.nll_loss(ok.log(), y[:2]))
+
+
+def test_coin_errors():
+    with pytest.raises(ValueError, match="Unknown 'diffuse'"):
+        COIN(8, 2, diffuse='foo')

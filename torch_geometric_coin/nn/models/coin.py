@@ -1,0 +1,127 @@
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from torch_geometric.typing import Adj, OptTensor
+
+from torch_geometric_coin.nn.conv import CoinDiffusionConv
+from torch_geometric_coin.nn.diffused_nll_loss import safe_log
+from torch_geometric_coin.nn.models.residual_convection import (
+    ResidualConvection,
+)
+
+DIFFUSE = ('prob', 'logits', 'hidden')
+
+
+class COIN(torch.nn.Module):
+    r"""The Convection-Diffusion Network (COIN) from the `"Convection-Diffusion
+    Equation: A Theoretically Certified Framework for Neural Networks"
+    <https://arxiv.org/abs/2403.15726>`_ paper: a residual base classifier
+    (the convection part, :class:`ResidualConvection`) followed by
+    :class:`CoinDiffusionConv` over the graph of samples (the diffusion part).
+
+    .. math::
+        \mathbf{U}^{(0)} &= \mathrm{softmax}(f_\theta(\mathbf{X}))
+
+        \mathbf{U}^{(K)} &= (\mathbf{I} - \sigma^2 \mathbf{L})^K
+        \mathbf{U}^{(0)},
+
+    and the model returns :math:`\log \mathbf{U}^{(K)}` (finite everywhere,
+    see :func:`~torch_geometric_coin.nn.diffused_nll_loss`), so that
+    :obj:`F.nll_loss` on the output is the authors' loss. With
+    :obj:`diffuse='logits'` the logits are diffused and then normalised by
+    a log-softmax; with :obj:`diffuse='hidden'` the last hidden features are
+    diffused before the output map. :obj:`K=0` gives the base classifier
+    alone (the paper's "ResNet" ablation).
+
+    Args:
+        in_channels (int): Size of each input sample.
+        out_channels (int): Number of classes.
+        hidden_channels (int, optional): Width of the residual blocks
+            (:obj:`in_channels` if :obj:`None`, as the authors do).
+            (default: :obj:`None`)
+        num_layers (int, optional): Number of residual blocks.
+            (default: :obj:`1`)
+        K (int, optional): Number of diffusion steps. (default: :obj:`20`)
+        sigma2 (float, optional): Diffusion strength. (default: :obj:`0.35`)
+        normalization (str, optional): The Laplacian of
+            :class:`CoinDiffusionConv`. (default: :obj:`'coin'`)
+        diffuse (str, optional): What is diffused: :obj:`'prob'`,
+            :obj:`'logits'` or :obj:`'hidden'`. (default: :obj:`'prob'`)
+        dropout (float, optional): Dropout of the base classifier.
+            (default: :obj:`0.5`)
+        T (float, optional): Time horizon of the residual blocks.
+            (default: :obj:`1.`)
+        act (str, optional): Non-linearity of the residual blocks.
+            (default: :obj:`'relu'`)
+        norm (str, optional): Normalisation of the residual blocks.
+            (default: :obj:`None`)
+        diffusion_dropout (float, optional): Dropout before each diffusion
+            step (the paper's COVID-19 model). (default: :obj:`0.`)
+        **kwargs (optional): Additional arguments of
+            :class:`CoinDiffusionConv` (*e.g.*, :obj:`learn_sigma2`,
+            :obj:`learn_edge_weights`, :obj:`cached`).
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
+          edge indices :math:`(2, |\mathcal{E}|)` or a sparse adjacency,
+          edge weights :math:`(|\mathcal{E}|)` *(optional)*
+        - **output:** log-probabilities :math:`(|\mathcal{V}|, C)`
+    """
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: Optional[int] = None,
+        num_layers: int = 1,
+        K: int = 20,
+        sigma2: float = 0.35,
+        normalization: Optional[str] = 'coin',
+        diffuse: str = 'prob',
+        dropout: float = 0.5,
+        T: float = 1.,
+        act: str = 'relu',
+        norm: Optional[str] = None,
+        diffusion_dropout: float = 0.,
+        **kwargs,
+    ):
+        super().__init__()
+        if diffuse not in DIFFUSE:
+            raise ValueError(f"Unknown 'diffuse' {diffuse!r}: expected one "
+                             f"of {DIFFUSE}")
+        if kwargs.get('learn_edge_weights') == 'kernel':
+            kwargs.setdefault('kernel_channels', in_channels)
+        self.diffuse = diffuse
+        self.base = ResidualConvection(in_channels, hidden_channels,
+                                       out_channels, num_layers=num_layers,
+                                       T=T, act=act, norm=norm,
+                                       dropout=dropout)
+        self.diffusion = CoinDiffusionConv(K=K, sigma2=sigma2,
+                                           normalization=normalization,
+                                           dropout=diffusion_dropout,
+                                           **kwargs)
+
+    def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
+        self.base.reset_parameters()
+        self.diffusion.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
+        if self.diffuse == 'hidden':
+            h = self.base.encode(x)
+            h = self.diffusion(h, edge_index, edge_weight, h=x)
+            return torch.log_softmax(self.base.lin_out(h), dim=-1)
+        logits = self.base(x)
+        if self.diffuse == 'logits':
+            out = self.diffusion(logits, edge_index, edge_weight, h=x)
+            return torch.log_softmax(out, dim=-1)
+        prob = self.diffusion(logits.softmax(dim=-1), edge_index, edge_weight,
+                              h=x)
+        return safe_log(prob)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.base.in_channels}, '
+                f'{self.base.out_channels}, diffuse={self.diffuse!r}, '
+                f'diffusion={self.diffusion})')
