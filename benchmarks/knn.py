@@ -208,7 +208,7 @@ def main(argv=None):
                         choices=METHODS)
     parser.add_argument('--time-cap', type=float, default=300.,
                         help='seconds per method and N before extrapolating')
-    parser.add_argument('--probe', type=int, default=2000,
+    parser.add_argument('--probe', type=int, default=1000,
                         help='query points of the probe run')
     parser.add_argument('--out', default=osp.join(osp.dirname(
         osp.abspath(__file__)), 'results'))
