@@ -12,7 +12,7 @@ set), and its class probabilities diffuse over the graph with
 * ``LabelPropagation``: label propagation (Zhou et al., 2004) over the same
   graph, ``F <- alpha W F + (1 - alpha) Y``.
 
-    python examples/digits.py                    # 10 label draws, < 1 minute
+    python examples/digits.py                    # 5 label draws, < 1 minute
     python examples/digits.py --runs 2 --epochs 20 --out /tmp/digits
 
 Writes ``digits.json`` and ``digits.md`` to ``--out``
@@ -69,14 +69,14 @@ def label_propagation(edge_index, edge_weight, y, train_mask, alpha=0.99,
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--runs', type=int, default=10,
+    parser.add_argument('--runs', type=int, default=5,
                         help='random label draws')
     parser.add_argument('--labels-per-class', type=int, default=10)
     parser.add_argument('--k', type=int, default=6)
     parser.add_argument('--bandwidth-k', type=int, default=3)
     parser.add_argument('--K', type=int, default=20)
     parser.add_argument('--sigma2', type=float, default=0.5)
-    parser.add_argument('--epochs', type=int, default=200)
+    parser.add_argument('--epochs', type=int, default=100)
     parser.add_argument('--lr', type=float, default=0.01)
     parser.add_argument('--alpha', type=float, default=0.99,
                         help='label propagation')
