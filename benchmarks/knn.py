@@ -222,11 +222,12 @@ def main(argv=None):
                                 int(num_queries))))
         return None
 
+    mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
     result = dict(
         args=vars(args), date=datetime.date.today().isoformat(),
         machine=f'{os.cpu_count()}-core CPU ({platform.machine()}), '
-        f'{os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30:.0f}'
-        f' GiB, torch {torch.__version__}', torch_threads=torch.get_num_threads())
+        f'{mem:.0f} GiB, torch {torch.__version__}',
+        torch_threads=torch.get_num_threads())
     result['exactness'] = exactness(args)
     result['speed'] = speed(args)
     os.makedirs(args.out, exist_ok=True)

@@ -6,12 +6,16 @@ import os.path as osp
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def test_digits_example_tiny(tmp_path, capsys):
+def load_example():
     path = osp.join(ROOT, 'examples', 'digits.py')
     spec = importlib.util.spec_from_file_location('digits_example', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(['--runs', '2', '--epochs', '5', '--out',
+    return module
+
+
+def test_digits_example_tiny(tmp_path, capsys):
+    result = load_example().main(['--runs', '2', '--epochs', '5', '--out',
                           str(tmp_path)])
     methods = [r['method'] for r in result['results']]
     assert methods == ['ResNet', 'COIN', 'LabelPropagation']
@@ -31,10 +35,7 @@ def test_label_propagation_reference():
     import torch
 
     from torch_geometric_coin.utils import gaussian_knn_graph
-    path = osp.join(ROOT, 'examples', 'digits.py')
-    spec = importlib.util.spec_from_file_location('digits_example', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example()
     torch.manual_seed(0)
     x = torch.randn(60, 3)
     y = torch.randint(0, 3, (60, ))

@@ -41,6 +41,8 @@ class GaussianKNNGraph(BaseTransform):
             score matrices. (default: :obj:`256 MiB`)
         backend (str, optional): :obj:`"exact"`, :obj:`"faiss"` or
             :obj:`"pyg_lib"`. (default: :obj:`"exact"`)
+        num_workers (int, optional): CPU threads searching query chunks in
+            parallel. (default: :obj:`None`, :meth:`torch.get_num_threads`)
     """
     def __init__(
         self,
@@ -55,6 +57,7 @@ class GaussianKNNGraph(BaseTransform):
         chunk_size: Optional[int] = None,
         max_memory: int = 256 * 2**20,
         backend: str = 'exact',
+        num_workers: Optional[int] = None,
     ) -> None:
         if attr not in ('x', 'pos'):
             raise ValueError(f"'attr' must be 'x' or 'pos' (got {attr!r})")
@@ -69,17 +72,20 @@ class GaussianKNNGraph(BaseTransform):
         self.chunk_size = chunk_size
         self.max_memory = max_memory
         self.backend = backend
+        self.num_workers = num_workers
 
     def forward(self, data: Data) -> Data:
         x = getattr(data, self.attr, None)
         if x is None:
-            raise ValueError(f"'{self.__class__.__name__}' needs 'data.{self.attr}'")
+            raise ValueError(f"'{self.__class__.__name__}' needs "
+                             f"'data.{self.attr}'")
         edge_index, edge_weight = gaussian_knn_graph(
             x, self.k, self.bandwidth_k, batch=getattr(data, 'batch', None),
             loop=self.loop, normalize=self.normalize,
             symmetrize=self.symmetrize, metric=self.metric,
             kernel=self.kernel, chunk_size=self.chunk_size,
-            max_memory=self.max_memory, backend=self.backend)
+            max_memory=self.max_memory, backend=self.backend,
+            num_workers=self.num_workers)
         data.edge_index = edge_index
         data.edge_weight = edge_weight
         return data

@@ -68,11 +68,11 @@ def gaussian_knn_graph(
 
     The neighbour search is exact and never needs :math:`O(N^2)` memory: query
     chunks are scored against all nodes of their graph with the matrix form
-    :math:`\|\mathbf{x}_j\|^2 - 2\,\mathbf{x}_i^{\top}\mathbf{x}_j`, a few extra
-    candidates are kept with :meth:`torch.topk`, their distances are recomputed
-    exactly from the differences :math:`\mathbf{x}_i - \mathbf{x}_j`, and rows
-    whose result is not certified by a rounding-error bound are recomputed by
-    exhaustive exact search.
+    :math:`\|\mathbf{x}_j\|^2 - 2\,\mathbf{x}_i^{\top}\mathbf{x}_j`, a few
+    extra candidates are kept with :meth:`torch.topk`, their distances are
+    recomputed exactly from the differences :math:`\mathbf{x}_i -
+    \mathbf{x}_j`, and rows whose result is not certified by a rounding-error
+    bound are recomputed by exhaustive exact search.
 
     Args:
         x (torch.Tensor): Node features :math:`\mathbf{X} \in
@@ -90,7 +90,8 @@ def gaussian_knn_graph(
         normalize (bool, optional): If :obj:`True`, applies the symmetric
             degree normalization. (default: :obj:`True`)
         symmetrize (bool, optional): If :obj:`True`, returns
-            :math:`(\mathbf{W} + \mathbf{W}^{\top}) / 2`. (default: :obj:`True`)
+            :math:`(\mathbf{W} + \mathbf{W}^{\top}) / 2`.
+            (default: :obj:`True`)
         metric (str, optional): :obj:`"euclidean"`, or :obj:`"cosine"` for
             the distance :math:`1 - \cos(\mathbf{x}_i, \mathbf{x}_j)`.
             (default: :obj:`"euclidean"`)
@@ -131,7 +132,7 @@ def gaussian_knn_graph(
     N = x.size(0)
 
     dist, col = knn_search(x, k, batch, metric, chunk_size, max_memory,
-                           backend, num_workers)  # [N, k] each, ascending distances.
+                           backend, num_workers)  # [N, k], ascending.
     row = torch.arange(N, device=x.device).view(-1, 1).expand(-1, k)
 
     s = dist[:, bandwidth_k - 1]
@@ -142,8 +143,9 @@ def gaussian_knn_graph(
         den = s.view(-1, 1) * s[col]
     ratio = num / den
     # Limit s -> 0+ for duplicate points: exp(-0/0) := 1, exp(-c/0) := 0.
-    ratio = torch.where(den > 0, ratio, torch.where(
-        num > 0, torch.full_like(ratio, float('inf')), torch.zeros_like(ratio)))
+    limit = torch.where(num > 0, torch.full_like(ratio, float('inf')),
+                        torch.zeros_like(ratio))
+    ratio = torch.where(den > 0, ratio, limit)
     weight = torch.exp(-ratio).view(-1)
     row, col = row.reshape(-1), col.reshape(-1)
 
@@ -214,11 +216,11 @@ def knn_search(
 
 
 def _check_input(x, k, bandwidth_k, batch, metric, kernel, chunk_size,
-                 max_memory, backend, num_workers) -> Tuple[Tensor, Optional[Tensor]]:
+                 max_memory, backend,
+                 num_workers) -> Tuple[Tensor, Optional[Tensor]]:
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"'x' must be a floating point tensor "
-                        f"(got {type(x).__name__}"
-                        f"{' of ' + str(x.dtype) if isinstance(x, Tensor) else ''})")
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"'x' must be a floating point tensor (got {got})")
     if x.dim() == 1:
         x = x.view(-1, 1)
     if x.dim() != 2:
