@@ -1,26 +1,15 @@
-import importlib.util
 import json
 import math
 import os.path as osp
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-def load_script():
-    path = osp.join(ROOT, 'benchmarks', 'knn.py')
-    spec = importlib.util.spec_from_file_location('knn_benchmark', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_knn_benchmark_tiny(tmp_path):
+def test_knn_benchmark_tiny(tmp_path, load_script):
     # Time cap 0: the method runs once on the probe queries and is
     # extrapolated (one subprocess), which keeps the test short.
-    result = load_script().main([
+    result = load_script('benchmarks/knn.py').main([
         '--sizes', '1500', '--exact-sizes', '300', '--dim', '8', '--k', '5',
-        '--methods', 'ours', '--time-cap', '0',
-        '--probe', '200', '--out', str(tmp_path)
+        '--methods', 'ours', '--time-cap', '0', '--probe', '200', '--out',
+        str(tmp_path)
     ])
     assert [r['recall'] for r in result['exactness']] == [1.0]
     assert [r['method'] for r in result['speed']] == ['ours']

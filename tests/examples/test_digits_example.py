@@ -1,22 +1,10 @@
-import importlib.util
 import json
 import math
-import os.path as osp
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def load_example():
-    path = osp.join(ROOT, 'examples', 'digits.py')
-    spec = importlib.util.spec_from_file_location('digits_example', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_digits_example_tiny(tmp_path, capsys):
-    result = load_example().main(['--runs', '2', '--epochs', '5', '--out',
-                          str(tmp_path)])
+def test_digits_example_tiny(tmp_path, capsys, load_script):
+    result = load_script('examples/digits.py').main(
+        ['--runs', '2', '--epochs', '5', '--out', str(tmp_path)])
     methods = [r['method'] for r in result['results']]
     assert methods == ['ResNet', 'COIN', 'LabelPropagation']
     for r in result['results']:
@@ -30,12 +18,12 @@ def test_digits_example_tiny(tmp_path, capsys):
     assert 'LabelPropagation: test accuracy' in capsys.readouterr().out
 
 
-def test_label_propagation_reference():
+def test_label_propagation_reference(load_script):
     # Against a dense implementation of the same iteration:
     import torch
 
     from torch_geometric_coin.utils import gaussian_knn_graph
-    module = load_example()
+    module = load_script('examples/digits.py')
     torch.manual_seed(0)
     x = torch.randn(60, 3)
     y = torch.randint(0, 3, (60, ))
