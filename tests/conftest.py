@@ -59,3 +59,21 @@ def random_laplacian():
         return op, lap, L
 
     return make
+
+
+@pytest.fixture
+def load_script():
+    r"""Imports a script of the repository (e.g.
+    :obj:`'examples/digits.py'`) as a module, so a test can call its
+    :obj:`main(argv)`."""
+    import importlib.util
+
+    def load(path: str):
+        name = osp.splitext(osp.basename(path))[0] + '_script'
+        spec = importlib.util.spec_from_file_location(name,
+                                                      osp.join(ROOT, path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
