@@ -1,0 +1,49 @@
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from torch_geometric_coin.transforms import GaussianKNNGraph
+from torch_geometric_coin.utils import gaussian_knn_graph
+
+
+def test_gaussian_knn_graph_transform():
+    torch.manual_seed(0)
+    transform = GaussianKNNGraph(k=6, bandwidth_k=3)
+    assert str(transform) == ("GaussianKNNGraph(k=6, bandwidth_k=3, "
+                              "attr='x', metric='euclidean', "
+                              "kernel='gaussian')")
+    x = torch.randn(50, 4)
+    data = transform(Data(x=x))
+    edge_index, edge_weight = gaussian_knn_graph(x, 6, 3)
+    assert torch.equal(data.edge_index, edge_index)
+    assert torch.equal(data.edge_weight, edge_weight)
+
+    # From positions, with the self-tuning kernel:
+    pos = torch.randn(40, 3)
+    data = GaussianKNNGraph(5, 2, attr='pos', kernel='self_tuning')(
+        Data(x=torch.randn(40, 7), pos=pos))
+    edge_index, edge_weight = gaussian_knn_graph(pos, 5, 2,
+                                                 kernel='self_tuning')
+    assert torch.equal(data.edge_index, edge_index)
+    assert torch.equal(data.edge_weight, edge_weight)
+
+
+def test_gaussian_knn_graph_transform_batch():
+    torch.manual_seed(1)
+    graphs = [Data(x=torch.randn(n, 3)) for n in (20, 30)]
+    batch = GaussianKNNGraph(k=4, bandwidth_k=2)(Batch.from_data_list(graphs))
+    src, dst = batch.edge_index
+    assert bool((batch.batch[src] == batch.batch[dst]).all())
+    first = GaussianKNNGraph(k=4, bandwidth_k=2)(graphs[0].clone())
+    mask = dst < 20
+    assert torch.equal(batch.edge_index[:, mask], first.edge_index)
+    assert torch.allclose(batch.edge_weight[mask], first.edge_weight)
+
+
+def test_gaussian_knn_graph_transform_errors():
+    with pytest.raises(ValueError, match="'x' or 'pos'"):
+        GaussianKNNGraph(attr='edge_attr')
+    with pytest.raises(ValueError, match='data.pos'):
+        GaussianKNNGraph(attr='pos')(Data(x=torch.randn(10, 2)))
+    with pytest.raises(ValueError, match='smaller than the number of nodes'):
+        GaussianKNNGraph(k=10)(Data(x=torch.randn(10, 2)))

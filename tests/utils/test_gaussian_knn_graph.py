@@ -1,0 +1,300 @@
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torch_geometric_coin.utils import gaussian_knn_graph
+
+knn_module = importlib.import_module(
+    'torch_geometric_coin.utils.gaussian_knn_graph')
+
+
+def authors_reference(x, n_top=8, sigma=4):
+    # The COIN authors' dense construction, counting the node itself: keep
+    # d_ij < the n_top-th smallest distance, bandwidth = sigma-th smallest.
+    x = np.asarray(x, dtype=np.float64)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :])**2).sum(-1))
+    srt = np.sort(dist, axis=1)
+    keep = dist < srt[:, n_top - 1:n_top]
+    W = np.exp(-(dist / srt[:, sigma - 1:sigma])**2) * keep
+    deg = W.sum(1)
+    W = W / np.sqrt(np.outer(deg, deg))
+    return (W + W.T) / 2
+
+
+def dense_reference(x, k, bandwidth_k, batch=None, loop=True, normalize=True,
+                    symmetrize=True, metric='euclidean', kernel='gaussian'):
+    x = np.asarray(x, dtype=np.float64)
+    N = x.shape[0]
+    if metric == 'cosine':
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        dist = 1 - xn @ xn.T
+    else:
+        dist = np.sqrt(((x[:, None, :] - x[None, :, :])**2).sum(-1))
+    dist[np.arange(N), np.arange(N)] = np.inf
+    if batch is not None:
+        batch = np.asarray(batch)
+        dist[batch[:, None] != batch[None, :]] = np.inf
+    nbr = np.argsort(dist, axis=1, kind='stable')[:, :k]
+    s = dist[np.arange(N), nbr[:, bandwidth_k - 1]]
+    W = np.zeros((N, N))
+    for i in range(N):
+        for j in nbr[i]:
+            den = s[i]**2 if kernel == 'gaussian' else s[i] * s[j]
+            d2 = dist[i, j]**2
+            W[i, j] = np.exp(-d2 / den) if den > 0 else float(d2 == 0)
+    if loop:
+        W += np.eye(N)
+    if normalize:
+        deg = W.sum(1)
+        W = W / np.sqrt(np.outer(deg, deg))
+    if symmetrize:
+        W = (W + W.T) / 2
+    return W
+
+
+def to_dense(edge_index, edge_weight, N):
+    # Edge (j, i) carries W_ij.
+    W = np.zeros((N, N))
+    W[edge_index[1].numpy(), edge_index[0].numpy()] = edge_weight.double()
+    return W
+
+
+def test_authors_construction():
+    torch.manual_seed(0)
+    x = torch.randn(120, 5)
+    edge_index, edge_weight = gaussian_knn_graph(x, k=6, bandwidth_k=3)
+    assert edge_weight.dtype == torch.float32
+    W = to_dense(edge_index, edge_weight, 120)
+    np.testing.assert_allclose(W, authors_reference(x), rtol=0, atol=1e-6)
+    assert np.array_equal(W, W.T)
+
+    x = x.double()
+    W = to_dense(*gaussian_knn_graph(x, k=6, bandwidth_k=3), 120)
+    np.testing.assert_allclose(W, authors_reference(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
+@pytest.mark.parametrize('kernel', ['gaussian', 'self_tuning'])
+@pytest.mark.parametrize('loop,normalize,symmetrize', [
+    (True, True, True), (False, True, False), (False, False, True)])
+def test_dense_reference(metric, kernel, loop, normalize, symmetrize):
+    torch.manual_seed(1)
+    x = torch.rand(80, 4, dtype=torch.float64) + 0.1
+    kwargs = dict(loop=loop, normalize=normalize, symmetrize=symmetrize,
+                  metric=metric, kernel=kernel)
+    W = to_dense(*gaussian_knn_graph(x, 7, 4, **kwargs), 80)
+    np.testing.assert_allclose(W, dense_reference(x, 7, 4, **kwargs),
+                               rtol=0, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(2, 40), F=st.integers(1, 6), k=st.integers(1, 8),
+       data=st.data())
+def test_dense_reference_random(N, F, k, data):
+    k = min(k, N - 1)
+    bandwidth_k = data.draw(st.integers(1, k))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    x = torch.randn(N, F, generator=torch.Generator().manual_seed(seed),
+                    dtype=torch.float64)
+    W = to_dense(*gaussian_knn_graph(x, k, bandwidth_k, chunk_size=3), N)
+    np.testing.assert_allclose(W, dense_reference(x, k, bandwidth_k),
+                               rtol=0, atol=1e-12)
+
+
+def neighbour_sets(edge_index, N):
+    sets = [set() for _ in range(N)]
+    for j, i in edge_index.t().tolist():
+        sets[i].add(j)
+    return sets
+
+
+def test_same_neighbours_as_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+    torch.manual_seed(2)
+    x = torch.randn(600, 16)
+    edge_index, _ = gaussian_knn_graph(x, 10, 5, loop=False,
+                                       symmetrize=False)
+    assert edge_index.size(1) == 600 * 10
+    nn = NearestNeighbors(n_neighbors=11).fit(x.double().numpy())
+    _, ref = nn.kneighbors(x.double().numpy())
+    ours = neighbour_sets(edge_index, 600)
+    for i in range(600):
+        assert ours[i] == set(ref[i].tolist()) - {i}
+
+
+def test_batch_separation_and_order():
+    torch.manual_seed(3)
+    x = torch.randn(70, 3)
+    batch = torch.randint(0, 3, (70, ))
+    batch[:3] = torch.tensor([0, 1, 2])
+    edge_index, edge_weight = gaussian_knn_graph(x, 5, 2, batch=batch)
+    assert bool((batch[edge_index[0]] == batch[edge_index[1]]).all())
+    W = to_dense(edge_index, edge_weight, 70)
+    for g in range(3):  # Each graph on its own gives the same weights:
+        idx = (batch == g).nonzero().view(-1)
+        W_g = to_dense(*gaussian_knn_graph(x[idx], 5, 2), idx.numel())
+        np.testing.assert_allclose(W[np.ix_(idx, idx)], W_g, atol=1e-7)
+    np.testing.assert_allclose(
+        W, dense_reference(x, 5, 2, batch=batch), rtol=0, atol=1e-6)
+
+
+def test_chunking_and_tiling(monkeypatch):
+    torch.manual_seed(4)
+    x = torch.randn(500, 8)
+    batch = torch.cat([torch.zeros(300), torch.ones(150),
+                       torch.arange(2, 7).repeat_interleave(10)]).long()
+    ref = gaussian_knn_graph(x, 6, 3, batch=batch, chunk_size=10**6)
+    # Small tiles and groups exercise the tile merge and block minima:
+    monkeypatch.setattr(knn_module, '_TILE', 64)
+    monkeypatch.setattr(knn_module, '_GROUP', 4)
+    for chunk_size in [1, 7, 64, None]:
+        out = gaussian_knn_graph(x, 6, 3, batch=batch, chunk_size=chunk_size,
+                                 max_memory=2**16)
+        assert torch.equal(out[0], ref[0])
+        assert torch.allclose(out[1], ref[1], rtol=0, atol=1e-7)
+    W = to_dense(*ref, 500)
+    np.testing.assert_allclose(W, dense_reference(x, 6, 3, batch=batch),
+                               rtol=0, atol=1e-6)
+
+
+def test_certification_fallback(monkeypatch):
+    # A tiny cluster next to far away points: the matrix form cannot resolve
+    # the cluster in float32, the fallback must recompute it exactly.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(50, 4, generator=gen) * 1e-4,
+                   torch.randn(50, 4, generator=gen) * 1e4])
+    calls = []
+    brute_force = knn_module._brute_force
+
+    def spy(*args, **kwargs):
+        calls.append(args[2].numel())
+        return brute_force(*args, **kwargs)
+
+    monkeypatch.setattr(knn_module, '_brute_force', spy)
+    edge_index, _ = gaussian_knn_graph(x, 5, 2, loop=False, symmetrize=False)
+    assert sum(calls) > 0
+    x64 = x.double()
+    dist = torch.cdist(x64, x64).fill_diagonal_(float('inf'))
+    ref = dist.topk(5, dim=1, largest=False)
+    ours = neighbour_sets(edge_index, 100)
+    for i in range(50):  # The cluster (far points see it as ties in float32).
+        assert ours[i] == set(ref.indices[i].tolist())
+    dist_ours, _ = knn_module.knn_search(x, 5)
+    torch.testing.assert_close(dist_ours.double(), ref.values, rtol=1e-6,
+                               atol=0)
+
+
+def test_symmetric_output():
+    torch.manual_seed(6)
+    x = torch.randn(200, 10)
+    edge_index, edge_weight = gaussian_knn_graph(x, 8, 4)
+    W = to_dense(edge_index, edge_weight, 200)
+    assert np.array_equal(W, W.T)
+    assert bool((edge_weight > 0).all())
+    # Coalesced, sorted by source then target:
+    key = edge_index[0] * 200 + edge_index[1]
+    assert bool((key[1:] > key[:-1]).all())
+
+
+def test_duplicates_never_nan():
+    torch.manual_seed(7)
+    x = torch.randn(30, 3).repeat(4, 1)  # Every point four times.
+    for kernel in ['gaussian', 'self_tuning']:
+        for loop in [True, False]:
+            out = gaussian_knn_graph(x, 6, 3, loop=loop, kernel=kernel)
+            assert bool(torch.isfinite(out[1]).all())
+            W = to_dense(*out, 120)
+            np.testing.assert_allclose(
+                W, dense_reference(x, 6, 3, loop=loop, kernel=kernel),
+                rtol=0, atol=1e-6)
+    # All points equal: a complete graph of equal weights.
+    out = gaussian_knn_graph(torch.ones(5, 2), 4, 2)
+    assert torch.allclose(out[1], torch.full_like(out[1], 0.2))
+
+
+def test_cosine_metric():
+    torch.manual_seed(8)
+    x = torch.randn(100, 6)
+    W = to_dense(*gaussian_knn_graph(x, 5, 2, metric='cosine'), 100)
+    np.testing.assert_allclose(W, dense_reference(x, 5, 2, metric='cosine'),
+                               rtol=0, atol=1e-5)
+    # Invariant to the scale of each row:
+    scaled = x * torch.rand(100, 1).add(0.5)
+    W2 = to_dense(*gaussian_knn_graph(scaled, 5, 2, metric='cosine'), 100)
+    np.testing.assert_allclose(W, W2, atol=1e-5)
+    with pytest.raises(ValueError, match='all-zero'):
+        gaussian_knn_graph(torch.cat([x, torch.zeros(1, 6)]), 5, 2,
+                           metric='cosine')
+
+
+def test_self_tuning_kernel():
+    torch.manual_seed(9)
+    x = torch.randn(90, 3, dtype=torch.float64)
+    out = gaussian_knn_graph(x, 6, 3, kernel='self_tuning')
+    W = to_dense(*out, 90)
+    np.testing.assert_allclose(W, dense_reference(x, 6, 3,
+                                                  kernel='self_tuning'),
+                               rtol=0, atol=1e-12)
+    gauss = to_dense(*gaussian_knn_graph(x, 6, 3), 90)
+    assert not np.allclose(W, gauss)
+
+
+@pytest.mark.parametrize('args,kwargs,match', [
+    ((torch.randn(5, 2), 5, 2), {}, 'smaller than the number of nodes'),
+    ((torch.randn(5, 2), 0, 1), {}, 'at least 1'),
+    ((torch.randn(5, 2), 3, 4), {}, 'bandwidth_k'),
+    ((torch.randn(5, 2), 3, 0), {}, 'bandwidth_k'),
+    ((torch.tensor([[0., float('nan')], [1., 1.], [2., 2.]]), 1, 1), {},
+     'NaN or infinite'),
+    ((torch.tensor([[0., float('inf')], [1., 1.], [2., 2.]]), 1, 1), {},
+     'NaN or infinite'),
+    ((torch.empty(0, 3), 1, 1), {}, 'empty'),
+    ((torch.randn(6, 2), 2, 1), dict(batch=torch.zeros(5).long()), 'batch'),
+    ((torch.randn(6, 2), 2, 1), dict(batch=torch.tensor([0, 0, 0, 0, 1, 1])),
+     'graph 1 has 2 nodes'),
+    ((torch.randn(6, 2), 2, 1), dict(metric='manhattan'), 'metric'),
+    ((torch.randn(6, 2), 2, 1), dict(kernel='box'), 'kernel'),
+    ((torch.randn(6, 2), 2, 1), dict(backend='annoy'), 'backend'),
+    ((torch.randn(6, 2), 2, 1), dict(chunk_size=0), 'chunk_size'),
+])
+def test_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gaussian_knn_graph(*args, **kwargs)
+
+
+def test_type_errors():
+    with pytest.raises(TypeError, match='floating point'):
+        gaussian_knn_graph(torch.arange(10).view(5, 2), 2, 1)
+    with pytest.raises(TypeError, match='integer'):
+        gaussian_knn_graph(torch.randn(5, 2), 2.0, 1)
+
+
+@pytest.mark.parametrize('backend', ['faiss', 'pyg_lib'])
+def test_optional_backends(backend):
+    torch.manual_seed(10)
+    x = torch.randn(100, 4)
+    try:
+        out = gaussian_knn_graph(x, 6, 3, backend=backend)
+    except ImportError as e:
+        assert backend.split('_')[0] in str(e)
+        pytest.skip(f'{backend} not installed')
+    ref = gaussian_knn_graph(x, 6, 3)
+    assert torch.equal(out[0], ref[0])
+    assert torch.allclose(out[1], ref[1], atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA needed')
+def test_cuda():
+    torch.manual_seed(11)
+    x = torch.randn(3000, 16)
+    batch = torch.arange(3).repeat_interleave(1000)
+    ref = gaussian_knn_graph(x, 6, 3, batch=batch)
+    for dtype in [torch.float32, torch.float64]:
+        out = gaussian_knn_graph(x.to('cuda', dtype), 6, 3,
+                                 batch=batch.cuda())
+        assert torch.equal(out[0].cpu(), ref[0])
+        assert torch.allclose(out[1].cpu().float(), ref[1], atol=1e-6)
