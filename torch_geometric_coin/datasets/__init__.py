@@ -1,0 +1,17 @@
+r"""Loaders of the offline data sets of the COIN paper's experiments."""
+from .dataset_root import dataset_root, dataset_file
+from .omniglot import Omniglot, OmniglotRun, load_omniglot, load_omniglot_runs
+from .england_covid import EnglandCovid, load_england_covid
+from .prostate import load_prostate
+
+__all__ = [
+    'dataset_root',
+    'dataset_file',
+    'Omniglot',
+    'OmniglotRun',
+    'load_omniglot',
+    'load_omniglot_runs',
+    'EnglandCovid',
+    'load_england_covid',
+    'load_prostate',
+]
