@@ -174,7 +174,7 @@ class EpisodeCOIN(torch.nn.Module):
 
 
 def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
-                      bandwidth_k=3, steps=100, lr=0.01, weight_decay=5e-4,
+                      bandwidth_k=3, steps=50, lr=0.02, weight_decay=5e-4,
                       dropout=0., lp_alpha=0.9, lp_layers=50):
     r"""Scores all methods on a batch of episodes :obj:`x` :obj:`[B, n, d]`,
     :obj:`y` :obj:`[B, n]` (support first). Returns the query accuracy of
@@ -264,8 +264,8 @@ def main(argv=None):
     parser.add_argument('--sigma2', type=float, default=0.5)
     parser.add_argument('--k', type=int, default=6)
     parser.add_argument('--bandwidth-k', type=int, default=3)
-    parser.add_argument('--steps', type=int, default=100)
-    parser.add_argument('--lr', type=float, default=0.01)
+    parser.add_argument('--steps', type=int, default=50)
+    parser.add_argument('--lr', type=float, default=0.02)
     parser.add_argument('--dropout', type=float, default=0.)
     parser.add_argument('--lp-alpha', type=float, default=0.9)
     parser.add_argument('--lp-layers', type=int, default=50)
