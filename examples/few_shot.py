@@ -275,6 +275,9 @@ def main(argv=None):
                         default=osp.join(HERE, '..', 'benchmarks', 'results'))
     parser.add_argument('--name', default='few_shot')
     args = parser.parse_args(argv)
+    if args.size < 16:
+        raise ValueError(f"'--size' must be at least 16 for the four "
+                         f"pooling layers (got {args.size})")
     start = time.perf_counter()
 
     data = load_omniglot(args.root, size=args.size)

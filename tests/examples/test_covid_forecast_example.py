@@ -1,0 +1,48 @@
+import importlib.util
+import json
+import math
+import os.path as osp
+
+import pytest
+import torch
+
+from torch_geometric_coin.datasets import dataset_root
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location(
+        'covid_forecast', osp.join(ROOT, 'examples', 'covid_forecast.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hide_targets():
+    cf = load_example()
+    gen = torch.Generator().manual_seed(0)
+    mask = cf.hide_targets(10, 50, 0.9, 2, gen)
+    assert mask.shape == (10, 50) and mask.sum(0).eq(2).all()
+    mask = cf.hide_targets(40, 50, 0.9, 2, gen)
+    assert mask.sum(0).eq(4).all()  # 10% of 40 days kept.
+    assert not torch.equal(mask[:, 0], mask[:, 1]) or not torch.equal(
+        mask[:, 1], mask[:, 2])
+    with pytest.raises(ValueError, match='Cannot keep'):
+        cf.hide_targets(1, 5, 0.9, 2, gen)
+
+
+def test_covid_forecast_example_smoke(tmp_path):
+    file = osp.join(dataset_root(), 'england_covid', 'england_covid.json')
+    if not osp.isfile(file):
+        pytest.skip(f'{file} is not available')
+    cf = load_example()
+    res = cf.main(['--days', '24', '--maskings', '1', '--inits', '1',
+                   '--epochs', '5', '--out-dir', str(tmp_path)])
+    for method in cf.METHODS:
+        assert math.isfinite(res['summary'][method]['test_mse']['mean'])
+        assert len(res['runs'][method]) == 1
+    assert res['summary']['Linear regression']['test_mse']['mean'] > 0
+    with open(tmp_path / 'covid_forecast.json') as f:
+        assert json.load(f)['summary'] == res['summary']
+    assert '| COIN |' in (tmp_path / 'covid_forecast.md').read_text()
