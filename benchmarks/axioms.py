@@ -1,0 +1,151 @@
+"""Which axioms of the convection-diffusion framework do propagation operators
+obey? Probes CoinDiffusionConv in every normalisation and scheme, with a
+stable and an unstable sigma2, and PyG's APPNP, GCNConv and SGConv (identity
+weights, no bias) with `torch_geometric_coin.theory.check_axioms`, and writes
+the verdict table as JSON and Markdown.
+
+    python benchmarks/axioms.py
+    python benchmarks/axioms.py --num-nodes 12 --K 3 --trials 2  # tiny
+"""
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import platform
+import sys
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.nn import APPNP, GCNConv, SGConv
+from torch_geometric.utils import barabasi_albert_graph
+
+from torch_geometric_coin.nn import CoinDiffusionConv
+from torch_geometric_coin.theory import check_axioms, format_axiom_table
+
+# The one place that lists the time-stepping schemes of CoinDiffusionConv:
+# scheme name -> extra keyword arguments of the layer.
+SCHEMES = {
+    'explicit': {},
+}
+NORMALIZATIONS = ('coin', 'sym', 'rw', None)
+# The unstable regime is deliberate: silence the layer's stability warning.
+LAYER_KWARGS = dict(stability='ignore')
+# sigma2 regimes, relative to the graph Laplacian L of each normalisation:
+# 'stable' makes the explicit step I - sigma2 L entrywise non-negative
+# (sigma2 * max_i L_ii = 1/2); 'unstable' puts sigma2 * lambda_max(L) = 3,
+# beyond the explicit Euler limit 2.
+STABLE_DIAG, UNSTABLE_SPECTRAL = 0.5, 3.0
+
+parser = argparse.ArgumentParser()
+parser.add_argument('--num-nodes', type=int, default=40)
+parser.add_argument('--channels', type=int, default=4)
+parser.add_argument('--trials', type=int, default=16)
+parser.add_argument('--K', type=int, default=10,
+                    help='steps of CoinDiffusionConv, APPNP (SGConv: 2)')
+parser.add_argument('--steps', type=int, nargs=2, default=[2, 3],
+                    help='K1 K2 of the semigroup check')
+parser.add_argument('--seed', type=int, default=0)
+parser.add_argument('--out', default=osp.join(osp.dirname(__file__),
+                                              'results'))
+args = parser.parse_args()
+
+
+def laplacian(normalization, data):
+    """L = (I - T) / sigma2 of one explicit step T, read off the layer."""
+    conv = CoinDiffusionConv(K=1, sigma2=1.0, normalization=normalization,
+                             **SCHEMES['explicit'], **LAYER_KWARGS).double()
+    eye = torch.eye(data.num_nodes, dtype=torch.float64)
+    with torch.no_grad():
+        return eye - conv(eye, data.edge_index)
+
+
+def identity_weight(conv):
+    with torch.no_grad():
+        conv.lin.weight.copy_(torch.eye(args.channels))
+    return conv
+
+
+def main():
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)  # barabasi_albert_graph samples with numpy
+    edge_index = barabasi_albert_graph(args.num_nodes, 2)
+    data = Data(edge_index=edge_index, num_nodes=args.num_nodes)
+    deg = torch.bincount(edge_index[0], minlength=args.num_nodes)
+    graph = (f'Barabasi-Albert graph, {args.num_nodes} nodes, '
+             f'{edge_index.size(1)} directed edges, degrees '
+             f'{int(deg.min())}-{int(deg.max())}, seed {args.seed}')
+    probe = dict(num_channels=args.channels, trials=args.trials,
+                 steps=tuple(args.steps), seed=args.seed)
+
+    reports, rows = {}, []
+    for norm in NORMALIZATIONS:
+        lap = laplacian(norm, data)
+        regimes = {
+            'stable': STABLE_DIAG / float(lap.diag().max()),
+            'unstable': UNSTABLE_SPECTRAL /
+            float(torch.linalg.eigvals(lap).abs().max()),
+        }
+        for scheme, extra in SCHEMES.items():
+            for regime, sigma2 in regimes.items():
+
+                def make(K, norm=norm, sigma2=sigma2, extra=extra):
+                    return CoinDiffusionConv(K=K, sigma2=sigma2,
+                                             normalization=norm, **extra,
+                                             **LAYER_KWARGS)
+
+                label = (f'CoinDiffusionConv({norm!r}, {scheme}, K={args.K}, '
+                         f'sigma2={sigma2:.3g}, {regime})')
+                reports[label] = check_axioms(make(args.K), data,
+                                              make_operator=make, **probe)
+                rows.append(dict(operator='CoinDiffusionConv',
+                                 normalization=norm, scheme=scheme,
+                                 regime=regime, sigma2=sigma2, K=args.K))
+
+    C = args.channels
+    pyg = {
+        f'APPNP(K={args.K}, alpha=0.1)':
+        (APPNP(args.K, 0.1), lambda K: APPNP(K, 0.1)),
+        'GCNConv (identity weight, no bias)':
+        (identity_weight(GCNConv(C, C, bias=False)), None),
+        'SGConv(K=2, identity weight, no bias)':
+        (identity_weight(SGConv(C, C, K=2, bias=False)),
+         lambda K: identity_weight(SGConv(C, C, K=K, bias=False))),
+    }
+    for label, (op, make) in pyg.items():
+        reports[label] = check_axioms(op, data, make_operator=make, **probe)
+        rows.append(dict(operator=label))
+
+    table = format_axiom_table(reports)
+    print(graph)
+    print(table)
+
+    os.makedirs(args.out, exist_ok=True)
+    meta = dict(
+        command=' '.join(['python', 'benchmarks/axioms.py'] + sys.argv[1:]),
+        date=datetime.date.today().isoformat(),
+        machine=f'{os.cpu_count()}-core CPU, torch {torch.__version__}, '
+        f'{platform.python_implementation()} {platform.python_version()}',
+        graph=graph,
+        regimes=f'stable: sigma2 * max_i L_ii = {STABLE_DIAG}; unstable: '
+        f'sigma2 * lambda_max(L) = {UNSTABLE_SPECTRAL}',
+        schemes=list(SCHEMES),
+    )
+    results = [
+        dict(label=label, **row, **report.to_dict())
+        for (label, report), row in zip(reports.items(), rows)
+    ]
+    with open(osp.join(args.out, 'axioms.json'), 'w') as f:
+        json.dump(dict(meta, results=results), f, indent=2)
+    atol = next(iter(reports.values())).atol
+    with open(osp.join(args.out, 'axioms.md'), 'w') as f:
+        f.write(f"{graph}; {probe['trials']} random probes per axiom, "
+                f"{C} channels, float64, atol {atol:g}; semigroup "
+                f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
+                f"scaled violation). {meta['regimes']}.\n\n{table}\n")
+    print(f"Wrote {osp.join(args.out, 'axioms.json')} and axioms.md")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,387 @@
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+AXIOMS: Tuple[str, ...] = (
+    'comparison',
+    'constants',
+    'linearity',
+    'semigroup',
+    'symmetry',
+)
+
+AXIOM_TITLES: Dict[str, str] = {
+    'comparison': 'comparison principle',
+    'constants': 'preserves constants',
+    'linearity': 'linearity',
+    'semigroup': 'Markov/semigroup',
+    'symmetry': 'symmetry',
+}
+
+_DEFAULT_ATOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+
+
+@dataclass
+class AxiomResult:
+    r"""The verdict on one axiom.
+
+    Args:
+        name (str): The axiom, one of :obj:`AXIOMS`.
+        holds (bool, optional): Whether no probe violated the axiom by more
+            than the tolerance, or :obj:`None` if the axiom was not checked.
+        violation (float): The worst scaled violation found (see
+            :func:`check_axioms`); :obj:`nan` if not checked and :obj:`inf`
+            if the operator returned non-finite values.
+        note (str): Why the axiom was skipped, or what was compared.
+    """
+    name: str
+    holds: Optional[bool]
+    violation: float
+    note: str = ''
+
+    def cell(self) -> str:
+        r"""A short table cell such as ``yes (3.1e-16)``."""
+        if self.holds is None:
+            return 'n/a'
+        return f"{'yes' if self.holds else 'NO'} ({self.violation:.1e})"
+
+
+@dataclass
+class AxiomReport:
+    r"""The result of :func:`check_axioms`: one :class:`AxiomResult` per
+    axiom, plus the probing set-up.
+
+    Index it by axiom name (:obj:`report['linearity'].holds`), print it, or
+    render it with :meth:`to_markdown` / :meth:`to_dict`.
+    """
+    results: Dict[str, AxiomResult]
+    num_nodes: int
+    num_channels: int
+    trials: int
+    atol: float
+    dtype: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> AxiomResult:
+        return self.results[name]
+
+    @property
+    def verdicts(self) -> Dict[str, Optional[bool]]:
+        r"""Maps every axiom to :obj:`True`, :obj:`False` or :obj:`None`
+        (not checked)."""
+        return {name: res.holds for name, res in self.results.items()}
+
+    def to_dict(self) -> Dict[str, Any]:
+        r"""A JSON-serialisable dictionary (non-finite violations become
+        strings)."""
+        def num(v: float) -> Union[float, str]:
+            return v if math.isfinite(v) else str(v)
+
+        return {
+            'num_nodes': self.num_nodes,
+            'num_channels': self.num_channels,
+            'trials': self.trials,
+            'atol': self.atol,
+            'dtype': self.dtype,
+            **self.extra,
+            'axioms': {
+                name: {
+                    'holds': res.holds,
+                    'violation': num(res.violation),
+                    'note': res.note
+                }
+                for name, res in self.results.items()
+            },
+        }
+
+    def to_markdown(self) -> str:
+        r"""A Markdown table with one row per axiom."""
+        lines = [
+            '| axiom | holds | worst violation | note |',
+            '|---|---|---|---|',
+        ]
+        for name, res in self.results.items():
+            holds = 'n/a' if res.holds is None else (
+                'yes' if res.holds else 'NO')
+            viol = '' if res.holds is None else f'{res.violation:.2e}'
+            lines.append(f'| {AXIOM_TITLES[name]} | {holds} | {viol} | '
+                         f'{res.note} |')
+        return '\n'.join(lines)
+
+    def __str__(self) -> str:
+        width = max(len(t) for t in AXIOM_TITLES.values())
+        lines = [
+            f'Axioms ({self.trials} trials, {self.num_nodes} nodes x '
+            f'{self.num_channels} channels, {self.dtype}, atol={self.atol:g})'
+        ]
+        for name, res in self.results.items():
+            lines.append(f'  {AXIOM_TITLES[name]:<{width}}  {res.cell()}'
+                         f'{"  " + res.note if res.holds is None else ""}')
+        return '\n'.join(lines)
+
+
+def format_axiom_table(reports: Mapping[str, AxiomReport]) -> str:
+    r"""Renders several :class:`AxiomReport` objects as one Markdown table,
+    one row per operator and one column per axiom; each cell reads
+    ``yes``/``NO`` with the worst scaled violation, or ``n/a``.
+
+    Args:
+        reports (Mapping[str, AxiomReport]): Row label to report.
+    """
+    head = '| operator | ' + ' | '.join(AXIOM_TITLES[a] for a in AXIOMS) + ' |'
+    lines = [head, '|---' * (len(AXIOMS) + 1) + '|']
+    for label, report in reports.items():
+        cells = ' | '.join(report[a].cell() for a in AXIOMS)
+        lines.append(f'| {label} | {cells} |')
+    return '\n'.join(lines)
+
+
+Operator = Union[torch.nn.Module, Callable[..., Tensor]]
+Graph = Union[int, Tensor, Data]
+
+
+def check_axioms(
+    operator: Operator,
+    graph: Graph,
+    num_channels: int = 4,
+    trials: int = 8,
+    make_operator: Optional[Callable[[int], Operator]] = None,
+    steps: Optional[Tuple[int, int]] = None,
+    atol: Optional[float] = None,
+    seed: int = 0,
+    dtype: Optional[torch.dtype] = None,
+) -> AxiomReport:
+    r"""Probes a propagation operator :math:`\mathcal{T}` over a fixed graph
+    with random node signals and reports which of the axioms of the
+    convection-diffusion framework (Wang, Bao, Shi, 2024) it obeys.
+
+    For inputs :math:`\mathbf{U}, \mathbf{V} \in \mathbb{R}^{N \times C}`,
+    scalars :math:`a, b` and a constant :math:`c`, the axioms are
+
+    .. math::
+        \textrm{comparison:}\quad & \mathbf{U} \le \mathbf{V}
+        \Rightarrow \mathcal{T}\mathbf{U} \le \mathcal{T}\mathbf{V}
+
+        \textrm{constants:}\quad & \mathcal{T}(c\mathbf{1}) = c\mathbf{1}
+
+        \textrm{linearity:}\quad & \mathcal{T}(a\mathbf{U} + b\mathbf{V})
+        = a\mathcal{T}\mathbf{U} + b\mathcal{T}\mathbf{V}
+
+        \textrm{Markov/semigroup:}\quad & \mathcal{T}_{K_1}
+        \mathcal{T}_{K_2} = \mathcal{T}_{K_1 + K_2}
+
+        \textrm{symmetry:}\quad & \langle \mathcal{T}\mathbf{U}, \mathbf{V}
+        \rangle = \langle \mathbf{U}, \mathcal{T}\mathbf{V} \rangle
+
+    Each violation is scaled to be dimensionless: for the first four,
+    :math:`\max |\textrm{lhs} - \textrm{rhs}| / \max(1, \|\textrm{lhs}\|_\infty,
+    \|\textrm{rhs}\|_\infty)` (for the comparison principle
+    :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` in the
+    numerator); for symmetry :math:`|\langle \mathcal{T}\mathbf{U},
+    \mathbf{V}\rangle - \langle \mathbf{U}, \mathcal{T}\mathbf{V}\rangle|`
+    divided by the Cauchy-Schwarz bound :math:`\|\mathcal{T}\mathbf{U}\|
+    \|\mathbf{V}\| + \|\mathbf{U}\| \|\mathcal{T}\mathbf{V}\|`. An axiom
+    holds if no probe exceeds :obj:`atol`. The comparison principle is
+    probed with both dense positive increments and single-node impulses, so
+    a negative entry in a linear operator is found once the probes hit it.
+    Random probing can prove a violation, never that an axiom holds.
+
+    Args:
+        operator (torch.nn.Module or callable): The operator. If :obj:`graph`
+            is an :obj:`int`, it is called as :obj:`operator(x)`; otherwise
+            as :obj:`operator(x, edge_index)` or, when the graph carries edge
+            weights, :obj:`operator(x, edge_index, edge_weight)` (the
+            signature of :class:`~torch_geometric.nn.conv.APPNP`,
+            :class:`~torch_geometric.nn.conv.GCNConv` and
+            :class:`~torch_geometric_coin.nn.CoinDiffusionConv`). Modules
+            are deep-copied, cast to :obj:`dtype` and put into evaluation
+            mode; the original is left untouched.
+        graph (int, torch.Tensor or torch_geometric.data.Data): The number of
+            nodes, an :obj:`edge_index`, or a :obj:`Data` object with
+            :obj:`edge_index` and optional :obj:`edge_weight`.
+        num_channels (int, optional): Number of feature channels :math:`C`
+            of the probes. (default: :obj:`4`)
+        trials (int, optional): Number of random probes per axiom.
+            (default: :obj:`8`)
+        make_operator (callable, optional): Builds the operator with a given
+            number of steps (e.g. :obj:`lambda K: APPNP(K, 0.1)`), called the
+            same way as :obj:`operator`. If given, the Markov/semigroup
+            property is checked; otherwise it is reported as not checked.
+            (default: :obj:`None`)
+        steps (Tuple[int, int], optional): The step counts
+            :math:`(K_1, K_2)` for the semigroup check.
+            (default: :obj:`(2, 3)`)
+        atol (float, optional): Tolerance on the scaled violations.
+            (default: :obj:`1e-8` for :obj:`float64` probes, :obj:`1e-4` for
+            :obj:`float32`)
+        seed (int, optional): Seed of the probes. (default: :obj:`0`)
+        dtype (torch.dtype, optional): Floating type of the probes. Pass
+            :obj:`torch.float32` for a function that closes over a
+            :obj:`float32` module. (default: :obj:`torch.float64`)
+
+    Returns:
+        AxiomReport: per axiom, whether it holds and the worst violation.
+    """
+    if not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"'num_channels' must be a positive integer "
+                         f"(got {num_channels!r})")
+    if not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"'trials' must be a positive integer "
+                         f"(got {trials!r})")
+    if not callable(operator):
+        raise TypeError(f"'operator' must be an nn.Module or a callable "
+                        f"(got {type(operator).__name__})")
+    if make_operator is not None and not callable(make_operator):
+        raise TypeError("'make_operator' must be a callable steps -> operator")
+    if steps is None:
+        steps = (2, 3)
+    if (len(steps) != 2 or any(not isinstance(k, int) or k < 1
+                               for k in steps)):
+        raise ValueError(f"'steps' must be two positive integers "
+                         f"(got {steps!r})")
+    dtype = torch.float64 if dtype is None else dtype
+    if not dtype.is_floating_point:
+        raise TypeError(f"'dtype' must be a floating type (got {dtype})")
+    if atol is None:
+        atol = _DEFAULT_ATOL.get(dtype, 1e-3)
+    if atol < 0:
+        raise ValueError(f"'atol' must be non-negative (got {atol})")
+
+    num_nodes, graph_args = _parse_graph(graph)
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*size: int) -> Tensor:
+        return torch.randn(*size, generator=gen, dtype=dtype)
+
+    apply = _wrap(operator, graph_args, dtype)
+    shape = (num_nodes, num_channels)
+    viol: Dict[str, float] = {name: 0.0 for name in AXIOMS}
+    for t in range(trials):
+        u, v = randn(*shape), randn(*shape)
+        tu, tv = apply(u), apply(v)
+        if t == 0 and tu.shape != u.shape:
+            raise ValueError(f"The operator must map node features of shape "
+                             f"{tuple(u.shape)} to the same shape (got "
+                             f"{tuple(tu.shape)})")
+
+        # Comparison principle: alternate dense and impulse increments.
+        if t % 2 == 0:
+            inc = randn(*shape).abs()
+        else:
+            inc = torch.zeros(shape, dtype=dtype)
+            node = int(torch.randint(num_nodes, (1, ), generator=gen))
+            inc[node] = randn(num_channels).abs() + 0.5
+        tw = apply(u + inc)
+        viol['comparison'] = max(viol['comparison'],
+                                 _scaled((tu - tw).clamp(min=0), tu, tw))
+
+        c = randn(1, num_channels)
+        const = c.expand(shape).clone()
+        tc = apply(const)
+        viol['constants'] = max(viol['constants'],
+                                _scaled(tc - const, tc, const))
+
+        a, b = randn(2).tolist()
+        lhs, rhs = apply(a * u + b * v), a * tu + b * tv
+        viol['linearity'] = max(viol['linearity'], _scaled(lhs - rhs, lhs,
+                                                           rhs))
+
+        inner_1, inner_2 = (tu * v).sum(), (u * tv).sum()
+        bound = tu.norm() * v.norm() + u.norm() * tv.norm()
+        sym = (inner_1 - inner_2).abs() / bound.clamp(min=1e-300)
+        viol['symmetry'] = max(viol['symmetry'], _finite(sym) if bool(
+            torch.isfinite(bound)) else math.inf)
+
+    if make_operator is not None:
+        k1, k2 = steps
+        op_1, op_2, op_12 = (_wrap(make_operator(k), graph_args, dtype)
+                             for k in (k1, k2, k1 + k2))
+        for _ in range(trials):
+            u = randn(*shape)
+            lhs, rhs = op_1(op_2(u)), op_12(u)
+            viol['semigroup'] = max(viol['semigroup'],
+                                    _scaled(lhs - rhs, lhs, rhs))
+
+    results = {}
+    for name in AXIOMS:
+        if name == 'semigroup' and make_operator is None:
+            results[name] = AxiomResult(name, None, math.nan,
+                                        'no make_operator given')
+            continue
+        note = f'K={steps[0]}+{steps[1]}' if name == 'semigroup' else ''
+        results[name] = AxiomResult(name, viol[name] <= atol, viol[name],
+                                    note)
+    return AxiomReport(results, num_nodes, num_channels, trials, atol,
+                       str(dtype).replace('torch.', ''))
+
+
+def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
+    if isinstance(graph, bool):
+        raise TypeError("'graph' must be an int, an edge_index or a Data")
+    if isinstance(graph, int):
+        if graph < 1:
+            raise ValueError(f"'graph' as a number of nodes must be "
+                             f"positive (got {graph})")
+        return graph, []
+    if isinstance(graph, Data):
+        if graph.edge_index is None or graph.num_nodes is None:
+            raise ValueError("'graph' must have 'edge_index' and a known "
+                             "number of nodes")
+        args = [graph.edge_index]
+        if graph.edge_weight is not None:
+            args.append(graph.edge_weight)
+        return int(graph.num_nodes), args
+    if isinstance(graph, Tensor):
+        if graph.dim() != 2 or graph.size(0) != 2 or graph.is_floating_point():
+            raise ValueError(f"'graph' as a tensor must be an integer "
+                             f"edge_index of shape [2, E] (got shape "
+                             f"{tuple(graph.shape)}, {graph.dtype})")
+        if graph.numel() == 0:
+            raise ValueError("'graph' has no edges; pass a Data object with "
+                             "'num_nodes' or the number of nodes")
+        return int(graph.max()) + 1, [graph]
+    raise TypeError(f"'graph' must be an int, an edge_index or a Data "
+                    f"(got {type(graph).__name__})")
+
+
+def _wrap(operator: Operator, graph_args: List[Tensor],
+          dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+    if isinstance(operator, torch.nn.Module):
+        operator = copy.deepcopy(operator).to(dtype).eval()
+    args = [a.to(dtype) if a.is_floating_point() else a for a in graph_args]
+
+    @torch.no_grad()
+    def apply(x: Tensor) -> Tensor:
+        try:
+            out = operator(x, *args)
+        except RuntimeError as e:
+            if 'dtype' in str(e) or 'scalar type' in str(e):
+                raise TypeError(
+                    f"The operator failed on {dtype} inputs ({e}); pass "
+                    f"'dtype' matching the operator's parameters") from e
+            raise
+        if not isinstance(out, Tensor):
+            raise TypeError(f"The operator must return a tensor "
+                            f"(got {type(out).__name__})")
+        return out.to(dtype)
+
+    return apply
+
+
+def _finite(value: Tensor) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.inf
+
+
+def _scaled(diff: Tensor, lhs: Tensor, rhs: Tensor) -> float:
+    if not (torch.isfinite(lhs).all() and torch.isfinite(rhs).all()):
+        return math.inf
+    scale = max(1.0, float(lhs.abs().max()), float(rhs.abs().max()))
+    if not math.isfinite(scale):
+        return math.inf
+    return _finite(diff.abs().max() / scale)

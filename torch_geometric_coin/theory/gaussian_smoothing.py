@@ -1,0 +1,144 @@
+import math
+from typing import Callable, NamedTuple, Optional, Union
+
+import torch
+from torch import Tensor
+
+
+class MonteCarloEstimate(NamedTuple):
+    r"""A Monte Carlo estimate of an expectation.
+
+    Args:
+        mean (torch.Tensor): The sample mean.
+        stderr (torch.Tensor): Its standard error, the sample standard
+            deviation divided by :math:`\sqrt{n}`.
+    """
+    mean: Tensor
+    stderr: Tensor
+
+
+def gaussian_smoothing(
+    f: Callable[[Tensor], Tensor],
+    x: Tensor,
+    t: Union[float, Tensor],
+    sigma: float = 1.0,
+    num_samples: int = 1000,
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> MonteCarloEstimate:
+    r"""Gaussian noise injection as diffusion: estimates
+
+    .. math::
+        u(t, \mathbf{x}) = \mathbb{E}_{\boldsymbol{\epsilon} \sim
+        \mathcal{N}(\mathbf{0}, \mathbf{I})} \left[ f\left(\mathbf{x} +
+        \sqrt{2t}\, \sigma \boldsymbol{\epsilon}\right) \right]
+
+    by Monte Carlo. :math:`u` is the solution of the heat equation
+
+    .. math::
+        \frac{\partial u}{\partial t} = \sigma^2 \Delta u, \qquad
+        u(0, \cdot) = f,
+
+    because the heat kernel of :math:`\sigma^2 \Delta` at time :math:`t` is
+    the density of :math:`\mathcal{N}(\mathbf{0}, 2 \sigma^2 t \mathbf{I})`.
+    Training a network :math:`f` on inputs perturbed by Gaussian noise of
+    variance :math:`s^2` thus trains the diffused network
+    :math:`u(s^2 / (2 \sigma^2), \cdot)`.
+
+    Args:
+        f (callable): The base function; maps a batch of points of shape
+            :math:`(M, d)` to values of shape :math:`(M)` or :math:`(M, k)`.
+        x (torch.Tensor): Evaluation points of shape :math:`(B, d)`, or a
+            single point of shape :math:`(d)`.
+        t (float or torch.Tensor): Diffusion time :math:`t \ge 0`, a scalar
+            or one per point, of shape :math:`(B)`.
+        sigma (float, optional): Diffusion coefficient :math:`\sigma > 0`.
+            (default: :obj:`1.0`)
+        num_samples (int, optional): Number of noise samples :math:`n \ge 2`
+            per point. (default: :obj:`1000`)
+        batch_size (int, optional): Number of samples per point and call of
+            :obj:`f`. (default: :obj:`num_samples`)
+        generator (torch.Generator, optional): Source of the noise.
+            (default: :obj:`None`)
+
+    Returns:
+        MonteCarloEstimate: the estimate of :math:`u(t, \mathbf{x})` and its
+        standard error, each of shape :math:`(B)` or :math:`(B, k)` (without
+        the :math:`B` dimension for a single point).
+    """
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError("'x' must be a floating-point tensor")
+    if x.dim() not in (1, 2):
+        raise ValueError(f"'x' must have shape [d] or [B, d] "
+                         f"(got {tuple(x.shape)})")
+    single = x.dim() == 1
+    x = x.unsqueeze(0) if single else x
+    num_points, dim = x.shape
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.dim() > 1 or (t.dim() == 1 and t.numel() != num_points):
+        raise ValueError(f"'t' must be a scalar or have shape [{num_points}]"
+                         f" (got {tuple(t.shape)})")
+    if not torch.isfinite(t).all() or (t < 0).any():
+        raise ValueError("'t' must be finite and non-negative")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
+            and sigma > 0):
+        raise ValueError(f"'sigma' must be positive (got {sigma!r})")
+    if not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"'num_samples' must be an integer >= 2 "
+                         f"(got {num_samples!r})")
+    batch_size = num_samples if batch_size is None else batch_size
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"'batch_size' must be a positive integer "
+                         f"(got {batch_size!r})")
+
+    scale = (torch.sqrt(2 * t) * sigma).reshape(-1, 1, 1)  # [B or 1, 1, 1]
+
+    def draw(m: int) -> Tensor:
+        eps = torch.randn(num_points, m, dim, dtype=x.dtype, device=x.device,
+                          generator=generator)
+        z = (x.unsqueeze(1) + scale * eps).reshape(num_points * m, dim)
+        out = apply_batched(f, z, 'points', 'd')
+        return out.reshape(num_points, m, *out.shape[1:])
+
+    mean, stderr = monte_carlo_mean(draw, num_samples, batch_size)
+    if single:
+        mean, stderr = mean[0], stderr[0]
+    return MonteCarloEstimate(mean, stderr)
+
+
+def apply_batched(f: Callable[[Tensor], Tensor], z: Tensor, what: str,
+                  dim: str) -> Tensor:
+    r"""Calls :obj:`f` on a batch :obj:`z` of shape :math:`(M, \cdot)` and
+    checks that it returns one value (or vector) per row."""
+    out = f(z)
+    if not torch.is_tensor(out) or out.dim() == 0 or out.size(0) != z.size(0):
+        raise ValueError(f"'f' must map [M, {dim}] {what} to values of shape "
+                         f"[M] or [M, k] (got "
+                         f"{getattr(out, 'shape', type(out))} for M="
+                         f"{z.size(0)})")
+    return out
+
+
+@torch.no_grad()
+def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
+                     batch_size: int) -> MonteCarloEstimate:
+    r"""Averages :obj:`num_samples` draws, :obj:`batch_size` at a time, with
+    the standard error of the mean. :obj:`draw(m)` returns :obj:`m` samples
+    for each of :math:`B` items, shape :math:`(B, m, *)`. Sums are kept in
+    :obj:`float64`; the result has the samples' dtype."""
+    total = total_sq = None
+    done = 0
+    while done < num_samples:
+        m = min(batch_size, num_samples - done)
+        out = draw(m)
+        dtype = out.dtype
+        out = out.double()
+        part, part_sq = out.sum(1), (out * out).sum(1)
+        total = part if total is None else total + part
+        total_sq = part_sq if total_sq is None else total_sq + part_sq
+        done += m
+    mean = total / num_samples
+    var = (total_sq - num_samples * mean * mean).clamp(min=0) / (num_samples -
+                                                                  1)
+    stderr = torch.sqrt(var / num_samples)
+    return MonteCarloEstimate(mean.to(dtype), stderr.to(dtype))
