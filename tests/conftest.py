@@ -27,3 +27,19 @@ def cora(tmp_path_factory):
     root = tmp_path_factory.mktemp('planetoid')
     copy_dataset('planetoid/Cora', str(root))
     return Planetoid(str(root), 'Cora')[0]
+
+
+@pytest.fixture
+def load_example():
+    r"""Imports :obj:`examples/<name>.py` as a module (without running
+    :obj:`main`)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(ROOT, 'examples', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

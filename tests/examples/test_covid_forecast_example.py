@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -8,19 +7,9 @@ import torch
 
 from torch_geometric_coin.datasets import dataset_root
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        'covid_forecast', osp.join(ROOT, 'examples', 'covid_forecast.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_hide_targets():
-    cf = load_example()
+def test_hide_targets(load_example):
+    cf = load_example('covid_forecast')
     gen = torch.Generator().manual_seed(0)
     mask = cf.hide_targets(10, 50, 0.9, 2, gen)
     assert mask.shape == (10, 50) and mask.sum(0).eq(2).all()
@@ -32,11 +21,11 @@ def test_hide_targets():
         cf.hide_targets(1, 5, 0.9, 2, gen)
 
 
-def test_covid_forecast_example_smoke(tmp_path):
+def test_covid_forecast_example_smoke(tmp_path, load_example):
     file = osp.join(dataset_root(), 'england_covid', 'england_covid.json')
     if not osp.isfile(file):
         pytest.skip(f'{file} is not available')
-    cf = load_example()
+    cf = load_example('covid_forecast')
     res = cf.main(['--days', '24', '--maskings', '1', '--inits', '1',
                    '--epochs', '5', '--out-dir', str(tmp_path)])
     for method in cf.METHODS:

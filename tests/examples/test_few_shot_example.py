@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -10,19 +9,9 @@ from torch_geometric_coin.datasets import dataset_root
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import gaussian_knn_graph
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        'few_shot', osp.join(ROOT, 'examples', 'few_shot.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_episode_coin_matches_one_coin_per_episode():
-    fs = load_example()
+def test_episode_coin_matches_one_coin_per_episode(load_example):
+    fs = load_example('few_shot')
     torch.manual_seed(0)
     B, n, d, ways = 3, 12, 5, 4
     x = torch.randn(B * n, d)
@@ -43,8 +32,8 @@ def test_episode_coin_matches_one_coin_per_episode():
     assert all(p.size(0) == B for p in model.parameters())
 
 
-def test_sample_and_evaluate_episodes():
-    fs = load_example()
+def test_sample_and_evaluate_episodes(load_example):
+    fs = load_example('few_shot')
     torch.manual_seed(0)
     # Well separated classes: every method must be (almost) perfect.
     labels = torch.arange(8).repeat_interleave(20)
@@ -61,10 +50,10 @@ def test_sample_and_evaluate_episodes():
         fs.sample_episodes(emb, labels, 9, 2, 3, 1)
 
 
-def test_few_shot_example_smoke(tmp_path):
+def test_few_shot_example_smoke(tmp_path, load_example):
     if not osp.isfile(osp.join(dataset_root(), 'omniglot', 'all_runs.zip')):
         pytest.skip('Omniglot is not available')
-    fs = load_example()
+    fs = load_example('few_shot')
     res = fs.main(['--epochs', '1', '--no-rotations', '--size', '16',
                    '--episodes', '3', '--ways', '5', '--shots', '1',
                    '--steps', '5', '--out-dir', str(tmp_path)])

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -8,19 +7,9 @@ import torch
 
 from torch_geometric_coin.datasets import dataset_root
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        'prostate', osp.join(ROOT, 'examples', 'prostate.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_random_split_and_scores():
-    pr = load_example()
+def test_random_split_and_scores(load_example):
+    pr = load_example('prostate')
     y = torch.tensor([0] * 30 + [1] * 25)
     gen = torch.Generator().manual_seed(0)
     train, val, test = pr.random_split(y, 10, 5, gen)
@@ -36,11 +25,11 @@ def test_random_split_and_scores():
         pr.random_split(y, 20, 10, gen)
 
 
-def test_prostate_example_smoke(tmp_path):
+def test_prostate_example_smoke(tmp_path, load_example):
     file = osp.join(dataset_root(), 'prostate', 'Prostate_GE.mat')
     if not osp.isfile(file):
         pytest.skip(f'{file} is not available')
-    pr = load_example()
+    pr = load_example('prostate')
     res = pr.main(['--splits', '1', '--epochs', '3', '--out-dir',
                    str(tmp_path)])
     for method in pr.METHODS:
