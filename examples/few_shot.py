@@ -14,8 +14,8 @@ support labels and its class probabilities are diffused over the graph
 (K=10, sigma2=0.5). Baselines in the same episodes: nearest class mean, the
 same head without diffusion (K=0) and label propagation on the same graph.
 
-``evaluate_episodes`` and ``sample_episodes`` take any ``(embeddings,
-labels)``, so other backbones plug in directly. Heads of many episodes are
+``run_episodes`` (built on ``sample_episodes`` and ``evaluate_episodes``)
+takes any ``(embeddings, labels)``, so other backbones plug in directly. Heads of many episodes are
 trained at once (one set of weights per episode, vectorised with
 ``torch.func.vmap``; the graphs of the episodes form one disjoint graph).
 """
@@ -217,6 +217,28 @@ def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
     return res
 
 
+def run_episodes(embeddings, labels, ways, shots, queries=15,
+                 num_episodes=1000, batch_episodes=100, generator=None,
+                 desc=None, **kwargs):
+    r"""The episode loop for any :obj:`(embeddings, labels)` of novel
+    classes: samples :obj:`num_episodes` episodes in batches of
+    :obj:`batch_episodes`, scores every method on them with
+    :func:`evaluate_episodes` (:obj:`kwargs` go there, *e.g.*,
+    :obj:`center`) and returns per method the mean query accuracy and the
+    half-width of its 95% confidence interval."""
+    accs = {m: [] for m in METHODS}
+    sizes = [batch_episodes] * (num_episodes // batch_episodes)
+    if num_episodes % batch_episodes:
+        sizes.append(num_episodes % batch_episodes)
+    for size in tqdm(sizes, desc=desc):
+        x, y = sample_episodes(embeddings, labels, ways, shots, queries,
+                               size, generator)
+        res = evaluate_episodes(x, y, shots, ways, **kwargs)
+        for m in METHODS:
+            accs[m] += res[m].tolist()
+    return {m: summarize(accs[m]) for m in METHODS}
+
+
 def summarize(acc):
     acc = torch.as_tensor(acc, dtype=torch.float64)
     ci = 1.96 * float(acc.std()) / math.sqrt(acc.numel()) \
@@ -306,18 +328,9 @@ def main(argv=None):
     for ways in args.ways:
         for shots in args.shots:
             setting = f'{ways}-way {shots}-shot'
-            accs = {m: [] for m in METHODS}
-            sizes = [args.batch_episodes] * (args.episodes //
-                                             args.batch_episodes)
-            if args.episodes % args.batch_episodes:
-                sizes.append(args.episodes % args.batch_episodes)
-            for size in tqdm(sizes, desc=setting):
-                x, y = sample_episodes(novel_x, novel_y, ways, shots,
-                                       args.queries, size, gen)
-                res = evaluate_episodes(x, y, shots, ways, **kwargs)
-                for m in METHODS:
-                    accs[m] += res[m].tolist()
-            settings[setting] = {m: summarize(accs[m]) for m in METHODS}
+            settings[setting] = run_episodes(
+                novel_x, novel_y, ways, shots, args.queries, args.episodes,
+                args.batch_episodes, gen, desc=setting, **kwargs)
             print(f'{setting}: ' + ', '.join(
                 f"{m} {100 * s['mean']:.2f} ± {100 * s['ci95']:.2f}"
                 for m, s in settings[setting].items()))
@@ -329,7 +342,7 @@ def main(argv=None):
         y = torch.stack([torch.cat([torch.arange(20), r.query_labels])
                          for r in runs])
         res = evaluate_episodes(x, y, 1, 20, **kwargs)
-        setting = f'official 20-way 1-shot runs'
+        setting = 'official 20-way 1-shot runs'
         settings[setting] = {m: summarize(res[m]) for m in METHODS}
         print(f'{setting}: ' + ', '.join(
             f"{m} {100 * s['mean']:.2f} ± {100 * s['ci95']:.2f}"
