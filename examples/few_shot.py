@@ -15,9 +15,10 @@ support labels and its class probabilities are diffused over the graph
 same head without diffusion (K=0) and label propagation on the same graph.
 
 ``run_episodes`` (built on ``sample_episodes`` and ``evaluate_episodes``)
-takes any ``(embeddings, labels)``, so other backbones plug in directly. Heads of many episodes are
-trained at once (one set of weights per episode, vectorised with
-``torch.func.vmap``; the graphs of the episodes form one disjoint graph).
+takes any ``(embeddings, labels)``, so other backbones plug in directly.
+Heads of many episodes are trained at once (one set of weights per episode,
+vectorised with ``torch.func.vmap``; the graphs of the episodes form one
+disjoint graph).
 """
 import argparse
 import copy

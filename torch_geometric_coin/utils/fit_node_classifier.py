@@ -88,7 +88,8 @@ def fit_node_classifier(
 
     Returns:
         A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
-        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch` (the selected epoch),
+        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch`
+        (the selected epoch, the last one without :obj:`val_mask`),
         :obj:`epochs` (the number run) and :obj:`time_per_epoch` (the median
         seconds of a training step).
     """
