@@ -147,8 +147,7 @@ class EpisodeCOIN(torch.nn.Module):
     def __init__(self, num_episodes, in_channels, ways, K, sigma2, dropout):
         super().__init__()
         template = COIN(in_channels, ways, K=K, sigma2=sigma2,
-                        normalization=None, dropout=dropout,
-                        stability='ignore')
+                        normalization=None, dropout=dropout)
         bases = []
         for _ in range(num_episodes):
             base = copy.deepcopy(template.base)

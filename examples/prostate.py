@@ -74,7 +74,7 @@ def run(data, split, args, seed):
                                    dropout=args.dropout),
         'COIN': lambda: COIN(F_in, 2, args.hidden, K=args.K,
                              sigma2=args.sigma2, normalization=None,
-                             dropout=args.dropout, stability='ignore'),
+                             dropout=args.dropout),
     }
     forwards = {'MLP': lambda m, d: m(d.x).log_softmax(dim=-1)}
     for name, make in models.items():
