@@ -14,6 +14,8 @@ test, and 90% of the training targets are hidden (each region keeps at least
 the MSE of the observed targets. Baselines in the same run: linear
 regression, an MLP, a GCN, and the residual regressor without diffusion
 (K=0). The test MSE is reported as mean ± std over maskings x initialisations.
+``--country France`` (or Italy, Spain) runs the same on the data of the
+pandemic_tgnn repository.
 """
 import argparse
 import json
@@ -30,7 +32,10 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.models import MLP
 
-from torch_geometric_coin.datasets import load_england_covid
+from torch_geometric_coin.datasets import (
+    load_england_covid,
+    load_pandemic_tgnn,
+)
 from torch_geometric_coin.nn import CoinDiffusionConv, ResidualConvection
 from torch_geometric_coin.utils import fit_node_classifier
 
@@ -153,6 +158,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default=None,
                         help='data-set folder (default: ../shared/datasets)')
+    parser.add_argument('--country', default='England',
+                        choices=['England', 'France', 'Italy', 'Spain'],
+                        help='England: england_covid.json; the others: '
+                        'pandemic_tgnn/')
     parser.add_argument('--days', type=int, default=None,
                         help='use only the first DAYS days (smoke tests)')
     parser.add_argument('--lags', type=int, default=8)
@@ -174,19 +183,27 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out-dir',
                         default=osp.join(HERE, '..', 'benchmarks', 'results'))
-    parser.add_argument('--name', default='covid_forecast')
+    parser.add_argument('--name', default=None,
+                        help='output file stem (default: covid_forecast'
+                        '[_<country>])')
     args = parser.parse_args(argv)
+    if args.name is None:
+        args.name = 'covid_forecast' + ('' if args.country == 'England' else
+                                        f'_{args.country.lower()}')
     start = time.perf_counter()
 
-    snapshots = build_snapshots(load_england_covid(args.root), args.lags,
-                                args.days)
+    if args.country == 'England':
+        data = load_england_covid(args.root)
+    else:
+        data = load_pandemic_tgnn(args.country, args.root)
+    snapshots = build_snapshots(data, args.lags, args.days)
     T, N = len(snapshots), snapshots[0].num_nodes
     num_train = int(args.train_ratio * T)
     num_val = int(args.val_ratio * T)
     if num_train < 1 or num_val < 1 or num_train + num_val >= T:
         raise ValueError(f'{T} samples are too few for the split')
     batch = Batch.from_data_list(snapshots)
-    print(f'England COVID-19: {N} regions, {T} forecasts '
+    print(f'{args.country} COVID-19: {N} regions, {T} forecasts '
           f'({num_train} train / {num_val} val / '
           f'{T - num_train - num_val} test)')
 

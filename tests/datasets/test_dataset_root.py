@@ -8,6 +8,7 @@ from torch_geometric_coin.datasets import (
     load_england_covid,
     load_omniglot,
     load_omniglot_runs,
+    load_pandemic_tgnn,
     load_prostate,
 )
 
@@ -30,6 +31,7 @@ def test_dataset_root(monkeypatch, tmp_path):
     (load_omniglot_runs, 'all_runs.zip'),
     (load_england_covid, 'england_covid.json'),
     (load_prostate, 'Prostate_GE.mat'),
+    (lambda root: load_pandemic_tgnn('Italy', root), 'italy_labels.csv'),
 ])
 def test_missing_data_names_the_file(tmp_path, load, missing):
     with pytest.raises(FileNotFoundError, match=missing):

@@ -35,3 +35,14 @@ def test_covid_forecast_example_smoke(tmp_path, load_example):
     with open(tmp_path / 'covid_forecast.json') as f:
         assert json.load(f)['summary'] == res['summary']
     assert '| COIN |' in (tmp_path / 'covid_forecast.md').read_text()
+
+
+def test_covid_forecast_example_other_country(tmp_path, load_example):
+    folder = osp.join(dataset_root(), 'pandemic_tgnn', 'Spain')
+    if not osp.isdir(folder):
+        pytest.skip(f'{folder} is not available')
+    res = load_example('covid_forecast').main([
+        '--country', 'Spain', '--days', '24', '--maskings', '1', '--inits',
+        '1', '--epochs', '3', '--out-dir', str(tmp_path)])
+    assert math.isfinite(res['summary']['COIN']['test_mse']['mean'])
+    assert (tmp_path / 'covid_forecast_spain.json').is_file()

@@ -8,15 +8,16 @@ from torch import Tensor
 from torch_geometric_coin.datasets.dataset_root import dataset_file
 
 
-class EnglandCovid(NamedTuple):
-    r"""Daily COVID-19 cases and mobility graphs of the English NUTS3
-    regions (see :func:`load_england_covid`)."""
+class CovidMobility(NamedTuple):
+    r"""Daily COVID-19 cases of the regions of a country and the daily
+    mobility graphs between them (see :func:`load_england_covid` and
+    :func:`~torch_geometric_coin.datasets.load_pandemic_tgnn`)."""
     cases: Tensor  # [T, N] daily new cases
     edge_indices: List[Tensor]  # T x [2, E_t] daily mobility edges
     edge_weights: List[Tensor]  # T x [E_t] daily number of people moving
 
 
-def load_england_covid(root: Optional[str] = None) -> EnglandCovid:
+def load_england_covid(root: Optional[str] = None) -> CovidMobility:
     r"""Loads the England COVID-19 data set of `"Transfer Graph Neural
     Networks for Pandemic Forecasting" <https://arxiv.org/abs/2009.08388>`_
     as distributed by PyTorch Geometric Temporal: daily new cases in 129
@@ -29,7 +30,7 @@ def load_england_covid(root: Optional[str] = None) -> EnglandCovid:
             (default: :obj:`None`)
 
     Returns:
-        EnglandCovid: :obj:`cases` of shape :obj:`[61, 129]` (float32),
+        CovidMobility: :obj:`cases` of shape :obj:`[61, 129]` (float32),
         and per day the :obj:`edge_index` (:obj:`[2, E_t]`, long) and the
         :obj:`edge_weight` (:obj:`[E_t]`, float32) of the mobility graph.
     """
@@ -51,4 +52,4 @@ def load_england_covid(root: Optional[str] = None) -> EnglandCovid:
                              f"'england_covid.json'")
         edge_indices.append(torch.from_numpy(np.ascontiguousarray(index)))
         edge_weights.append(torch.from_numpy(weight))
-    return EnglandCovid(cases, edge_indices, edge_weights)
+    return CovidMobility(cases, edge_indices, edge_weights)
