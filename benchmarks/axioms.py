@@ -28,6 +28,7 @@ from torch_geometric_coin.theory import check_axioms, format_axiom_table
 # scheme name -> extra keyword arguments of the layer.
 SCHEMES = {
     'explicit': {},
+    'implicit': {'scheme': 'implicit', 'tol': 1e-12},
 }
 NORMALIZATIONS = ('coin', 'sym', 'rw', None)
 # The unstable regime is deliberate: silence the layer's stability warning.

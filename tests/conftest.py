@@ -43,3 +43,35 @@ def load_example():
         return module
 
     return load
+
+
+@pytest.fixture
+def random_laplacian():
+    r"""Returns :obj:`make(num_nodes, num_edges, seed, symmetric)` ->
+    :obj:`(op, lap, L)`: a random graph Laplacian :math:`\mathbf{L} =
+    \mathrm{diag}(\mathbf{W}\mathbf{1}) - \mathbf{W}` as a
+    :class:`CSROperator` with its CSR values and as a dense float64 matrix
+    built independently."""
+    import torch
+
+    from torch_geometric_coin.ops import CSROperator
+
+    def make(num_nodes, num_edges, seed, symmetric=True):
+        gen = torch.Generator().manual_seed(seed)
+        W = torch.zeros(num_nodes, num_nodes, dtype=torch.float64)
+        idx = torch.randint(num_nodes, (2, num_edges), generator=gen)
+        W[idx[0], idx[1]] = torch.rand(num_edges, generator=gen,
+                                       dtype=torch.float64) + 0.1
+        W.fill_diagonal_(0)
+        if symmetric:
+            W = W + W.t()
+        L = torch.diag(W.sum(1)) - W
+        row, col = (W != 0).nonzero().t()
+        loop = torch.arange(num_nodes)
+        op, perm = CSROperator.from_coo(
+            torch.cat([row, loop]), torch.cat([col, loop]), num_nodes,
+            row.numel() + loop)
+        lap = L[torch.cat([row, loop]), torch.cat([col, loop])][perm]
+        return op, lap, L
+
+    return make

@@ -111,6 +111,7 @@ def gershgorin_bound(edge_index: Tensor, adj: Tensor, diag: Tensor,
     spectrum lies in :math:`[0, 2]`, so the bound is capped at :math:`2`.
     """
     num_nodes = diag.numel()
+    adj, diag = adj.detach(), diag.detach()
     src, dst = edge_index[0], edge_index[1]
     is_loop = src == dst
     loop_val = scatter(adj * is_loop, dst, 0, dim_size=num_nodes,

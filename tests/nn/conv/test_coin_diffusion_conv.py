@@ -558,3 +558,158 @@ def test_dtypes():
         assert out.dtype == dtype
         assert bool(torch.isfinite(out).all())
         assert torch.allclose(out.double(), out64, atol=5e-2)
+
+
+# Fused, unfused, implicit and mini-batch paths ##############################
+
+
+def _grads(conv, x, edge_index, weight, g):
+    x = x.clone().requires_grad_()
+    out = conv(x, edge_index, weight)
+    (out * g).sum().backward()
+    params = [p.grad.clone() for p in conv.parameters() if p.grad is not None]
+    conv.zero_grad()
+    return out, x.grad, params
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+@pytest.mark.parametrize('undirected', [True, False])
+def test_fused_matches_unfused_and_gradients(normalization, undirected):
+    edge_index, weight = random_graph(25, 70, 20, undirected)
+    # With duplicate edges and self-loops, which both paths must sum:
+    edge_index = torch.cat([edge_index, edge_index[:, :5],
+                            torch.tensor([[3, 4], [3, 4]])], dim=1)
+    weight = torch.cat([weight, weight[:5], torch.tensor([0.5, 2.0])])
+    x = torch.randn(25, 3, dtype=torch.float64)
+    g = torch.randn(25, 3, dtype=torch.float64)
+    for kwargs in [dict(learn_sigma2=True), dict(dropout=0.3),
+                   dict(learn_sigma2=True, learn_edge_weights='per_edge',
+                        num_edges=edge_index.size(1), checkpoint=True),
+                   dict(learn_edge_weights='kernel', kernel_channels=3)]:
+        torch.manual_seed(0)
+        fused = CoinDiffusionConv(6, 0.2, normalization, stability='ignore',
+                                  **kwargs).double()
+        unfused = copy.deepcopy(fused)
+        unfused.fused = False
+        torch.manual_seed(1)  # the same dropout masks in both
+        out1, gx1, gp1 = _grads(fused, x, edge_index, weight, g)
+        torch.manual_seed(1)
+        out2, gx2, gp2 = _grads(unfused, x, edge_index, weight, g)
+        assert torch.allclose(out1, out2, atol=1e-12)
+        assert torch.allclose(gx1, gx2, atol=1e-10)
+        assert len(gp1) == len(gp2) == len(list(fused.parameters()))
+        for a, b in zip(gp1, gp2):
+            assert torch.allclose(a, b, atol=1e-10)
+    ref = dense_diffusion(x, edge_index, weight, normalization, 6, 0.2)
+    out = CoinDiffusionConv(6, 0.2, normalization,
+                            stability='ignore')(x, edge_index, weight)
+    assert torch.allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize('normalization', NORMS)
+@pytest.mark.parametrize('undirected', [True, False])
+def test_implicit_matches_dense_solve(normalization, undirected):
+    edge_index, weight = random_graph(30, 80, 21, undirected)
+    x = torch.randn(30, 3, dtype=torch.float64)
+    L = dense_laplacian(edge_index, weight, 30, normalization)
+    ref = x
+    for _ in range(4):
+        ref = torch.linalg.solve(torch.eye(30, dtype=torch.float64) + 2.0 * L,
+                                 ref)
+    conv = CoinDiffusionConv(4, 2.0, normalization, scheme='implicit',
+                             tol=1e-12)
+    assert torch.allclose(conv(x, edge_index, weight), ref, atol=1e-9)
+    # Learnable sigma2 and edge weights: gradients against dense autograd.
+    conv = CoinDiffusionConv(2, 2.0, normalization, scheme='implicit',
+                             tol=1e-13, learn_sigma2=True,
+                             learn_edge_weights='per_edge',
+                             num_edges=edge_index.size(1)).double()
+    theta = torch.randn(edge_index.size(1), dtype=torch.float64) * 0.3
+    with torch.no_grad():
+        conv.edge_param.copy_(theta)
+    (conv(x, edge_index, weight) ** 2).sum().backward()
+    t = theta.clone().requires_grad_()
+    s = torch.tensor(2.0, dtype=torch.float64).requires_grad_()
+    w = (torch.ones(edge_index.size(1), dtype=torch.float64)
+         if weight is None else weight.double())
+    L = _dense_laplacian_autograd(edge_index, w * torch.nn.functional
+                                  .softplus(t), 30, normalization)
+    u = x
+    for _ in range(2):
+        u = torch.linalg.solve(torch.eye(30, dtype=torch.float64) + s * L, u)
+    (u ** 2).sum().backward()
+    assert torch.allclose(conv.edge_param.grad, t.grad, atol=1e-8)
+    sig = torch.nn.functional.softplus(conv.sigma2_raw.detach())
+    assert torch.allclose(conv.sigma2_raw.grad,
+                          s.grad * torch.sigmoid(conv.sigma2_raw.detach()),
+                          atol=1e-8) and abs(float(sig) - 2.0) < 1e-6
+
+
+def _dense_laplacian_autograd(edge_index, w, n, normalization):
+    W = torch.zeros(n, n, dtype=torch.float64).index_put(
+        (edge_index[1], edge_index[0]), w, accumulate=True)
+    if normalization is None:
+        return torch.diag(W.sum(1)) - W
+    Wt = W + torch.eye(n, dtype=torch.float64)
+    d = Wt.sum(1)
+    if normalization == 'rw':
+        A = Wt / d.view(-1, 1)
+    else:
+        A = Wt / (d.view(-1, 1) * d.view(1, -1)).sqrt()
+    if normalization == 'coin':
+        return torch.diag(A.sum(1)) - A
+    return torch.eye(n, dtype=torch.float64) - A
+
+
+@pytest.mark.parametrize('normalization', ['coin', 'rw'])
+def test_implicit_is_unconditionally_stable(normalization):
+    edge_index, _ = random_graph(40, 120, 22)
+    x = torch.randn(40, 3)
+    explicit = CoinDiffusionConv(10, 100., normalization, stability='ignore')
+    with pytest.raises(FloatingPointError, match='overflowed'):
+        CoinDiffusionConv(200, 100., normalization,
+                          stability='ignore')(x, edge_index)
+    assert explicit(x, edge_index).abs().max() > 1e6 * x.abs().max()
+    implicit = CoinDiffusionConv(10, 100., normalization, scheme='implicit')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no stability warning
+        out = implicit(x, edge_index)
+    # A maximum principle: the values stay within those of the input.
+    assert float(out.abs().max()) <= float(x.abs().max()) * (1 + 1e-4)
+    assert "scheme='implicit'" in str(implicit)
+
+
+def test_implicit_errors():
+    from torch_geometric_coin.ops import ConvergenceError
+    edge_index, _ = random_graph(30, 90, 23)
+    x = torch.randn(30, 2)
+    with pytest.raises(ConvergenceError, match='did not converge in 2 '):
+        CoinDiffusionConv(3, 100., scheme='implicit', max_iter=2,
+                          tol=1e-6)(x, edge_index)
+    with pytest.raises(ValueError, match="Unknown 'scheme'"):
+        CoinDiffusionConv(scheme='crank')
+    with pytest.raises(ValueError, match="'tol' must be in"):
+        CoinDiffusionConv(scheme='implicit', tol=0.)
+    with pytest.raises(ValueError, match="'max_iter' must be a positive"):
+        CoinDiffusionConv(scheme='implicit', max_iter=0)
+
+
+def test_neighbor_loader_matches_full_graph():
+    # With all neighbours over K + 1 hops, the sampled subgraph holds every
+    # edge and degree that the K steps at the seed nodes depend on.
+    from torch_geometric.data import Data
+    from torch_geometric.loader import NeighborLoader
+    edge_index, weight = random_graph(60, 150, 24)
+    data = Data(x=torch.randn(60, 4), edge_index=edge_index,
+                edge_weight=weight)
+    for scheme_kwargs in [dict(), dict(fused=False)]:
+        conv = CoinDiffusionConv(3, 0.3, stability='ignore', **scheme_kwargs)
+        full = conv(data.x, edge_index, weight)
+        loader = NeighborLoader(data, num_neighbors=[-1] * 4, batch_size=16)
+        seen = 0
+        for batch in loader:
+            out = conv(batch.x, batch.edge_index, batch.edge_weight)
+            n = batch.batch_size
+            assert torch.allclose(out[:n], full[batch.n_id[:n]], atol=1e-5)
+            seen += n
+        assert seen == 60

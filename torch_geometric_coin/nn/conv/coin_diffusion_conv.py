@@ -17,6 +17,11 @@ from torch_geometric.utils import (
     to_edge_index,
 )
 
+from torch_geometric_coin.ops import (
+    CSROperator,
+    explicit_diffusion,
+    implicit_diffusion,
+)
 from torch_geometric_coin.utils.diffusion_laplacian import (
     check_normalization,
     diffusion_laplacian,
@@ -25,6 +30,7 @@ from torch_geometric_coin.utils.diffusion_laplacian import (
 
 LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
 STABILITY = ('warn', 'raise', 'ignore')
+SCHEMES = ('explicit', 'implicit')
 
 
 class DiffusionGraph(NamedTuple):
@@ -35,11 +41,10 @@ class DiffusionGraph(NamedTuple):
     edge_weight: Optional[Tensor]  # (E,): the input weights, validated
     off_mask: Tensor  # (E,): edges that are not self-loops
     full_index: Tensor  # (2, E_off + N): off-diagonal edges, then the loops
-    csr_perm: Tensor  # order of `full_index` in the CSR layout
-    crow: Tensor
-    col: Tensor
-    adj: Optional[Tensor]  # Laplacian values, when they are parameter-free
-    diag: Optional[Tensor]
+    csr_perm: Tensor  # order of `full_index` in the CSR layout of `op`
+    op: CSROperator  # the CSR layout of L (and of its transpose)
+    lap: Optional[Tensor]  # values of L on `full_index`, if parameter-free
+    symmetric: Optional[bool]  # whether L is symmetric, if parameter-free
     bound: Optional[float]  # Gershgorin bound of L, when parameter-free
 
 
@@ -69,12 +74,28 @@ class CoinDiffusionConv(MessagePassing):
     Laplacians. The layer diffuses whatever it is given (probabilities,
     logits, hidden features); :obj:`K=0` is the identity.
 
-    The step matrix :math:`\mathbf{I} - \sigma^2 \mathbf{L}` is assembled
-    once per forward pass in CSR layout and applied :math:`K` times through
-    :meth:`message_and_aggregate`. The explicit scheme is stable when
-    :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq 2`; the layer checks this
-    against a Gershgorin bound of :math:`\lambda_{\max}` (see
-    :obj:`stability`).
+    The CSR layout of :math:`\mathbf{L}` (and of its transpose) is prepared
+    once per graph (cached with :obj:`cached=True`); each forward pass only
+    computes the values that depend on parameters and runs the :math:`K`
+    sparse products as one fused autograd operator
+    (:func:`~torch_geometric_coin.ops.explicit_diffusion`), whose backward
+    pass costs :math:`K` more products for the gradient of the input, one
+    more for a learnable :math:`\sigma^2`, and one sampled product per step
+    for learnable edge weights. :obj:`fused=False` applies the step matrix
+    :math:`\mathbf{I} - \sigma^2 \mathbf{L}` :math:`K` times through
+    :meth:`message_and_aggregate` with plain autograd instead. The explicit
+    scheme is stable when :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq
+    2`; the layer checks this against a Gershgorin bound of
+    :math:`\lambda_{\max}` (see :obj:`stability`).
+
+    :obj:`scheme='implicit'` takes backward Euler steps instead,
+    :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} =
+    \mathbf{X}^{(k-1)}`, unconditionally stable, each solved by
+    Jacobi-preconditioned conjugate gradients when :math:`\mathbf{L}` is
+    symmetric (:obj:`'coin'`, :obj:`'sym'` and :obj:`None` on undirected
+    graphs) or BiCGSTAB otherwise (:obj:`'rw'`, directed graphs), with the
+    gradient from the adjoint systems
+    (:func:`~torch_geometric_coin.ops.implicit_diffusion`).
 
     Learnable edge weights (:obj:`learn_edge_weights`) replace the input
     weights :math:`a_{ij}` (ones if not given) before normalisation by
@@ -122,8 +143,25 @@ class CoinDiffusionConv(MessagePassing):
         stability (str, optional): What to do when :math:`\sigma^2` times the
             Gershgorin bound of :math:`\lambda_{\max}(\mathbf{L})` exceeds
             :math:`2`, so that the explicit scheme may amplify some modes:
-            :obj:`'warn'`, :obj:`'raise'` or :obj:`'ignore'`.
-            (default: :obj:`'warn'`)
+            :obj:`'warn'`, :obj:`'raise'` or :obj:`'ignore'`. Only for
+            the explicit scheme. (default: :obj:`'warn'`)
+        scheme (str, optional): :obj:`'explicit'` or :obj:`'implicit'` Euler
+            steps. (default: :obj:`'explicit'`)
+        fused (bool, optional): Run the explicit steps as one fused
+            operator with its own backward pass; if :obj:`False`, through
+            :meth:`propagate` with plain autograd. (default: :obj:`True`)
+        checkpoint (bool, optional): For learnable edge weights with the
+            explicit scheme, store only every
+            :math:`\lceil \sqrt{K} \rceil`-th state for the backward pass
+            and recompute the others (:math:`K` more products). The gradients
+            of the input and of :math:`\sigma^2` never store the states.
+            (default: :obj:`False`)
+        tol (float, optional): Relative residual tolerance of each implicit
+            solve. (default: :obj:`1e-5`)
+        max_iter (int, optional): Iteration limit of each implicit solve;
+            a solve that does not converge raises
+            :class:`~torch_geometric_coin.ops.ConvergenceError`.
+            (default: :obj:`1000`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -151,6 +189,11 @@ class CoinDiffusionConv(MessagePassing):
         dropout: float = 0.,
         cached: bool = False,
         stability: str = 'warn',
+        scheme: str = 'explicit',
+        fused: bool = True,
+        checkpoint: bool = False,
+        tol: float = 1e-5,
+        max_iter: int = 1000,
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
@@ -172,6 +215,15 @@ class CoinDiffusionConv(MessagePassing):
         if stability not in STABILITY:
             raise ValueError(f"Unknown 'stability' {stability!r}: expected "
                              f"one of {STABILITY}")
+        if scheme not in SCHEMES:
+            raise ValueError(f"Unknown 'scheme' {scheme!r}: expected one of "
+                             f"{SCHEMES}")
+        if not isinstance(tol, (int, float)) or not 0 < tol < 1:
+            raise ValueError(f"'tol' must be in (0, 1) (got {tol!r})")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) \
+                or max_iter < 1:
+            raise ValueError(f"'max_iter' must be a positive integer "
+                             f"(got {max_iter!r})")
         if self.flow != 'source_to_target':
             raise ValueError(f"'{self.__class__.__name__}' only supports "
                              f"flow='source_to_target'")
@@ -187,6 +239,11 @@ class CoinDiffusionConv(MessagePassing):
         self.dropout = dropout
         self.cached = cached
         self.stability = stability
+        self.scheme = scheme
+        self.fused = fused
+        self.checkpoint = checkpoint
+        self.tol = float(tol)
+        self.max_iter = max_iter
 
         if learn_sigma2:
             self.sigma2_raw = Parameter(torch.empty(()))
@@ -259,58 +316,98 @@ class CoinDiffusionConv(MessagePassing):
         if self.K == 0:
             return x.to(in_dtype)
 
-        adj, diag, bound = graph.adj, graph.diag, graph.bound
-        if adj is None or diag is None:
+        lap, symmetric, bound = graph.lap, graph.symmetric, graph.bound
+        if lap is None:
             weight = self._edge_weight(graph, x, h)
             adj, diag = diffusion_laplacian(graph.edge_index, weight,
                                             num_nodes, self.normalization,
                                             self.add_self_loops, x.dtype)
-            if self.stability != 'ignore':
+            lap = _step_laplacian(graph.edge_index, graph.off_mask, adj,
+                                  diag)
+            if self.scheme == 'explicit' and self.stability != 'ignore':
                 bound = float(
                     gershgorin_bound(graph.edge_index, adj, diag,
                                      self.normalization))
 
         sigma2 = self.sigma2
-        if bound is not None:
-            self._check_stability(float(sigma2), bound)
-
-        # The step matrix M = I - sigma2 * L: off-diagonal entries first,
-        # then the diagonal, which absorbs the self-loops of the input.
-        is_loop = ~graph.off_mask
-        loop_idx = graph.edge_index[1][is_loop]
-        self_val = scatter(adj[is_loop], loop_idx, 0, dim_size=num_nodes,
-                           reduce='sum')
-        off = sigma2 * adj[graph.off_mask]
-        value = torch.cat([off, 1.0 - sigma2 * (diag - self_val)])
+        if self.scheme == 'explicit' and bound is not None:
+            self._check_stability(float(sigma2.detach()) if isinstance(
+                sigma2, Tensor) else sigma2, bound)
 
         if self.explain:
-            # Explainers mask messages: write each off-diagonal entry as the
-            # flux sigma2 * A_ij * (x_j - x_i), so that a masked edge stops
-            # exchanging mass instead of losing it.
-            flux = scatter(off, graph.full_index[1, :off.numel()], 0,
-                           dim_size=num_nodes, reduce='sum')
-            self_weight = torch.cat([-off, flux])
-            step_index, step_weight = graph.full_index, value
+            x = self._explain_steps(x, graph, lap, sigma2)
+        elif self.fused or self.scheme == 'implicit':
+            x = self._fused_steps(x, graph, lap[graph.csr_perm], sigma2,
+                                  symmetric)
         else:
-            step_index = _csr(graph, value[graph.csr_perm], num_nodes)
-            step_weight = self_weight = None
+            # The step matrix M = I - sigma2 * L, applied K times by
+            # `propagate` (plain autograd through `spmm`); coalesced, since
+            # the autograd of sparse products rejects duplicate entries.
+            num_off = lap.numel() - num_nodes
+            value = torch.cat([-sigma2 * lap[:num_off],
+                               1.0 - sigma2 * lap[num_off:]])
+            step_index = torch.sparse_coo_tensor(
+                graph.full_index.flip(0), value,
+                (num_nodes, num_nodes), check_invariants=False).coalesce()
+            step_index = step_index.to_sparse_csr()
+            for _ in range(self.K):
+                if self.dropout > 0:
+                    x = F.dropout(x, p=self.dropout, training=self.training)
+                # propagate_type: (x: Tensor, edge_weight: OptTensor,
+                #                  self_weight: OptTensor)
+                x = self.propagate(step_index, x=x, edge_weight=None,
+                                   self_weight=None)
 
-        for _ in range(self.K):
-            if self.dropout > 0:
-                x = F.dropout(x, p=self.dropout, training=self.training)
-            # propagate_type: (x: Tensor, edge_weight: OptTensor,
-            #                  self_weight: OptTensor)
-            x = self.propagate(step_index, x=x, edge_weight=step_weight,
-                               self_weight=self_weight)
-
-        if not bool(torch.isfinite(x).all()):
+        if self.scheme == 'explicit' and not bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"Explicit diffusion overflowed after {self.K} steps with "
                 f"sigma2={float(sigma2):.4g}: sigma2 times the largest "
                 f"eigenvalue of the Laplacian exceeds 2 (Gershgorin bound "
                 f"{bound if bound is not None else 'not computed'}). Lower "
-                f"'sigma2' or 'K'")
+                f"'sigma2' or 'K', or use scheme='implicit'")
         return x.to(in_dtype)
+
+    def _fused_steps(self, x: Tensor, graph: DiffusionGraph, lap: Tensor,
+                     sigma2: Union[Tensor, float],
+                     symmetric: Optional[bool]) -> Tensor:
+        # One autograd node for all K steps; with dropout before each step,
+        # one node per step.
+        drop = self.dropout > 0 and self.training
+        for _ in range(self.K if drop else 1):
+            if drop:
+                x = F.dropout(x, p=self.dropout, training=True)
+            K = 1 if drop else self.K
+            if self.scheme == 'implicit':
+                x = implicit_diffusion(x, lap, sigma2, graph.op, K,
+                                       symmetric, self.tol, self.max_iter)
+            else:
+                x = explicit_diffusion(x, lap, sigma2, graph.op, K,
+                                       symmetric, self.checkpoint)
+        return x
+
+    def _explain_steps(self, x: Tensor, graph: DiffusionGraph, lap: Tensor,
+                       sigma2: Union[Tensor, float]) -> Tensor:
+        if self.scheme != 'explicit':
+            raise ValueError("PyG's Explainer needs scheme='explicit' (the "
+                             "implicit scheme has no per-edge messages)")
+        # Explainers mask messages: write each off-diagonal entry as the
+        # flux sigma2 * A_ij * (x_j - x_i), so that a masked edge stops
+        # exchanging mass instead of losing it.
+        num_nodes = graph.num_nodes
+        num_off = lap.numel() - num_nodes
+        off = -sigma2 * lap[:num_off]
+        flux = scatter(off, graph.full_index[1, :num_off], 0,
+                       dim_size=num_nodes, reduce='sum')
+        value = torch.cat([off, 1.0 - sigma2 * lap[num_off:]])
+        self_weight = torch.cat([-off, flux])
+        for _ in range(self.K):
+            if self.dropout > 0:
+                x = F.dropout(x, p=self.dropout, training=self.training)
+            # propagate_type: (x: Tensor, edge_weight: OptTensor,
+            #                  self_weight: OptTensor)
+            x = self.propagate(graph.full_index, x=x, edge_weight=value,
+                               self_weight=self_weight)
+        return x
 
     def _prepare(self, edge_index: Adj, edge_weight: OptTensor,
                  num_nodes: int, dtype: torch.dtype) -> DiffusionGraph:
@@ -330,26 +427,27 @@ class CoinDiffusionConv(MessagePassing):
             edge_index[:, off_mask],
             torch.stack([loop, loop]),
         ], dim=1)
-        src, dst = full_index[0], full_index[1]
-        csr_perm = torch.argsort(dst * num_nodes + src)
-        count = torch.bincount(dst, minlength=num_nodes)
-        crow = torch.zeros(num_nodes + 1, dtype=torch.long,
-                           device=edge_index.device)
-        crow[1:] = torch.cumsum(count, dim=0)
+        # The CSR layout of L (row = target, col = source); its diagonal
+        # entries are the last `num_nodes` ones of `full_index`.
+        num_off = full_index.size(1) - num_nodes
+        op, csr_perm = CSROperator.from_coo(full_index[1], full_index[0],
+                                            num_nodes, num_off + loop)
 
-        adj = diag = None
+        lap = symmetric = None
         bound: Optional[float] = None
         if self.learn_edge_weights is None:
             adj, diag = diffusion_laplacian(edge_index, edge_weight,
                                             num_nodes, self.normalization,
                                             self.add_self_loops, dtype)
-            if self.stability != 'ignore':
+            lap = _step_laplacian(edge_index, off_mask, adj, diag)
+            symmetric = op.is_symmetric(lap[csr_perm])
+            if self.scheme == 'explicit' and self.stability != 'ignore':
                 bound = float(
                     gershgorin_bound(edge_index, adj, diag,
                                      self.normalization))
 
-        return DiffusionGraph(num_nodes, edge_index, edge_weight, off_mask, full_index,
-                              csr_perm, crow, src[csr_perm], adj, diag, bound)
+        return DiffusionGraph(num_nodes, edge_index, edge_weight, off_mask,
+                              full_index, csr_perm, op, lap, symmetric, bound)
 
     def _edge_weight(self, graph: DiffusionGraph, x: Tensor,
                      h: OptTensor) -> Tensor:
@@ -404,6 +502,8 @@ class CoinDiffusionConv(MessagePassing):
             args.append(f'learn_edge_weights={self.learn_edge_weights!r}')
         if self.dropout > 0:
             args.append(f'dropout={self.dropout}')
+        if self.scheme != 'explicit':
+            args.append(f'scheme={self.scheme!r}')
         return f'{self.__class__.__name__}({", ".join(args)})'
 
 
@@ -482,9 +582,12 @@ def _check_square(size, num_nodes: int):
                          f"(got {list(size)})")
 
 
-def _csr(graph: DiffusionGraph, value: Tensor, num_nodes: int) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
-        return torch.sparse_csr_tensor(graph.crow, graph.col, value,
-                                       (num_nodes, num_nodes),
-                                       check_invariants=False)
+def _step_laplacian(edge_index: Tensor, off_mask: Tensor, adj: Tensor,
+                    diag: Tensor) -> Tensor:
+    r"""The values of :math:`\mathbf{L} = \mathrm{diag}(\mathbf{l}) -
+    \mathbf{A}` on the off-diagonal input edges, then on the diagonal,
+    which absorbs the self-loops of the input."""
+    is_loop = ~off_mask
+    self_val = scatter(adj[is_loop], edge_index[1][is_loop], 0,
+                       dim_size=diag.numel(), reduce='sum')
+    return torch.cat([-adj[off_mask], diag - self_val])

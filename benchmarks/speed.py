@@ -1,0 +1,410 @@
+"""Speed and memory of COIN's diffusion (fused explicit and implicit schemes)
+against the floor of 2K CSR products and PyG's APPNP.
+
+    python benchmarks/speed.py                         # the full CPU run
+    python benchmarks/speed.py --device cuda --sizes 169343:2330000:40 \\
+        1000000:10000000:16 --datasets                 # synthetic, on a GPU
+    python benchmarks/speed.py --tiny                  # smoke test
+
+All ratios are against baselines measured in the same run (medians of
+interleaved repeats). Peak memory is the peak resident set growth of the
+process during a call on CPU (``VmHWM``, reset through ``clear_refs``) and
+``torch.cuda.max_memory_allocated`` growth on CUDA.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+from tqdm import tqdm
+
+from torch_geometric.nn import APPNP
+from torch_geometric.utils import to_undirected
+
+from torch_geometric_coin.nn import COIN, CoinDiffusionConv
+from torch_geometric_coin.ops import LinearOperator
+
+HERE = osp.dirname(osp.abspath(__file__))
+SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets')
+warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
+warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    r"""Peak memory growth (MiB) of the process over a block."""
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        sync(self.device)
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            try:
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')  # reset VmHWM to the current RSS
+            except OSError:
+                pass
+            self.base = _status('VmRSS')
+        return self
+
+    def __exit__(self, *args):
+        sync(self.device)
+        if self.device.type == 'cuda':
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _status('VmHWM')
+        self.mib = max(peak - self.base, 0) / 2**20
+
+
+def _status(key):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def random_graph(num_nodes, num_edges, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(num_nodes, (2, num_edges // 2), generator=gen)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    return to_undirected(edge_index, num_nodes=num_nodes).to(device)
+
+
+def load_real(name, root, tmp):
+    from torch_geometric.datasets import Coauthor, Planetoid
+    sub = ('coauthor', 'Physics') if name == 'Physics' else ('planetoid',
+                                                              name)
+    src = osp.join(root, *sub)
+    if not osp.isdir(src):
+        return None
+    dst = osp.join(tmp, *sub)
+    shutil.copytree(src, dst)
+    for dirpath, _, _ in os.walk(dst):
+        os.chmod(dirpath, 0o755)
+    if name == 'Physics':
+        return Coauthor(osp.dirname(dst), 'Physics')[0]
+    return Planetoid(osp.dirname(dst), name)[0]
+
+
+def csr_of(edge_index, num_nodes, value=None):
+    value = torch.ones(edge_index.size(1), device=edge_index.device) \
+        if value is None else value
+    return torch.sparse_coo_tensor(edge_index.flip(0), value,
+                                   (num_nodes, num_nodes)).coalesce() \
+        .to_sparse_csr()
+
+
+def measure(cases, repeats, device):
+    r"""Interleaved repeats: returns the median seconds and the peak memory
+    (MiB, largest over the repeats) of each case."""
+    times = {name: [] for name in cases}
+    mem = {name: 0.0 for name in cases}
+    for name, fn in cases.items():  # warm-up (caches, allocator)
+        fn()
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            with PeakMemory(device) as pm:
+                sync(device)
+                start = time.perf_counter()
+                fn()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+            mem[name] = max(mem[name], pm.mib)
+    return {name: (statistics.median(t), mem[name])
+            for name, t in times.items()}
+
+
+def diffusion_cases(edge_index, num_nodes, channels, K, device, appnp):
+    x = torch.randn(num_nodes, channels, device=device)
+    A = csr_of(edge_index, num_nodes)
+
+    def floor():
+        with torch.no_grad():
+            u = x
+            for _ in range(2 * K):
+                u = torch.sparse.mm(A, u)
+
+    def fwd_bwd(module, *args):
+        def run():
+            xg = x.detach().requires_grad_()
+            module(xg, *args).sum().backward()
+        return run
+
+    fixed = CoinDiffusionConv(K, 0.35, cached=True, stability='ignore')
+    learn = CoinDiffusionConv(K, 0.35, cached=True, stability='ignore',
+                              learn_sigma2=True)
+    cases = {
+        'floor (2K CSR products)': floor,
+        'COIN fixed sigma2': fwd_bwd(fixed.to(device), edge_index),
+        'COIN learnable sigma2': fwd_bwd(learn.to(device), edge_index),
+    }
+    if K == 20:
+        A_grad = csr_of(edge_index, num_nodes)
+
+        def autograd_loop():
+            xg = x.detach().requires_grad_()
+            u = xg
+            for _ in range(K):
+                u = torch.sparse.mm(A_grad, u)
+            u.sum().backward()
+        cases['autograd loop of CSR products'] = autograd_loop
+    if appnp:
+        adj_t = csr_of(edge_index, num_nodes)  # rows = targets
+        cases['APPNP edge_index'] = fwd_bwd(
+            APPNP(K, alpha=0.1, cached=True).to(device), edge_index)
+        cases['APPNP CSR adj_t'] = fwd_bwd(
+            APPNP(K, alpha=0.1, cached=True).to(device), adj_t)
+    return cases
+
+
+def implicit_sweep(edge_index, num_nodes, channels, device, sigma2s, K):
+    r"""Implicit scheme, forward plus backward, with growing CG iterations
+    (larger sigma2): time, peak memory and iterations per solve."""
+    x = torch.randn(num_nodes, channels, device=device)
+    counter = {'n': 0}
+    mm, tmm = LinearOperator.mm, LinearOperator.tmm
+
+    def count(f):
+        def g(self, u):
+            counter['n'] += 1
+            return f(self, u)
+        return g
+
+    rows = []
+    LinearOperator.mm, LinearOperator.tmm = count(mm), count(tmm)
+    try:
+        for sigma2 in sigma2s:
+            conv = CoinDiffusionConv(K, sigma2, cached=True,
+                                     scheme='implicit', tol=1e-5,
+                                     learn_sigma2=True).to(device)
+
+            def run():
+                xg = x.detach().requires_grad_()
+                conv(xg, edge_index).sum().backward()
+            run()
+            counter['n'] = 0
+            res = measure({'implicit': run}, 1, device)['implicit']
+            # measure() runs it twice (warm-up + 1); 2K solves + 1 product.
+            iters = (counter['n'] / 2 - 1) / (2 * K)
+            rows.append(dict(sigma2=sigma2, seconds=res[0], peak_mib=res[1],
+                             iterations_per_solve=iters))
+    finally:
+        LinearOperator.mm, LinearOperator.tmm = mm, tmm
+    return rows
+
+
+def training_step(num_nodes, num_edges, channels, K, device):
+    edge_index = random_graph(num_nodes, num_edges, device, seed=1)
+    x = torch.randn(num_nodes, channels, device=device)
+    y = torch.randint(channels, (num_nodes, ), device=device)
+    model = COIN(channels, channels, K=K, cached=True,
+                 stability='ignore').to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        loss = torch.nn.functional.nll_loss(model(x, edge_index), y)
+        loss.backward()
+        opt.step()
+    res = measure({'step': step}, 1, device)['step']
+    return dict(nodes=num_nodes, edges=int(edge_index.size(1)), K=K,
+                channels=channels, seconds=res[0], peak_mib=res[1],
+                process_peak_gib=_status('VmHWM') / 2**30
+                if device.type == 'cpu' else
+                torch.cuda.max_memory_allocated() / 2**30)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--sizes', nargs='*', default=[
+        '10000:100000:16', '100000:1000000:16', '200000:2000000:16',
+        '1000000:10000000:16'
+    ], help='synthetic graphs as NODES:EDGES:CHANNELS')
+    parser.add_argument('--datasets', nargs='*',
+                        default=['Cora', 'PubMed', 'Physics'])
+    parser.add_argument('--root', default=SHARED)
+    parser.add_argument('--K', type=int, nargs='+', default=[10, 20])
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--appnp-max-nodes', type=int, default=300000)
+    parser.add_argument('--implicit-sigma2', type=float, nargs='*',
+                        default=[0.5, 5., 50.])
+    parser.add_argument('--implicit-nodes', type=int, default=200000)
+    parser.add_argument('--train-step', default='1000000:10000000:16',
+                        help="NODES:EDGES:CHANNELS of the full-batch "
+                        "training step ('' to skip)")
+    parser.add_argument('--tiny', action='store_true',
+                        help='a smoke configuration (seconds)')
+    parser.add_argument('--out-dir', default=osp.join(HERE, 'results'))
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.sizes, args.datasets = ['2000:20000:8'], []
+        args.K, args.repeats = [10, 20], 1
+        args.implicit_sigma2, args.implicit_nodes = [0.5, 50.], 2000
+        args.train_step = '5000:50000:8'
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    graphs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            data = load_real(name, args.root, tmp)
+            if data is None:
+                print(f'{name}: not found under {args.root}, skipped')
+                continue
+            graphs.append((name, data.edge_index.to(device), data.num_nodes,
+                           16))
+    for spec in args.sizes:
+        n, e, c = (int(v) for v in spec.split(':'))
+        graphs.append((f'random {n:,}', random_graph(n, e, device), n, c))
+
+    machine = (f'{platform.processor() or platform.machine()}, '
+               f'{torch.get_num_threads()} threads, torch {torch.__version__}'
+               + (f', {torch.cuda.get_device_name()}'
+                  if device.type == 'cuda' else ''))
+    results = dict(device=str(device), machine=machine,
+                   date=time.strftime('%Y-%m-%d'), graphs=[])
+    bar = tqdm([(g, K) for g in graphs for K in args.K], desc='speed')
+    for (name, edge_index, num_nodes, channels), K in bar:
+        bar.set_postfix_str(f'{name} K={K}')
+        appnp = num_nodes <= args.appnp_max_nodes
+        res = measure(diffusion_cases(edge_index, num_nodes, channels, K,
+                                      device, appnp), args.repeats, device)
+        floor = res['floor (2K CSR products)'][0]
+        row = dict(graph=name, nodes=num_nodes,
+                   edges=int(edge_index.size(1)), channels=channels, K=K,
+                   seconds={k: v[0] for k, v in res.items()},
+                   peak_mib={k: v[1] for k, v in res.items()})
+        row['vs_floor'] = {k: v[0] / floor for k, v in res.items()}
+        if appnp:
+            for variant in ['fixed', 'learnable']:
+                t = res[f'COIN {variant} sigma2'][0]
+                row[f'APPNP edge_index / COIN {variant}'] = \
+                    res['APPNP edge_index'][0] / t
+                row[f'APPNP CSR adj_t / COIN {variant}'] = \
+                    res['APPNP CSR adj_t'][0] / t
+        results['graphs'].append(row)
+        save(results, args.out_dir, device, final=False)
+
+    if args.implicit_sigma2:
+        n = args.implicit_nodes
+        edge_index = random_graph(n, 10 * n, device, seed=2)
+        results['implicit'] = dict(
+            nodes=n, edges=int(edge_index.size(1)), K=5, channels=16,
+            rows=implicit_sweep(edge_index, n, 16, device,
+                                args.implicit_sigma2, 5))
+    if args.train_step:
+        n, e, c = (int(v) for v in args.train_step.split(':'))
+        results['training_step'] = training_step(n, e, c, 20, device)
+
+    print(save(results, args.out_dir, device, final=True))
+
+
+def save(results, out_dir, device, final):
+    r"""Writes the JSON and Markdown table (after every graph, so that a
+    long run leaves its rows behind) and, at the end, the plot."""
+    os.makedirs(out_dir, exist_ok=True)
+    tag = device.type
+    with open(osp.join(out_dir, f'speed_{tag}.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    md = markdown(results)
+    with open(osp.join(out_dir, f'speed_{tag}.md'), 'w') as f:
+        f.write(md)
+    if final:
+        plot(results, osp.join(out_dir, f'speed_{tag}.png'))
+    return md
+
+
+def markdown(results):
+    lines = [f"Device: {results['device']} ({results['machine']}), "
+             f"{results['date']}. Forward plus backward, median seconds; "
+             f"x floor = ratio to 2K forward CSR products in the same run; "
+             f"peak = memory growth (MiB) of COIN (fixed sigma2).", '',
+             '| graph | nodes | edges | C | K | floor s | COIN fixed s (x floor) '
+             '| COIN learn s (x floor) | autograd loop s | APPNP ei s '
+             '(/COIN) | APPNP CSR s (/COIN) | COIN peak MiB |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in results['graphs']:
+        s, q = r['seconds'], r['vs_floor']
+        loop = s.get('autograd loop of CSR products')
+        ap_ei, ap_csr = s.get('APPNP edge_index'), s.get('APPNP CSR adj_t')
+        fx = s['COIN fixed sigma2']
+        lines.append(
+            f"| {r['graph']} | {r['nodes']:,} | {r['edges']:,} | "
+            f"{r['channels']} | {r['K']} | "
+            f"{s['floor (2K CSR products)']:.4f} | "
+            f"{fx:.4f} ({q['COIN fixed sigma2']:.2f}x) | "
+            f"{s['COIN learnable sigma2']:.4f} "
+            f"({q['COIN learnable sigma2']:.2f}x) | "
+            f"{'-' if loop is None else f'{loop:.4f}'} | "
+            f"{'-' if ap_ei is None else f'{ap_ei:.4f} ({ap_ei / fx:.1f}x)'}"
+            f" | "
+            f"{'-' if ap_csr is None else f'{ap_csr:.4f} ({ap_csr / fx:.1f}x)'}"
+            f" | {r['peak_mib']['COIN fixed sigma2']:.0f} |")
+    if 'implicit' in results:
+        imp = results['implicit']
+        lines += ['', f"Implicit scheme (K={imp['K']}, {imp['nodes']:,} "
+                  f"nodes, {imp['edges']:,} edges, {imp['channels']} "
+                  f"channels, tol 1e-5, learnable sigma2), forward plus "
+                  f"backward:", '',
+                  '| sigma2 | CG iterations per solve | seconds | peak MiB |',
+                  '|---|---|---|---|']
+        for r in imp['rows']:
+            lines.append(f"| {r['sigma2']:g} | "
+                         f"{r['iterations_per_solve']:.1f} | "
+                         f"{r['seconds']:.3f} | {r['peak_mib']:.0f} |")
+    if 'training_step' in results:
+        t = results['training_step']
+        lines += ['', f"Full-batch COIN training step (K={t['K']}, "
+                  f"{t['nodes']:,} nodes, {t['edges']:,} edges, "
+                  f"{t['channels']} features and classes): "
+                  f"{t['seconds']:.2f} s, peak growth {t['peak_mib']:.0f} "
+                  f"MiB, process peak {t['process_peak_gib']:.2f} GiB.", '']
+    return '\n'.join(lines) + '\n'
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    K = max(r['K'] for r in results['graphs'])
+    rows = sorted((r for r in results['graphs'] if r['K'] == K),
+                  key=lambda r: r['edges'])
+    for key in ['floor (2K CSR products)', 'COIN fixed sigma2',
+                'COIN learnable sigma2', 'autograd loop of CSR products',
+                'APPNP edge_index', 'APPNP CSR adj_t']:
+        pts = [(r['edges'], r['seconds'][key]) for r in rows
+               if key in r['seconds']]
+        if pts:
+            ax.plot(*zip(*pts), marker='o', label=key)
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('edges')
+    ax.set_ylabel(f'seconds, forward + backward (K={K})')
+    ax.set_title(f"Diffusion time vs graph size ({results['device']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == '__main__':
+    main()
