@@ -30,6 +30,22 @@ def cora(tmp_path_factory):
 
 
 @pytest.fixture
+def load_example():
+    r"""Imports :obj:`examples/<name>.py` as a module (without running
+    :obj:`main`)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(ROOT, 'examples', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
 def random_laplacian():
     r"""Returns :obj:`make(num_nodes, num_edges, seed, symmetric)` ->
     :obj:`(op, lap, L)`: a random graph Laplacian :math:`\mathbf{L} =

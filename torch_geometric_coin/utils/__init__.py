@@ -1,3 +1,4 @@
+r"""Utilities."""
 from .diffusion_laplacian import diffusion_laplacian, gershgorin_bound
 from .fit_node_classifier import fit_node_classifier
 from .gaussian_knn_graph import gaussian_knn_graph

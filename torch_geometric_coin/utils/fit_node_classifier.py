@@ -10,14 +10,16 @@ from torch import Tensor
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
-              y: Tensor, masks: Dict[str, Tensor]) -> Dict[str, float]:
+              y: Tensor, masks: Dict[str, Tensor], loss_fn: Callable,
+              accuracy: bool) -> Dict[str, float]:
     model.eval()
     out = forward(model, data)
-    pred = out.argmax(dim=-1)
     res = {}
     for name, mask in masks.items():
-        res[f'{name}_loss'] = float(F.nll_loss(out[mask], y[mask]))
-        res[f'{name}_acc'] = float((pred[mask] == y[mask]).float().mean())
+        res[f'{name}_loss'] = float(loss_fn(out[mask], y[mask]))
+        if accuracy:
+            pred = out[mask].argmax(dim=-1)
+            res[f'{name}_acc'] = float((pred == y[mask]).float().mean())
     return res
 
 
@@ -32,7 +34,7 @@ def fit_node_classifier(
     model: torch.nn.Module,
     data: Any,
     train_mask: Tensor,
-    val_mask: Tensor,
+    val_mask: Optional[Tensor],
     test_mask: Tensor,
     epochs: int = 200,
     lr: float = 0.01,
@@ -40,6 +42,8 @@ def fit_node_classifier(
     patience: Optional[int] = None,
     forward: Optional[Callable[[torch.nn.Module, Any], Tensor]] = None,
     progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.nll_loss,
+    accuracy: bool = True,
 ) -> Dict[str, float]:
     r"""Trains a transductive node classifier that returns log-probabilities
     with Adam and the negative log-likelihood, full batch, and evaluates it
@@ -50,13 +54,21 @@ def fit_node_classifier(
     fell nor the validation accuracy rose for :obj:`patience` epochs (the
     protocol of GAT and of the COIN paper).
 
+    Without a validation set (:obj:`val_mask=None`, *e.g.*, few-shot
+    episodes), it trains for :obj:`epochs` epochs and evaluates the final
+    model once. With :obj:`accuracy=False` and another :obj:`loss_fn`
+    (*e.g.*, :obj:`F.mse_loss` for node regression), the best epoch is the
+    one of lowest validation loss and early stopping watches the validation
+    loss only.
+
     Args:
         model (torch.nn.Module): The model, called as
             :obj:`forward(model, data)`.
         data (torch_geometric.data.Data): The graph, with :obj:`x`,
             :obj:`edge_index` and :obj:`y`.
         train_mask (torch.Tensor): Training nodes (boolean mask or indices).
-        val_mask (torch.Tensor): Validation nodes.
+        val_mask (torch.Tensor, optional): Validation nodes, or :obj:`None`
+            for no model selection.
         test_mask (torch.Tensor): Test nodes.
         epochs (int, optional): Maximum number of epochs. (default: :obj:`200`)
         lr (float, optional): Learning rate. (default: :obj:`0.01`)
@@ -67,18 +79,29 @@ def fit_node_classifier(
             :obj:`model(data.x, data.edge_index[, data.edge_weight])`.
         progress (Callable, optional): Called as :obj:`progress(epoch,
             metrics)` after each epoch.
+        loss_fn (Callable, optional): The training and evaluation loss,
+            called as :obj:`loss_fn(out[mask], data.y[mask])`.
+            (default: :obj:`F.nll_loss`)
+        accuracy (bool, optional): Whether the outputs are class scores
+            whose :obj:`argmax` is scored by accuracy (and selects the best
+            epoch). (default: :obj:`True`)
 
     Returns:
-        A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`,
-        the matching losses, :obj:`epoch` (the selected epoch),
+        A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
+        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch`
+        (the selected epoch, the last one without :obj:`val_mask`),
         :obj:`epochs` (the number run) and :obj:`time_per_epoch` (the median
         seconds of a training step).
     """
     if epochs < 1:
         raise ValueError(f"'epochs' must be positive (got {epochs})")
+    if val_mask is None and patience is not None:
+        raise ValueError("'patience' needs a 'val_mask'")
     forward = forward or _default_forward
-    y = data.y.view(-1)
-    masks = {'train': train_mask, 'val': val_mask, 'test': test_mask}
+    y = data.y.view(-1) if accuracy else data.y
+    masks = {'train': train_mask, 'test': test_mask}
+    if val_mask is not None:
+        masks['val'] = val_mask
     optimizer = torch.optim.Adam(model.parameters(), lr=lr,
                                  weight_decay=weight_decay)
     best: Dict[str, float] = {}
@@ -90,7 +113,7 @@ def fit_node_classifier(
         start = time.perf_counter()
         optimizer.zero_grad()
         out = forward(model, data)
-        loss = F.nll_loss(out[train_mask], y[train_mask])
+        loss = loss_fn(out[train_mask], y[train_mask])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"The training loss is {float(loss)} "
                                      f"at epoch {epoch}")
@@ -98,16 +121,22 @@ def fit_node_classifier(
         optimizer.step()
         times.append(time.perf_counter() - start)
 
-        metrics = _evaluate(model, forward, data, y, masks)
+        if val_mask is None:
+            if progress is not None:
+                progress(epoch, {'train_loss': float(loss)})
+            continue
+        metrics = _evaluate(model, forward, data, y, masks, loss_fn,
+                            accuracy)
         if progress is not None:
             progress(epoch, metrics)
-        val_acc, val_loss = metrics['val_acc'], metrics['val_loss']
-        if (val_acc > best.get('val_acc', -1.0)
-                or (val_acc == best.get('val_acc')
+        val_loss = metrics['val_loss']
+        val_acc = metrics['val_acc'] if accuracy else -val_loss
+        if (val_acc > best.get('_score', -float('inf'))
+                or (val_acc == best.get('_score')
                     and val_loss < best['val_loss'])):
-            best = dict(metrics, epoch=epoch)
+            best = dict(metrics, epoch=epoch, _score=val_acc)
             best_state = copy.deepcopy(model.state_dict())
-        if val_loss < best_loss or val_acc > best_acc:
+        if val_loss < best_loss or (accuracy and val_acc > best_acc):
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -115,8 +144,12 @@ def fit_node_classifier(
         if patience is not None and bad_epochs >= patience:
             break
 
-    if best_state is not None:
+    if val_mask is None:
+        best = dict(_evaluate(model, forward, data, y, masks, loss_fn,
+                              accuracy), epoch=epoch)
+    elif best_state is not None:
         model.load_state_dict(best_state)
+        del best['_score']
     best['epochs'] = epoch
     best['time_per_epoch'] = statistics.median(times)
     return best
