@@ -17,9 +17,7 @@ import json
 import os
 import os.path as osp
 import platform
-import shutil
 import sys
-import tempfile
 import time
 
 import matplotlib
@@ -29,6 +27,7 @@ from torch_geometric.datasets import Planetoid
 from torch_geometric.nn import GCNConv
 from tqdm import tqdm
 
+from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.theory import RandomizedSmoothing
 from torch_geometric_coin.utils import fit_node_classifier
@@ -85,12 +84,8 @@ class GCN(torch.nn.Module):
 def load_cora(root):
     if not osp.isdir(osp.join(root, 'Cora', 'raw')):
         raise FileNotFoundError(f'No Cora/raw under {root!r}; pass --root')
-    tmp = tempfile.mkdtemp()
-    shutil.copytree(osp.join(root, 'Cora', 'raw'),
-                    osp.join(tmp, 'Cora', 'raw'))
-    data = Planetoid(tmp, 'Cora')[0]
-    shutil.rmtree(tmp)
-    return data
+    return Planetoid(osp.dirname(writable_copy(osp.join(root, 'Cora'))),
+                     'Cora')[0]
 
 
 def build(name, data, num_classes):

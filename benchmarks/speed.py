@@ -16,9 +16,7 @@ import json
 import os
 import os.path as osp
 import platform
-import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -29,6 +27,7 @@ from tqdm import tqdm
 from torch_geometric.nn import APPNP
 from torch_geometric.utils import to_undirected
 
+from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 from torch_geometric_coin.ops import LinearOperator
 
@@ -93,10 +92,7 @@ def load_real(name, root, tmp):
     src = osp.join(root, *sub)
     if not osp.isdir(src):
         return None
-    dst = osp.join(tmp, *sub)
-    shutil.copytree(src, dst)
-    for dirpath, _, _ in os.walk(dst):
-        os.chmod(dirpath, 0o755)
+    dst = writable_copy(src, osp.join(tmp, sub[0]))
     if name == 'Physics':
         return Coauthor(osp.dirname(dst), 'Physics')[0]
     return Planetoid(osp.dirname(dst), name)[0]

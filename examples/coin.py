@@ -8,12 +8,9 @@ else ``./data`` (PyG downloads there). The data is copied to a writable cache
 first. Without data and without network the offline digits example runs.
 """
 import argparse
-import os
 import os.path as osp
 import runpy
-import shutil
 import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +19,7 @@ import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 from torch_geometric.nn import GCNConv
 
+from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import fit_node_classifier
 
@@ -43,18 +41,13 @@ class GCN(torch.nn.Module):
 
 
 def load_planetoid(root, name):
-    r"""Loads a Planetoid data set from a copy of :obj:`root` in a writable
-    cache (so that a read-only folder works)."""
-    cache = osp.join(tempfile.gettempdir(), 'torch_geometric_coin', name)
+    r"""Loads a Planetoid data set; an existing folder is read from a
+    writable copy (so that a read-only folder works), else PyG downloads
+    into :obj:`root`."""
     src = osp.join(root, name)
-    if osp.isdir(src) and not osp.isdir(cache):
-        shutil.copytree(src, cache)
-        os.chmod(cache, 0o755)
-        for dirpath, dirnames, filenames in os.walk(cache):
-            for entry in dirnames + filenames:
-                os.chmod(osp.join(dirpath, entry), 0o755)
-    return Planetoid(osp.dirname(cache), name,
-                     transform=T.NormalizeFeatures())
+    if osp.isdir(src):
+        root = osp.dirname(writable_copy(src))
+    return Planetoid(root, name, transform=T.NormalizeFeatures())
 
 
 def main(argv=None):

@@ -13,9 +13,7 @@ and copied to a temporary folder first. Split: 20 training and 30
 validation nodes per class, the rest for testing.
 """
 import argparse
-import os
 import os.path as osp
-import shutil
 import tempfile
 import time
 
@@ -27,6 +25,7 @@ import torch_geometric
 from torch_geometric.datasets import Coauthor
 from torch_geometric.loader import ClusterData, ClusterLoader, NeighborLoader
 
+from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -38,10 +37,7 @@ def load_physics(root, tmp):
     if not osp.isdir(src):
         raise FileNotFoundError(f"Coauthor-Physics not found under {root!r} "
                                 f"(pass --root)")
-    shutil.copytree(src, osp.join(tmp, 'Physics'))
-    for dirpath, _, _ in os.walk(tmp):
-        os.chmod(dirpath, 0o755)
-    return Coauthor(tmp, 'Physics')[0]
+    return Coauthor(osp.dirname(writable_copy(src, tmp)), 'Physics')[0]
 
 
 def split(y, num_classes, gen):

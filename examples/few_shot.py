@@ -31,7 +31,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from tqdm import tqdm
 
 from torch_geometric.data import Data

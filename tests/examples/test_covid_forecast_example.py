@@ -8,8 +8,8 @@ import torch
 from torch_geometric_coin.datasets import dataset_root
 
 
-def test_hide_targets(load_example):
-    cf = load_example('covid_forecast')
+def test_hide_targets(load_script):
+    cf = load_script('examples/covid_forecast.py')
     gen = torch.Generator().manual_seed(0)
     mask = cf.hide_targets(10, 50, 0.9, 2, gen)
     assert mask.shape == (10, 50) and mask.sum(0).eq(2).all()
@@ -21,11 +21,11 @@ def test_hide_targets(load_example):
         cf.hide_targets(1, 5, 0.9, 2, gen)
 
 
-def test_covid_forecast_example_smoke(tmp_path, load_example):
+def test_covid_forecast_example_smoke(tmp_path, load_script):
     file = osp.join(dataset_root(), 'england_covid', 'england_covid.json')
     if not osp.isfile(file):
         pytest.skip(f'{file} is not available')
-    cf = load_example('covid_forecast')
+    cf = load_script('examples/covid_forecast.py')
     res = cf.main(['--days', '24', '--maskings', '1', '--inits', '1',
                    '--epochs', '5', '--out-dir', str(tmp_path)])
     for method in cf.METHODS:
@@ -37,11 +37,11 @@ def test_covid_forecast_example_smoke(tmp_path, load_example):
     assert '| COIN |' in (tmp_path / 'covid_forecast.md').read_text()
 
 
-def test_covid_forecast_example_other_country(tmp_path, load_example):
+def test_covid_forecast_example_other_country(tmp_path, load_script):
     folder = osp.join(dataset_root(), 'pandemic_tgnn', 'Spain')
     if not osp.isdir(folder):
         pytest.skip(f'{folder} is not available')
-    res = load_example('covid_forecast').main([
+    res = load_script('examples/covid_forecast.py').main([
         '--country', 'Spain', '--days', '24', '--maskings', '1', '--inits',
         '1', '--epochs', '3', '--out-dir', str(tmp_path)])
     assert math.isfinite(res['summary']['COIN']['test_mse']['mean'])

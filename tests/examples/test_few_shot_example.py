@@ -10,8 +10,8 @@ from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import gaussian_knn_graph
 
 
-def test_episode_coin_matches_one_coin_per_episode(load_example):
-    fs = load_example('few_shot')
+def test_episode_coin_matches_one_coin_per_episode(load_script):
+    fs = load_script('examples/few_shot.py')
     torch.manual_seed(0)
     B, n, d, ways = 3, 12, 5, 4
     x = torch.randn(B * n, d)
@@ -31,8 +31,8 @@ def test_episode_coin_matches_one_coin_per_episode(load_example):
     assert all(p.size(0) == B for p in model.parameters())
 
 
-def test_sample_and_evaluate_episodes(load_example):
-    fs = load_example('few_shot')
+def test_sample_and_evaluate_episodes(load_script):
+    fs = load_script('examples/few_shot.py')
     torch.manual_seed(0)
     # Well separated classes: every method must be (almost) perfect.
     labels = torch.arange(8).repeat_interleave(20)
@@ -49,10 +49,10 @@ def test_sample_and_evaluate_episodes(load_example):
         fs.sample_episodes(emb, labels, 9, 2, 3, 1)
 
 
-def test_few_shot_example_smoke(tmp_path, load_example):
+def test_few_shot_example_smoke(tmp_path, load_script):
     if not osp.isfile(osp.join(dataset_root(), 'omniglot', 'all_runs.zip')):
         pytest.skip('Omniglot is not available')
-    fs = load_example('few_shot')
+    fs = load_script('examples/few_shot.py')
     res = fs.main(['--epochs', '1', '--no-rotations', '--size', '16',
                    '--episodes', '3', '--ways', '5', '--shots', '1',
                    '--steps', '5', '--out-dir', str(tmp_path)])

@@ -8,8 +8,8 @@ import torch
 from torch_geometric_coin.datasets import dataset_root
 
 
-def test_random_split_and_scores(load_example):
-    pr = load_example('prostate')
+def test_random_split_and_scores(load_script):
+    pr = load_script('examples/prostate.py')
     y = torch.tensor([0] * 30 + [1] * 25)
     gen = torch.Generator().manual_seed(0)
     train, val, test = pr.random_split(y, 10, 5, gen)
@@ -25,11 +25,11 @@ def test_random_split_and_scores(load_example):
         pr.random_split(y, 20, 10, gen)
 
 
-def test_prostate_example_smoke(tmp_path, load_example):
+def test_prostate_example_smoke(tmp_path, load_script):
     file = osp.join(dataset_root(), 'prostate', 'Prostate_GE.mat')
     if not osp.isfile(file):
         pytest.skip(f'{file} is not available')
-    pr = load_example('prostate')
+    pr = load_script('examples/prostate.py')
     res = pr.main(['--splits', '1', '--epochs', '3', '--out-dir',
                    str(tmp_path)])
     for method in pr.METHODS:

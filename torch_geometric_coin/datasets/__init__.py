@@ -1,5 +1,5 @@
 r"""Loaders of the offline data sets of the COIN paper's experiments."""
-from .dataset_root import dataset_root, dataset_file
+from .dataset_root import dataset_root, dataset_file, writable_copy
 from .omniglot import Omniglot, OmniglotRun, load_omniglot, load_omniglot_runs
 from .england_covid import CovidMobility, load_england_covid
 from .pandemic_tgnn import load_pandemic_tgnn
@@ -8,6 +8,7 @@ from .prostate import load_prostate
 __all__ = [
     'dataset_root',
     'dataset_file',
+    'writable_copy',
     'Omniglot',
     'OmniglotRun',
     'load_omniglot',
