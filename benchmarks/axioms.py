@@ -8,11 +8,7 @@ the verdict table as JSON and Markdown.
     python benchmarks/axioms.py --num-nodes 12 --K 3 --trials 2  # tiny
 """
 import argparse
-import datetime
-import json
-import os
 import os.path as osp
-import platform
 import sys
 
 import numpy as np
@@ -23,6 +19,7 @@ from torch_geometric.utils import barabasi_albert_graph
 
 from torch_geometric_coin.nn import CoinDiffusionConv
 from torch_geometric_coin.theory import check_axioms, format_axiom_table
+from torch_geometric_coin.utils import write_results
 
 # The one place that lists the time-stepping schemes of CoinDiffusionConv:
 # scheme name -> extra keyword arguments of the layer.
@@ -122,12 +119,8 @@ def main():
     print(graph)
     print(table)
 
-    os.makedirs(args.out, exist_ok=True)
     meta = dict(
         command=' '.join(['python', 'benchmarks/axioms.py'] + sys.argv[1:]),
-        date=datetime.date.today().isoformat(),
-        machine=f'{os.cpu_count()}-core CPU, torch {torch.__version__}, '
-        f'{platform.python_implementation()} {platform.python_version()}',
         graph=graph,
         regimes=f'stable: sigma2 * max_i L_ii = {STABLE_DIAG}; unstable: '
         f'sigma2 * lambda_max(L) = {UNSTABLE_SPECTRAL}',
@@ -137,14 +130,13 @@ def main():
         dict(label=label, **row, **report.to_dict())
         for (label, report), row in zip(reports.items(), rows)
     ]
-    with open(osp.join(args.out, 'axioms.json'), 'w') as f:
-        json.dump(dict(meta, results=results), f, indent=2)
     atol = next(iter(reports.values())).atol
-    with open(osp.join(args.out, 'axioms.md'), 'w') as f:
-        f.write(f"{graph}; {probe['trials']} random probes per axiom, "
-                f"{C} channels, float64, atol {atol:g}; semigroup "
-                f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
-                f"scaled violation). {meta['regimes']}.\n\n{table}\n")
+    write_results(
+        args.out, 'axioms', dict(meta, results=results),
+        f"{graph}; {probe['trials']} random probes per axiom, "
+        f"{C} channels, float64, atol {atol:g}; semigroup "
+        f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
+        f"scaled violation). {meta['regimes']}.\n\n{table}\n")
     print(f"Wrote {osp.join(args.out, 'axioms.json')} and axioms.md")
 
 

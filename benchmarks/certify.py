@@ -12,11 +12,7 @@ radius >= r) against r, as JSON, a Markdown table and a plot.
     python benchmarks/certify.py --epochs 2 --n0 5 --n 20  # tiny
 """
 import argparse
-import datetime
-import json
-import os
 import os.path as osp
-import platform
 import sys
 import time
 
@@ -30,7 +26,7 @@ from tqdm import tqdm
 from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.theory import RandomizedSmoothing
-from torch_geometric_coin.utils import fit_node_classifier
+from torch_geometric_coin.utils import fit_node_classifier, write_results
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -169,24 +165,18 @@ def main():
             res = results[label]
             print(f"{label}: clean acc {res['clean_acc']:.3f}, certified "
                   f"acc {res['certified_acc']}, abstain "
-                  f"{res['abstain_rate']:.3f}, certify {res['certify_s']:.1f}s")
+                  f"{res['abstain_rate']:.3f}, "
+                  f"certify {res['certify_s']:.1f}s")
 
     num_test = int(test.sum())
     meta = dict(
         command=' '.join(['python', 'benchmarks/certify.py'] + sys.argv[1:]),
-        date=datetime.date.today().isoformat(),
-        machine=f'{os.cpu_count()}-core CPU, torch {torch.__version__}, '
-        f'{platform.python_implementation()} {platform.python_version()}',
         settings={
             k: v
             for k, v in vars(args).items() if k not in ('root', 'out')
         },
         num_test_nodes=num_test,
     )
-    os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, 'certify.json'), 'w') as f:
-        json.dump(dict(meta, results=results), f, indent=2)
-
     radii = ' | '.join(f'r={r:g}' for r in args.radii)
     lines = [
         f'Cora test nodes ({num_test}); each model trained with Gaussian '
@@ -202,8 +192,7 @@ def main():
         lines.append(f"| {name} | {res['clean_acc']:.3f} | "
                      f"{res['abstain_rate']:.3f} | {cells} |")
     table = '\n'.join(lines) + '\n'
-    with open(osp.join(args.out, 'certify.md'), 'w') as f:
-        f.write(table)
+    write_results(args.out, 'certify', dict(meta, results=results), table)
     print(table)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

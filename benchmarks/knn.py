@@ -22,11 +22,9 @@ Tiny configuration (smoke test, a few seconds):
         --out /tmp/knn
 """
 import argparse
-import datetime
 import json
 import os
 import os.path as osp
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +32,8 @@ import time
 
 import numpy as np
 import torch
+
+from torch_geometric_coin.utils import write_results
 
 METHODS = ['ours', 'sklearn_brute', 'sklearn_kd_tree', 'sklearn_ball_tree']
 
@@ -237,19 +237,10 @@ def main(argv=None):
                                 int(num_queries))))
         return None
 
-    mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
-    result = dict(
-        args=vars(args), date=datetime.date.today().isoformat(),
-        machine=f'{os.cpu_count()}-core CPU ({platform.machine()}), '
-        f'{mem:.0f} GiB, torch {torch.__version__}',
-        torch_threads=torch.get_num_threads())
+    result = dict(args=vars(args), torch_threads=torch.get_num_threads())
     result['exactness'] = exactness(args)
     result['speed'] = speed(args)
-    os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, 'knn.json'), 'w') as f:
-        json.dump(result, f, indent=2)
-    with open(osp.join(args.out, 'knn.md'), 'w') as f:
-        f.write(markdown(result))
+    write_results(args.out, 'knn', result, markdown)
     plot(result, osp.join(args.out, 'knn.png'))
     print(markdown(result))
     return result

@@ -12,10 +12,7 @@ process during a call on CPU (``VmHWM``, reset through ``clear_refs``) and
 ``torch.cuda.max_memory_allocated`` growth on CUDA.
 """
 import argparse
-import json
-import os
 import os.path as osp
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +27,7 @@ from torch_geometric.utils import to_undirected
 from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 from torch_geometric_coin.ops import LinearOperator
+from torch_geometric_coin.utils import write_results
 
 HERE = osp.dirname(osp.abspath(__file__))
 SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets')
@@ -272,12 +270,8 @@ def main(argv=None):
         n, e, c = (int(v) for v in spec.split(':'))
         graphs.append((f'random {n:,}', random_graph(n, e, device), n, c))
 
-    machine = (f'{platform.processor() or platform.machine()}, '
-               f'{torch.get_num_threads()} threads, torch {torch.__version__}'
-               + (f', {torch.cuda.get_device_name()}'
-                  if device.type == 'cuda' else ''))
-    results = dict(device=str(device), machine=machine,
-                   date=time.strftime('%Y-%m-%d'), graphs=[])
+    results = dict(device=str(device), torch_threads=torch.get_num_threads(),
+                   graphs=[])
     bar = tqdm([(g, K) for g in graphs for K in args.K], desc='speed')
     for (name, edge_index, num_nodes, channels), K in bar:
         bar.set_postfix_str(f'{name} K={K}')
@@ -317,26 +311,27 @@ def main(argv=None):
 def save(results, out_dir, device, final):
     r"""Writes the JSON and Markdown table (after every graph, so that a
     long run leaves its rows behind) and, at the end, the plot."""
-    os.makedirs(out_dir, exist_ok=True)
     tag = device.type
-    with open(osp.join(out_dir, f'speed_{tag}.json'), 'w') as f:
-        json.dump(results, f, indent=1)
-    md = markdown(results)
-    with open(osp.join(out_dir, f'speed_{tag}.md'), 'w') as f:
-        f.write(md)
+    write_results(out_dir, f'speed_{tag}', results, markdown)
     if final:
         plot(results, osp.join(out_dir, f'speed_{tag}.png'))
-    return md
+    return markdown(results)
+
+
+def vs_coin(t, coin):
+    return '-' if t is None else f'{t:.4f} ({t / coin:.1f}x)'
 
 
 def markdown(results):
-    lines = [f"Device: {results['device']} ({results['machine']}), "
+    lines = [f"Device: {results['device']} ({results['machine']}, "
+             f"{results['torch_threads']} threads), "
              f"{results['date']}. Forward plus backward, median seconds; "
              f"x floor = ratio to 2K forward CSR products in the same run; "
              f"peak = memory growth (MiB) of COIN (fixed sigma2).", '',
-             '| graph | nodes | edges | C | K | floor s | COIN fixed s (x floor) '
-             '| COIN learn s (x floor) | autograd loop s | APPNP ei s '
-             '(/COIN) | APPNP CSR s (/COIN) | COIN peak MiB |',
+             '| graph | nodes | edges | C | K | floor s | '
+             'COIN fixed s (x floor) | COIN learn s (x floor) | '
+             'autograd loop s | APPNP ei s (/COIN) | APPNP CSR s (/COIN) | '
+             'COIN peak MiB |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in results['graphs']:
         s, q = r['seconds'], r['vs_floor']
@@ -351,9 +346,7 @@ def markdown(results):
             f"{s['COIN learnable sigma2']:.4f} "
             f"({q['COIN learnable sigma2']:.2f}x) | "
             f"{'-' if loop is None else f'{loop:.4f}'} | "
-            f"{'-' if ap_ei is None else f'{ap_ei:.4f} ({ap_ei / fx:.1f}x)'}"
-            f" | "
-            f"{'-' if ap_csr is None else f'{ap_csr:.4f} ({ap_csr / fx:.1f}x)'}"
+            f"{vs_coin(ap_ei, fx)} | {vs_coin(ap_csr, fx)}"
             f" | {r['peak_mib']['COIN fixed sigma2']:.0f} |")
     if 'implicit' in results:
         imp = results['implicit']

@@ -57,9 +57,9 @@ def make_loader(args, data):
                               (args.K + 1), batch_size=args.batch_size,
                               input_nodes=data.train_mask, shuffle=True)
     if not torch_geometric.typing.WITH_METIS:
-        raise RuntimeError("ClusterLoader needs METIS (pyg-lib or torch-sparse "
-                           "built with METIS), which this installation "
-                           "lacks; use --loader neighbor")
+        raise RuntimeError("ClusterLoader needs METIS (pyg-lib or "
+                           "torch-sparse built with METIS), which this "
+                           "installation lacks; use --loader neighbor")
     cluster = ClusterData(data, num_parts=args.num_parts, save_dir=None)
     return ClusterLoader(cluster, batch_size=args.clusters_per_batch,
                          shuffle=True)
@@ -131,7 +131,8 @@ def main(argv=None):
                             ('val', data.val_mask), ('test', data.test_mask)]}
         if acc['val'] > best['val_acc']:
             best = dict(epoch=epoch, val_acc=acc['val'], test_acc=acc['test'])
-        print(f"Epoch {epoch:03d}: loss {total:.4f}, train {acc['train']:.4f}, "
+        print(f"Epoch {epoch:03d}: loss {total:.4f}, "
+              f"train {acc['train']:.4f}, "
               f"val {acc['val']:.4f}, test {acc['test']:.4f}, "
               f"{seconds:.2f} s")
     print(f"Best: epoch {best['epoch']}, val {best['val_acc']:.4f}, test "

@@ -18,10 +18,7 @@ regression, an MLP, a GCN, and the residual regressor without diffusion
 pandemic_tgnn repository.
 """
 import argparse
-import json
-import os
 import os.path as osp
-import platform
 import time
 
 import torch
@@ -37,7 +34,11 @@ from torch_geometric_coin.datasets import (
     load_pandemic_tgnn,
 )
 from torch_geometric_coin.nn import CoinDiffusionConv, ResidualConvection
-from torch_geometric_coin.utils import fit_node_classifier
+from torch_geometric_coin.utils import (
+    fit_node_classifier,
+    summarize,
+    write_results,
+)
 
 HERE = osp.dirname(osp.abspath(__file__))
 METHODS = ('Linear regression', 'MLP', 'GCN', 'Residual (K=0)', 'COIN')
@@ -148,12 +149,6 @@ def run(batch, observed, num_train, num_val, args, seed):
     return res
 
 
-def summarize(values):
-    values = torch.tensor(values, dtype=torch.float64)
-    std = float(values.std()) if values.numel() > 1 else 0.
-    return {'mean': float(values.mean()), 'std': std, 'runs': values.numel()}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default=None,
@@ -240,18 +235,11 @@ def main(argv=None):
 
     results = {
         'args': vars(args),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, '
-                   f'torch {torch.__version__}',
-        'date': time.strftime('%Y-%m-%d'),
         'seconds': time.perf_counter() - start,
         'summary': table,
         'runs': runs,
     }
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, f'{args.name}.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    with open(osp.join(args.out_dir, f'{args.name}.md'), 'w') as f:
-        f.write(text)
+    write_results(args.out_dir, args.name, results, text)
     return results
 
 

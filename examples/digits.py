@@ -19,11 +19,7 @@ Writes ``digits.json`` and ``digits.md`` to ``--out``
 (default: ``benchmarks/results``).
 """
 import argparse
-import datetime
-import json
-import os
 import os.path as osp
-import statistics
 import time
 
 import torch
@@ -32,7 +28,12 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from torch_geometric_coin.nn import COIN
-from torch_geometric_coin.utils import fit_node_classifier, gaussian_knn_graph
+from torch_geometric_coin.utils import (
+    fit_node_classifier,
+    gaussian_knn_graph,
+    summarize,
+    write_results,
+)
 
 HERE = osp.dirname(osp.abspath(__file__))
 RESULTS = osp.join(HERE, '..', 'benchmarks', 'results')
@@ -121,31 +122,28 @@ def main(argv=None):
 
     rows = []
     for name, values in acc.items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.
-        rows.append(dict(method=name, mean=statistics.mean(values), std=std,
-                         runs=values))
+        rows.append(dict(method=name, **summarize(values), runs=values))
         print(f'{name:>16}: test accuracy {100 * rows[-1]["mean"]:.2f} '
-              f'± {100 * std:.2f} ({len(values)} label draws)')
+              f'± {100 * rows[-1]["std"]:.2f} ({len(values)} label draws)')
 
-    result = dict(args=vars(args), date=datetime.date.today().isoformat(),
-                  num_nodes=x.size(0), num_edges=edge_index.size(1),
-                  graph_seconds=graph_s, results=rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, 'digits.json'), 'w') as f:
-        json.dump(result, f, indent=2)
-    lines = [
-        f"scikit-learn digits, {args.labels_per_class} labels per class "
-        f"(+ as many for validation), {args.runs} label draws, kNN graph "
-        f"k={args.k}, bandwidth_k={args.bandwidth_k}; COIN K={args.K}, "
-        f"sigma2={args.sigma2}, normalization=None; label propagation "
-        f"alpha={args.alpha}; {result['date']}.", '',
-        '| method | test accuracy (%) |', '|---|---|'
-    ]
-    for r in rows:
-        lines.append(f"| {r['method']} | {100 * r['mean']:.2f} ± "
-                     f"{100 * r['std']:.2f} |")
-    with open(osp.join(args.out, 'digits.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    def markdown(result):
+        lines = [
+            f"scikit-learn digits, {args.labels_per_class} labels per class "
+            f"(+ as many for validation), {args.runs} label draws, kNN graph "
+            f"k={args.k}, bandwidth_k={args.bandwidth_k}; COIN K={args.K}, "
+            f"sigma2={args.sigma2}, normalization=None; label propagation "
+            f"alpha={args.alpha}; {result['date']}.", '',
+            '| method | test accuracy (%) |', '|---|---|'
+        ]
+        for r in rows:
+            lines.append(f"| {r['method']} | {100 * r['mean']:.2f} ± "
+                         f"{100 * r['std']:.2f} |")
+        return '\n'.join(lines) + '\n'
+
+    result = dict(args=vars(args), num_nodes=x.size(0),
+                  num_edges=edge_index.size(1), graph_seconds=graph_s,
+                  results=rows)
+    write_results(args.out, 'digits', result, markdown)
     return result
 
 

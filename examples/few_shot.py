@@ -22,11 +22,7 @@ disjoint graph).
 """
 import argparse
 import copy
-import json
-import math
-import os
 import os.path as osp
-import platform
 import time
 
 import torch
@@ -38,7 +34,12 @@ from torch_geometric.nn.models import LabelPropagation
 
 from torch_geometric_coin.datasets import load_omniglot, load_omniglot_runs
 from torch_geometric_coin.nn import COIN, safe_log
-from torch_geometric_coin.utils import fit_node_classifier, gaussian_knn_graph
+from torch_geometric_coin.utils import (
+    fit_node_classifier,
+    gaussian_knn_graph,
+    summarize,
+    write_results,
+)
 
 HERE = osp.dirname(osp.abspath(__file__))
 BASE_ALPHABETS = ('Balinese', 'Early_Aramaic', 'Greek', 'Korean', 'Latin')
@@ -223,8 +224,10 @@ def run_episodes(embeddings, labels, ways, shots, queries=15,
     classes: samples :obj:`num_episodes` episodes in batches of
     :obj:`batch_episodes`, scores every method on them with
     :func:`evaluate_episodes` (:obj:`kwargs` go there, *e.g.*,
-    :obj:`center`) and returns per method the mean query accuracy and the
-    half-width of its 95% confidence interval."""
+    :obj:`center`) and returns per method the
+    :func:`~torch_geometric_coin.utils.summarize` of the query accuracies
+    (mean, :obj:`ci95`: half-width of the 95% confidence interval, :obj:`n`:
+    episodes)."""
     accs = {m: [] for m in METHODS}
     sizes = [batch_episodes] * (num_episodes // batch_episodes)
     if num_episodes % batch_episodes:
@@ -238,17 +241,10 @@ def run_episodes(embeddings, labels, ways, shots, queries=15,
     return {m: summarize(accs[m]) for m in METHODS}
 
 
-def summarize(acc):
-    acc = torch.as_tensor(acc, dtype=torch.float64)
-    ci = 1.96 * float(acc.std()) / math.sqrt(acc.numel()) \
-        if acc.numel() > 1 else float('nan')
-    return {'mean': float(acc.mean()), 'ci95': ci, 'episodes': acc.numel()}
-
-
-def write_results(results, args, out_dir, name='few_shot'):
-    os.makedirs(out_dir, exist_ok=True)
-    with open(osp.join(out_dir, f'{name}.json'), 'w') as f:
-        json.dump(results, f, indent=2)
+def markdown_table(results):
+    r"""The Markdown table of :obj:`results['settings']`: per setting the
+    number of episodes and per method the mean accuracy ± the half-width of
+    its 95% confidence interval (in %), the best in bold."""
     lines = [
         '| setting | episodes | ' + ' | '.join(METHODS) + ' |',
         '|---' * (len(METHODS) + 2) + '|',
@@ -259,12 +255,9 @@ def write_results(results, args, out_dir, name='few_shot'):
         for m in METHODS:
             cell = f"{100 * row[m]['mean']:.2f} ± {100 * row[m]['ci95']:.2f}"
             cells.append(f'**{cell}**' if row[m]['mean'] == best else cell)
-        episodes = row[METHODS[0]]['episodes']
+        episodes = row[METHODS[0]]['n']
         lines.append(f'| {setting} | {episodes} | ' + ' | '.join(cells) + ' |')
-    text = '\n'.join(lines) + '\n'
-    with open(osp.join(out_dir, f'{name}.md'), 'w') as f:
-        f.write(text)
-    return text
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv=None):
@@ -349,13 +342,12 @@ def main(argv=None):
 
     results = {
         'args': vars(args),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, '
-                   f'torch {torch.__version__}',
-        'date': time.strftime('%Y-%m-%d'),
         'seconds': time.perf_counter() - start,
         'settings': settings,
     }
-    print(write_results(results, args, args.out_dir, args.name))
+    text = markdown_table(results)
+    write_results(args.out_dir, args.name, results, text)
+    print(text)
     return results
 
 

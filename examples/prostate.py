@@ -13,10 +13,7 @@ with the same model without diffusion (K=0), an MLP and logistic regression;
 accuracy, ROC AUC and average precision on the test patients, mean ± std.
 """
 import argparse
-import json
-import os
 import os.path as osp
-import platform
 import time
 
 import torch
@@ -29,7 +26,12 @@ from torch_geometric.nn.models import MLP
 
 from torch_geometric_coin.datasets import load_prostate
 from torch_geometric_coin.nn import COIN
-from torch_geometric_coin.utils import fit_node_classifier, gaussian_knn_graph
+from torch_geometric_coin.utils import (
+    fit_node_classifier,
+    gaussian_knn_graph,
+    summarize,
+    write_results,
+)
 
 HERE = osp.dirname(osp.abspath(__file__))
 METHODS = ('Logistic regression', 'MLP', 'COIN (K=0)', 'COIN')
@@ -135,13 +137,9 @@ def main(argv=None):
         for m in METHODS:
             runs[m].append(res[m])
 
-    table = {}
-    for m in METHODS:
-        table[m] = {}
-        for metric in METRICS:
-            v = torch.tensor([r[metric] for r in runs[m]], dtype=torch.float64)
-            std = float(v.std()) if v.numel() > 1 else 0.
-            table[m][metric] = {'mean': float(v.mean()), 'std': std}
+    table = {m: {metric: summarize([r[metric] for r in runs[m]])
+                 for metric in METRICS}
+             for m in METHODS}
     lines = ['| method | accuracy | ROC AUC | average precision |',
              '|---|---|---|---|']
     for m in METHODS:
@@ -157,19 +155,12 @@ def main(argv=None):
 
     results = {
         'args': vars(args),
-        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, '
-                   f'torch {torch.__version__}',
-        'date': time.strftime('%Y-%m-%d'),
         'seconds': time.perf_counter() - start,
         'within_class_edge_fraction': float(same),
         'summary': table,
         'runs': runs,
     }
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, f'{args.name}.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    with open(osp.join(args.out_dir, f'{args.name}.md'), 'w') as f:
-        f.write(text)
+    write_results(args.out_dir, args.name, results, text)
     return results
 
 

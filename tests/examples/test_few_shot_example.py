@@ -62,8 +62,7 @@ def test_few_shot_example_smoke(tmp_path, load_script):
         for method in fs.METHODS:
             assert 0 <= row[method]['mean'] <= 1
             assert math.isfinite(row[method]['ci95'])
-    assert res['settings']['official 20-way 1-shot runs']['COIN'][
-        'episodes'] == 20
+    assert res['settings']['official 20-way 1-shot runs']['COIN']['n'] == 20
     with open(tmp_path / 'few_shot.json') as f:
         assert json.load(f)['settings'] == res['settings']
     assert '| 5-way 1-shot | 3 |' in (tmp_path / 'few_shot.md').read_text()

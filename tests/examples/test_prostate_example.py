@@ -37,5 +37,8 @@ def test_prostate_example_smoke(tmp_path, load_script):
             v = res['summary'][method][metric]['mean']
             assert math.isfinite(v) and 0 <= v <= 1
     with open(tmp_path / 'prostate.json') as f:
-        assert json.load(f)['summary'] == res['summary']
+        # One run: the confidence interval is NaN (NaN != NaN, so compare
+        # the serialised text).
+        assert json.dumps(json.load(f)['summary']) == json.dumps(
+            res['summary'])
     assert '| COIN |' in (tmp_path / 'prostate.md').read_text()
