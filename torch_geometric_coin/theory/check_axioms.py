@@ -179,8 +179,8 @@ def check_axioms(
         \rangle = \langle \mathbf{U}, \mathcal{T}\mathbf{V} \rangle
 
     Each violation is scaled to be dimensionless: for the first four,
-    :math:`\max |\textrm{lhs} - \textrm{rhs}| / \max(1, \|\textrm{lhs}\|_\infty,
-    \|\textrm{rhs}\|_\infty)` (for the comparison principle
+    :math:`\max |\textrm{lhs} - \textrm{rhs}| /
+    \max(1, \|\textrm{lhs}\|_\infty, \|\textrm{rhs}\|_\infty)` (for the comparison principle
     :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` in the
     numerator); for symmetry :math:`|\langle \mathcal{T}\mathbf{U},
     \mathbf{V}\rangle - \langle \mathbf{U}, \mathcal{T}\mathbf{V}\rangle|`

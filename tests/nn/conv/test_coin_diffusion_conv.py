@@ -459,7 +459,8 @@ def test_stability_check():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         CoinDiffusionConv(3, 0.1, 'rw')(x, edge_index)  # 0.1 * 2 <= 2
-    with pytest.warns(UserWarning, match=r'sigma2 \* bound = 1.5 \* 1.8 = 2.7 > 2'):
+    with pytest.warns(UserWarning,
+                      match=r'sigma2 \* bound = 1.5 \* 1.8 = 2.7 > 2'):
         CoinDiffusionConv(3, 1.5, 'rw')(x, edge_index)
     with pytest.raises(ValueError, match='may be unstable'):
         CoinDiffusionConv(3, 1.5, 'sym', stability='raise')(x, edge_index)
