@@ -181,7 +181,8 @@ def check_axioms(
     Each violation is scaled to be dimensionless: for the first four,
     :math:`\max |\textrm{lhs} - \textrm{rhs}| /
     \max(1, \|\textrm{lhs}\|_\infty, \|\textrm{rhs}\|_\infty)` (for the
-    comparison principle :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` in the
+    comparison principle
+    :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` in the
     numerator); for symmetry :math:`|\langle \mathcal{T}\mathbf{U},
     \mathbf{V}\rangle - \langle \mathbf{U}, \mathcal{T}\mathbf{V}\rangle|`
     divided by the Cauchy-Schwarz bound :math:`\|\mathcal{T}\mathbf{U}\|
