@@ -1,7 +1,7 @@
 import copy
 import statistics
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,14 +10,19 @@ from torch import Tensor
 
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
-              y: Tensor, masks: Dict[str, Tensor]) -> Dict[str, float]:
+              y: Tensor, masks: Dict[str, Tensor],
+              metric: Optional[Callable[[Tensor, Tensor], float]],
+              ) -> Dict[str, float]:
     model.eval()
     out = forward(model, data)
     pred = out.argmax(dim=-1)
     res = {}
     for name, mask in masks.items():
         res[f'{name}_loss'] = float(F.nll_loss(out[mask], y[mask]))
-        res[f'{name}_acc'] = float((pred[mask] == y[mask]).float().mean())
+        if metric is None:
+            res[f'{name}_acc'] = float((pred[mask] == y[mask]).float().mean())
+        else:
+            res[f'{name}_acc'] = float(metric(y[mask], pred[mask]))
     return res
 
 
@@ -40,6 +45,8 @@ def fit_node_classifier(
     patience: Optional[int] = None,
     forward: Optional[Callable[[torch.nn.Module, Any], Tensor]] = None,
     progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    param_groups: Optional[Iterable[Dict[str, Any]]] = None,
+    metric: Optional[Callable[[Tensor, Tensor], float]] = None,
 ) -> Dict[str, float]:
     r"""Trains a transductive node classifier that returns log-probabilities
     with Adam and the negative log-likelihood, full batch, and evaluates it
@@ -67,6 +74,15 @@ def fit_node_classifier(
             :obj:`model(data.x, data.edge_index[, data.edge_weight])`.
         progress (Callable, optional): Called as :obj:`progress(epoch,
             metrics)` after each epoch.
+        param_groups (Iterable[dict], optional): Parameter groups of Adam
+            with their own options (*e.g.*, GCNII's per-layer weight decay);
+            :obj:`lr` and :obj:`weight_decay` are their defaults. By default,
+            all of :obj:`model.parameters()`. (default: :obj:`None`)
+        metric (Callable, optional): The accuracy-like score, called as
+            :obj:`metric(y_true, y_pred)` on the nodes of each split with
+            predicted class indices (*e.g.*, an OGB :obj:`Evaluator`), and
+            reported as :obj:`*_acc`; by default the accuracy.
+            (default: :obj:`None`)
 
     Returns:
         A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`,
@@ -79,7 +95,8 @@ def fit_node_classifier(
     forward = forward or _default_forward
     y = data.y.view(-1)
     masks = {'train': train_mask, 'val': val_mask, 'test': test_mask}
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr,
+    params = model.parameters() if param_groups is None else param_groups
+    optimizer = torch.optim.Adam(params, lr=lr,
                                  weight_decay=weight_decay)
     best: Dict[str, float] = {}
     best_state = None
@@ -98,7 +115,7 @@ def fit_node_classifier(
         optimizer.step()
         times.append(time.perf_counter() - start)
 
-        metrics = _evaluate(model, forward, data, y, masks)
+        metrics = _evaluate(model, forward, data, y, masks, metric)
         if progress is not None:
             progress(epoch, metrics)
         val_acc, val_loss = metrics['val_acc'], metrics['val_loss']
