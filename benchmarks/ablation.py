@@ -119,10 +119,14 @@ def pct(r):
 
 
 def part_grid(run, args, lam, out):
-    cells = {}
+    cells, no_diffusion = {}, None
     for K in args.K:
         for s2 in args.sigma2:
-            cells[(K, s2)] = run.mean(K=K, sigma2=s2)
+            if K == 0:  # Without diffusion sigma2 plays no role.
+                no_diffusion = no_diffusion or run.mean(K=0, sigma2=s2)
+                cells[(K, s2)] = no_diffusion
+            else:
+                cells[(K, s2)] = run.mean(K=K, sigma2=s2)
     acc = np.array([[cells[(K, s)]['test_acc'] for s in args.sigma2]
                     for K in args.K])
     fig, ax = plt.subplots(figsize=(1.2 * len(args.sigma2) + 2,
@@ -297,8 +301,9 @@ def main(argv=None):
     import os
     os.makedirs(args.out_dir, exist_ok=True)
 
-    n = args.seeds * ((len(args.K) * len(args.sigma2) if 'grid' in args.parts
-                       else 0) + 3 * ('diffuse' in args.parts) +
+    grid_runs = len(args.sigma2) * (len(args.K) - (0 in args.K)) + (
+        0 in args.K)
+    n = args.seeds * ((grid_runs if 'grid' in args.parts else 0) + 3 * ('diffuse' in args.parts) +
                       2 * ('edges' in args.parts) +
                       ('sigma2' in args.parts) + ('smoothing' in args.parts))
     run.bar = tqdm(total=n, desc='runs')
