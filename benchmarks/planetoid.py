@@ -39,12 +39,31 @@ PROTOCOL_TEXT = {
 }
 
 
-def run_dataset(args, name, bar):
+def summarize_runs(records):
+    summary = {}
+    for model_name, recs in records.items():
+        peaks = [r['peak_memory'] for r in recs if r['peak_memory'] is not None]
+        summary[model_name] = dict(
+            test_acc=common.summarize([r['test_acc'] for r in recs]),
+            val_acc=common.summarize([r['val_acc'] for r in recs]),
+            time_per_epoch=statistics.median(r['time_per_epoch']
+                                             for r in recs),
+            epochs=statistics.median(r['epochs'] for r in recs),
+            peak_memory=max(peaks) if peaks else None,
+        )
+    return summary
+
+
+def run_dataset(args, name, bar, write):
+    r"""Trains every model on every run of :obj:`name`; calls
+    :obj:`write(result)` after each run, so that an interrupted benchmark
+    keeps the runs it finished."""
     device = torch.device(args.device)
     data = common.load_planetoid(args.root, name, args.protocol).to(device)
     coin = common.load_coin_config(name, args.coin_config)
     records = {m: [] for m in args.models}
-    mem_method = None
+    result = dict(dataset=name, num_nodes=data.num_nodes,
+                  num_edges=data.num_edges, coin=coin, runs=records)
     for split, init, seed, train, val, test in common.runs(
             data, args.protocol, args.splits, args.inits):
         for model_name in args.models:
@@ -57,7 +76,7 @@ def run_dataset(args, name, bar):
                           patience=args.patience)
             elif args.epochs is not None:
                 kw['epochs'] = min(kw['epochs'], args.epochs)
-            res, peak, mem_method = common.measure_peak_memory(
+            res, peak, result['memory'] = common.measure_peak_memory(
                 lambda: fit_node_classifier(model, data, train, val, test,
                                             **kw), device)
             res.update(split=split, init=init, seed=seed, peak_memory=peak)
@@ -65,21 +84,10 @@ def run_dataset(args, name, bar):
             bar.set_postfix(data=name, model=model_name,
                             acc=f"{res['test_acc']:.3f}")
             bar.update()
-
-    summary = {}
-    for model_name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs if r['peak_memory'] is not None]
-        summary[model_name] = dict(
-            test_acc=common.summarize([r['test_acc'] for r in recs]),
-            val_acc=common.summarize([r['val_acc'] for r in recs]),
-            time_per_epoch=statistics.median(r['time_per_epoch']
-                                             for r in recs),
-            epochs=statistics.median(r['epochs'] for r in recs),
-            peak_memory=max(peaks) if peaks else None,
-        )
-    return dict(dataset=name, num_nodes=data.num_nodes,
-                num_edges=data.num_edges, coin=coin, memory=mem_method,
-                summary=summary, runs=records)
+        result['summary'] = summarize_runs(records)
+        result['completed_runs'] = len(records[args.models[0]])
+        write(result)
+    return result
 
 
 def markdown(args, result, command):
@@ -95,8 +103,9 @@ def markdown(args, result, command):
                      '-' if mem is None else f'{mem / 2**20:.1f}'])
     head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
             f"{result['num_edges']} edges), {proto}; COIN K="
-            f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}. "
-            f"Peak memory: {result['memory']} during training, max over "
+            f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
+            f"hidden={result['coin'].get('hidden_channels')}; "
+            f"{result['completed_runs']} runs. Peak memory: {result['memory']} during training, max over "
             f"runs.\n\nCommand: `{command}`\n\n")
     return head + common.markdown_table(
         ['model', 'test acc % (mean ± std [95% CI])', 'val acc %',
@@ -144,15 +153,16 @@ def main(argv=None):
     with tqdm(total=n_runs * len(args.models) * len(args.datasets),
               desc='runs') as bar:
         for name in args.datasets:
-            result = run_dataset(args, name, bar)
-            md = markdown(args, result, command)
-            paths = common.write_results(
-                args.out_dir, f'planetoid_{args.protocol}_{name}',
-                dict(result, command=command, protocol=args.protocol,
-                     args=vars(args)), md)
-            tqdm.write(md)
-            tqdm.write(f'Wrote {paths[0]} and {paths[1]}')
-            outputs[name] = result
+            def write(result):
+                return common.write_results(
+                    args.out_dir, f'planetoid_{args.protocol}_{name}',
+                    dict(result, command=command, protocol=args.protocol,
+                         args=vars(args)), markdown(args, result, command))
+
+            outputs[name] = result = run_dataset(args, name, bar, write)
+            tqdm.write(markdown(args, result, command))
+            tqdm.write(f'Wrote planetoid_{args.protocol}_{name}.{{json,md}} '
+                       f'into {args.out_dir}')
     return outputs
 
 
