@@ -15,7 +15,6 @@ the grid's runs). Writes ``ablation_<dataset>[_<parts>].{json,md}`` and
 """
 import argparse
 import os.path as osp
-import shlex
 import statistics
 import sys
 
@@ -280,15 +279,9 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=200)
     parser.add_argument('--patience', type=int, default=50)
     parser.add_argument('--coin-config', default=None)
-    parser.add_argument('--out-dir', default=common.RESULTS)
-    parser.add_argument('--threads', type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, command = common.parse_args(parser, argv, 'ablation')
     if 'cost' in args.parts and 'grid' not in args.parts:
         parser.error("'cost' reuses the runs of 'grid'")
-    command = 'python benchmarks/ablation.py ' + shlex.join(
-        sys.argv[1:] if argv is None else argv)
 
     data = common.load_planetoid(args.root, args.dataset, 'public')
     cfg = common.load_coin_config(args.dataset, args.coin_config)

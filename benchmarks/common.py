@@ -8,8 +8,10 @@ import os
 import os.path as osp
 import platform
 import re
+import shlex
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -291,19 +293,11 @@ def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
 
 # Measurement #################################################################
 
-def _rss_peak() -> Optional[int]:
+def _proc_status(key: str) -> Optional[int]:
+    r"""A size in bytes from Linux's :obj:`/proc/self/status`."""
     try:
         with open('/proc/self/status') as f:
-            m = re.search(r'VmHWM:\s+(\d+) kB', f.read())
-        return int(m.group(1)) * 1024 if m else None
-    except OSError:
-        return None
-
-
-def _rss() -> Optional[int]:
-    try:
-        with open('/proc/self/status') as f:
-            m = re.search(r'VmRSS:\s+(\d+) kB', f.read())
+            m = re.search(key + r':\s+(\d+) kB', f.read())
         return int(m.group(1)) * 1024 if m else None
     except OSError:
         return None
@@ -325,17 +319,33 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         return out, peak, 'torch.cuda.max_memory_allocated'
-    before = _rss()
+    before = _proc_status('VmRSS')
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
     except OSError:
         before = None
     out = fn()
-    peak = _rss_peak()
+    peak = _proc_status('VmHWM')
     if before is None or peak is None:
         return out, None, 'unavailable'
     return out, max(peak - before, 0), 'peak RSS growth (VmHWM)'
+
+
+def parse_args(parser, argv: Optional[List[str]], script: str):
+    r"""Adds the options every benchmark has (:obj:`--out-dir`,
+    :obj:`--threads`), parses :obj:`argv`, applies :obj:`--threads` and
+    returns :obj:`(args, command)`, the command line to reproduce the run."""
+    parser.add_argument('--out-dir', default=RESULTS)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (1 is fastest on a busy '
+                        'machine)')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = f'python benchmarks/{script}.py ' + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    return args, command
 
 
 def summarize(values: Sequence[float]) -> Dict[str, float]:

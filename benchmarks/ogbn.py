@@ -14,7 +14,6 @@ lr 0.01, 500 epochs). Writes ``ogbn_<name>.{json,md}`` into ``--out-dir``.
 import argparse
 import os
 import os.path as osp
-import shlex
 import statistics
 import sys
 
@@ -97,16 +96,8 @@ def main(argv=None):
     parser.add_argument('--dropout', type=float, default=0.5)
     parser.add_argument('--K', type=int, default=10, help='COIN steps')
     parser.add_argument('--sigma2', type=float, default=0.35)
-    parser.add_argument('--out-dir', default=common.RESULTS)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (1 is fastest on a busy '
-                        'machine)')
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = 'python benchmarks/ogbn.py ' + shlex.join(
-        sys.argv[1:] if argv is None else argv)
+    args, command = common.parse_args(parser, argv, 'ogbn')
 
     from ogb.nodeproppred import Evaluator
     dataset, data = load(args.root, args.name)

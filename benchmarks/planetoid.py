@@ -16,7 +16,6 @@ and sigma2 per data set come from ``benchmarks/configs/coin.json``
 """
 import argparse
 import os.path as osp
-import shlex
 import statistics
 import sys
 
@@ -105,8 +104,9 @@ def markdown(args, result, command):
             f"{result['num_edges']} edges), {proto}; COIN K="
             f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
             f"hidden={result['coin'].get('hidden_channels')}; "
-            f"{result['completed_runs']} runs. Peak memory: {result['memory']} during training, max over "
-            f"runs.\n\nCommand: `{command}`\n\n")
+            f"{result['completed_runs']} runs. Peak memory: "
+            f"{result['memory']} during training, max over runs.\n\n"
+            f"Command: `{command}`\n\n")
     return head + common.markdown_table(
         ['model', 'test acc % (mean ± std [95% CI])', 'val acc %',
          'ms / epoch (median)', 'epochs (median)', 'peak MiB'], rows)
@@ -131,22 +131,14 @@ def main(argv=None):
     parser.add_argument('--patience', type=int, default=50)
     parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
     parser.add_argument('--coin-config', default=None)
-    parser.add_argument('--out-dir', default=common.RESULTS)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (1 is fastest on a busy '
-                        'machine)')
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, command = common.parse_args(parser, argv, 'planetoid')
     if args.inits is None:
         args.inits = 2 if args.protocol == 'paper' else 10
     if args.protocol == 'paper' and args.epochs is None:
         args.epochs = 1000
     if min(args.splits, args.inits) < 1:
         parser.error('--splits and --inits must be positive')
-    command = 'python benchmarks/planetoid.py ' + shlex.join(
-        sys.argv[1:] if argv is None else argv)
 
     n_runs = (args.splits if args.protocol == 'paper' else 1) * args.inits
     outputs = {}

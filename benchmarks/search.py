@@ -13,7 +13,6 @@ import argparse
 import itertools
 import json
 import os.path as osp
-import shlex
 import statistics
 import sys
 
@@ -42,15 +41,7 @@ def main(argv=None):
     parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
     parser.add_argument('--config', default=osp.join(common.CONFIGS,
                                                      'coin.json'))
-    parser.add_argument('--out-dir', default=common.RESULTS)
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (1 is fastest on a busy '
-                        'machine)')
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = 'python benchmarks/search.py ' + shlex.join(
-        sys.argv[1:] if argv is None else argv)
+    args, command = common.parse_args(parser, argv, 'search')
 
     with open(args.config) as f:
         config = json.load(f)
