@@ -310,7 +310,10 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
     before. CPU: the growth of the process's peak resident set size
     (Linux :obj:`VmHWM`, reset through :obj:`/proc/self/clear_refs`) over the
     resident size before the call; this counts every allocation, PyTorch's
-    tensors included, at page granularity. :obj:`None` where unsupported."""
+    tensors included, at page granularity; memory that the allocator kept
+    from earlier work in the same process is reused without being counted,
+    so only the first run of a process is a clean figure. :obj:`None` where
+    unsupported."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
