@@ -137,8 +137,8 @@ def part_grid(run, args, lam, out):
             text = 'div.' if r['diverged'] else f"{100 * r['test_acc']:.1f}"
             if K > 0 and s * lam > 2 and not r['diverged']:
                 text += '*'
-            ax.text(j, i, text, ha='center', va='center', color='w',
-                    fontsize=8)
+            ax.text(j, i, text, ha='center', va='center', fontsize=8,
+                    color='k' if r['diverged'] else 'w')
     ax.set_xticks(range(len(args.sigma2)), [str(s) for s in args.sigma2])
     ax.set_yticks(range(len(args.K)), [str(k) for k in args.K])
     ax.set_xlabel('sigma2')
@@ -297,8 +297,9 @@ def main(argv=None):
     grid_runs = len(args.sigma2) * (len(args.K) - (0 in args.K)) + (
         0 in args.K)
     n = args.seeds * ((grid_runs if 'grid' in args.parts else 0) + 3 * ('diffuse' in args.parts) +
-                      2 * ('edges' in args.parts) +
-                      ('sigma2' in args.parts) + ('smoothing' in args.parts))
+                      3 * ('edges' in args.parts) +
+                      2 * ('sigma2' in args.parts) +
+                      ('smoothing' in args.parts))
     run.bar = tqdm(total=n, desc='runs')
     results, sections = {}, []
     head = (f"**{args.dataset}**, public split, COIN {cfg}, {args.seeds} "
