@@ -1,7 +1,7 @@
 import copy
 import statistics
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,9 @@ from torch import Tensor
 @torch.no_grad()
 def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
               y: Tensor, masks: Dict[str, Tensor], loss_fn: Callable,
-              accuracy: bool) -> Dict[str, float]:
+              accuracy: bool,
+              metric: Optional[Callable[[Tensor, Tensor], float]],
+              ) -> Dict[str, float]:
     model.eval()
     out = forward(model, data)
     res = {}
@@ -19,7 +21,9 @@ def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
         res[f'{name}_loss'] = float(loss_fn(out[mask], y[mask]))
         if accuracy:
             pred = out[mask].argmax(dim=-1)
-            res[f'{name}_acc'] = float((pred == y[mask]).float().mean())
+            res[f'{name}_acc'] = (
+                float((pred == y[mask]).float().mean()) if metric is None
+                else float(metric(y[mask], pred)))
     return res
 
 
@@ -44,6 +48,8 @@ def fit_node_classifier(
     progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.nll_loss,
     accuracy: bool = True,
+    param_groups: Optional[Iterable[Dict[str, Any]]] = None,
+    metric: Optional[Callable[[Tensor, Tensor], float]] = None,
 ) -> Dict[str, float]:
     r"""Trains a transductive node classifier that returns log-probabilities
     with Adam and the negative log-likelihood, full batch, and evaluates it
@@ -85,6 +91,15 @@ def fit_node_classifier(
         accuracy (bool, optional): Whether the outputs are class scores
             whose :obj:`argmax` is scored by accuracy (and selects the best
             epoch). (default: :obj:`True`)
+        param_groups (Iterable[dict], optional): Parameter groups of Adam
+            with their own options (*e.g.*, GCNII's per-layer weight decay);
+            :obj:`lr` and :obj:`weight_decay` are their defaults. By default,
+            all of :obj:`model.parameters()`. (default: :obj:`None`)
+        metric (Callable, optional): The accuracy-like score, called as
+            :obj:`metric(y_true, y_pred)` on the nodes of each split with
+            predicted class indices (*e.g.*, an OGB :obj:`Evaluator`), and
+            reported as :obj:`*_acc`; by default the accuracy.
+            (default: :obj:`None`)
 
     Returns:
         A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
@@ -102,7 +117,8 @@ def fit_node_classifier(
     masks = {'train': train_mask, 'test': test_mask}
     if val_mask is not None:
         masks['val'] = val_mask
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr,
+    params = model.parameters() if param_groups is None else param_groups
+    optimizer = torch.optim.Adam(params, lr=lr,
                                  weight_decay=weight_decay)
     best: Dict[str, float] = {}
     best_state = None
@@ -126,7 +142,7 @@ def fit_node_classifier(
                 progress(epoch, {'train_loss': float(loss)})
             continue
         metrics = _evaluate(model, forward, data, y, masks, loss_fn,
-                            accuracy)
+                            accuracy, metric)
         if progress is not None:
             progress(epoch, metrics)
         val_loss = metrics['val_loss']
@@ -146,7 +162,7 @@ def fit_node_classifier(
 
     if val_mask is None:
         best = dict(_evaluate(model, forward, data, y, masks, loss_fn,
-                              accuracy), epoch=epoch)
+                              accuracy, metric), epoch=epoch)
     elif best_state is not None:
         model.load_state_dict(best_state)
         del best['_score']

@@ -1,0 +1,338 @@
+"""Shared plumbing of the benchmark scripts: data (Planetoid, both protocols),
+random splits, the model zoo with published hyper-parameters, peak memory,
+summaries and result files. The one training loop is
+:func:`torch_geometric_coin.utils.fit_node_classifier`."""
+import json
+import os.path as osp
+import re
+import shlex
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import torch_geometric.transforms as T
+from torch_geometric.datasets import Planetoid
+from torch_geometric.nn import APPNP, MLP, GATConv, GCN2Conv, GCNConv, SGConv
+
+from torch_geometric_coin.datasets import writable_copy  # noqa: F401
+from torch_geometric_coin.nn import COIN
+from torch_geometric_coin.utils import summarize, write_results  # noqa: F401,E501
+
+HERE = osp.dirname(osp.abspath(__file__))
+SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets')
+RESULTS = osp.join(HERE, 'results')
+CONFIGS = osp.join(HERE, 'configs')
+PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
+PROTOCOLS = ('paper', 'public')
+MODELS = ('COIN', 'ResNet', 'MLP', 'GCN', 'GAT', 'APPNP', 'SGC', 'GCNII')
+
+
+# Data ########################################################################
+
+def load_planetoid(root: str, name: str, protocol: str):
+    r"""Loads a Planetoid graph for a protocol.
+
+    :obj:`'public'`: the standard split and row-normalised features.
+    :obj:`'paper'`: the COIN paper's protocol (that of Shchur et al. 2018):
+    the largest connected component, binary bag-of-words features
+    (:math:`x > 0`), row-normalised; splits come from :func:`random_split`.
+    """
+    if name not in PLANETOID:
+        raise ValueError(f'Unknown Planetoid data set {name!r}: expected one '
+                         f'of {PLANETOID}')
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
+                         f'{PROTOCOLS}')
+    cache = writable_copy(osp.join(root, name))
+    data = Planetoid(osp.dirname(cache), name)[0]
+    if protocol == 'paper':
+        data = T.LargestConnectedComponents()(data)
+        data.x = (data.x > 0).float()
+        for key in ('train_mask', 'val_mask', 'test_mask'):
+            del data[key]
+    data = T.NormalizeFeatures()(data)
+    data.num_classes = int(data.y.max()) + 1
+    return data
+
+
+def random_split(y: torch.Tensor, num_train_per_class: int = 20,
+                 num_val_per_class: int = 30, seed: int = 0):
+    r"""Random split with :obj:`num_train_per_class` training and
+    :obj:`num_val_per_class` validation nodes per class, the rest as test.
+    Returns boolean masks :obj:`(train, val, test)`."""
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.zeros_like(y, dtype=torch.bool)
+    val = torch.zeros_like(y, dtype=torch.bool)
+    for c in range(int(y.max()) + 1):
+        idx = (y == c).nonzero().view(-1)
+        need = num_train_per_class + num_val_per_class
+        if idx.numel() < need:
+            raise ValueError(f'Class {c} has {idx.numel()} nodes, fewer than '
+                             f'the {need} a split needs')
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        train[idx[:num_train_per_class]] = True
+        val[idx[num_train_per_class:need]] = True
+    return train, val, ~(train | val)
+
+
+def runs(data, protocol: str, splits: int, inits: int):
+    r"""Yields :obj:`(split, init, seed, train_mask, val_mask, test_mask)`:
+    :obj:`splits x inits` random splits for :obj:`'paper'`, the public split
+    with :obj:`inits` seeds for :obj:`'public'`."""
+    for s in range(splits if protocol == 'paper' else 1):
+        if protocol == 'paper':
+            masks = random_split(data.y, seed=s)
+        else:
+            masks = (data.train_mask, data.val_mask, data.test_mask)
+        for i in range(inits):
+            yield (s, i, 1000 * s + i) + tuple(masks)
+
+
+# Models ######################################################################
+# Hyper-parameters are the published ones (original papers, or PyG's
+# examples/citation scripts that reproduce them). ``train`` holds the
+# optimiser settings of the public protocol; the 'paper' protocol trains every
+# model with Adam lr 0.01 and weight decay 5e-4, as the COIN authors do.
+
+class GCN(torch.nn.Module):
+    r"""Kipf & Welling (2017): 2 layers, 16 hidden, dropout 0.5."""
+    def __init__(self, in_channels, out_channels, hidden_channels=16,
+                 dropout=0.5):
+        super().__init__()
+        self.dropout = dropout
+        self.conv1 = GCNConv(in_channels, hidden_channels, cached=True)
+        self.conv2 = GCNConv(hidden_channels, out_channels, cached=True)
+
+    def forward(self, x, edge_index):
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = self.conv1(x, edge_index).relu()
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return self.conv2(x, edge_index).log_softmax(dim=-1)
+
+
+class GAT(torch.nn.Module):
+    r"""Velickovic et al. (2018): 8 heads x 8 hidden, ELU, dropout 0.6; the
+    output layer averages :obj:`out_heads` heads (8 on PubMed, else 1)."""
+    def __init__(self, in_channels, out_channels, hidden_channels=8, heads=8,
+                 out_heads=1, dropout=0.6):
+        super().__init__()
+        self.dropout = dropout
+        self.conv1 = GATConv(in_channels, hidden_channels, heads=heads,
+                             dropout=dropout)
+        self.conv2 = GATConv(hidden_channels * heads, out_channels,
+                             heads=out_heads, concat=False, dropout=dropout)
+
+    def forward(self, x, edge_index):
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = F.elu(self.conv1(x, edge_index))
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return self.conv2(x, edge_index).log_softmax(dim=-1)
+
+
+class APPNPNet(torch.nn.Module):
+    r"""Gasteiger et al. (2019): a 2-layer MLP (64 hidden, dropout 0.5)
+    followed by :class:`~torch_geometric.nn.conv.APPNP` (K=10,
+    alpha=0.1)."""
+    def __init__(self, in_channels, out_channels, hidden_channels=64, K=10,
+                 alpha=0.1, dropout=0.5):
+        super().__init__()
+        self.mlp = MLP([in_channels, hidden_channels, out_channels],
+                       dropout=dropout, norm=None)
+        self.dropout = dropout
+        self.prop = APPNP(K, alpha, cached=True)
+
+    def forward(self, x, edge_index):
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return self.prop(self.mlp(x), edge_index).log_softmax(dim=-1)
+
+
+class SGC(torch.nn.Module):
+    r"""Wu et al. (2019): :class:`~torch_geometric.nn.conv.SGConv`, K=2."""
+    def __init__(self, in_channels, out_channels, K=2):
+        super().__init__()
+        self.conv = SGConv(in_channels, out_channels, K=K, cached=True)
+
+    def forward(self, x, edge_index):
+        return self.conv(x, edge_index).log_softmax(dim=-1)
+
+
+class MLPNet(torch.nn.Module):
+    r"""A 2-layer MLP, 64 hidden, dropout 0.5 (graph-free baseline)."""
+    def __init__(self, in_channels, out_channels, hidden_channels=64,
+                 dropout=0.5):
+        super().__init__()
+        self.dropout = dropout
+        self.mlp = MLP([in_channels, hidden_channels, out_channels],
+                       dropout=dropout, norm=None)
+
+    def forward(self, x, edge_index):
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return self.mlp(x).log_softmax(dim=-1)
+
+
+class GCNII(torch.nn.Module):
+    r"""Chen et al. (2020) with :class:`~torch_geometric.nn.conv.GCN2Conv`
+    (as in PyG's ``examples/gcn2_cora.py``)."""
+    def __init__(self, in_channels, out_channels, hidden_channels=64,
+                 num_layers=64, alpha=0.1, theta=0.5, dropout=0.6):
+        super().__init__()
+        self.dropout = dropout
+        self.lins = torch.nn.ModuleList([
+            torch.nn.Linear(in_channels, hidden_channels),
+            torch.nn.Linear(hidden_channels, out_channels),
+        ])
+        self.convs = torch.nn.ModuleList([
+            GCN2Conv(hidden_channels, alpha, theta, layer + 1,
+                     shared_weights=True, normalize=True, cached=True)
+            for layer in range(num_layers)
+        ])
+
+    def forward(self, x, edge_index):
+        x = F.dropout(x, self.dropout, training=self.training)
+        x = x_0 = self.lins[0](x).relu()
+        for conv in self.convs:
+            x = F.dropout(x, self.dropout, training=self.training)
+            x = conv(x, x_0, edge_index).relu()
+        x = F.dropout(x, self.dropout, training=self.training)
+        return self.lins[1](x).log_softmax(dim=-1)
+
+
+GCNII_SETTINGS = {  # Chen et al. (2020), Table 6 / their semi-supervised runs
+    'Cora': dict(num_layers=64, hidden_channels=64, theta=0.5, dropout=0.6,
+                 conv_wd=0.01),
+    'CiteSeer': dict(num_layers=32, hidden_channels=256, theta=0.6,
+                     dropout=0.7, conv_wd=0.01),
+    'PubMed': dict(num_layers=16, hidden_channels=256, theta=0.4,
+                   dropout=0.5, conv_wd=5e-4),
+}
+
+
+def load_coin_config(dataset: str, path: Optional[str] = None) -> Dict:
+    r"""COIN's hyper-parameters for :obj:`dataset` from
+    :obj:`benchmarks/configs/coin.json` (chosen by :obj:`search.py`)."""
+    path = path or osp.join(CONFIGS, 'coin.json')
+    with open(path) as f:
+        cfg = json.load(f)
+    if dataset not in cfg['datasets']:
+        raise ValueError(f'{path} has no entry for {dataset!r}')
+    return dict(cfg['defaults'], **cfg['datasets'][dataset])
+
+
+def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
+                coin: Optional[Dict] = None):
+    r"""Returns :obj:`(model, train_kwargs)`: a fresh model with its published
+    hyper-parameters and the optimiser settings of
+    :func:`~torch_geometric_coin.utils.fit_node_classifier` for the public
+    split (:obj:`lr`, :obj:`weight_decay` or :obj:`param_groups`,
+    :obj:`epochs`, :obj:`patience`)."""
+    train = dict(lr=0.01, weight_decay=5e-4, epochs=200, patience=None)
+    if name in ('COIN', 'ResNet'):
+        cfg = dict(coin or load_coin_config(dataset))
+        if name == 'ResNet':
+            cfg['K'] = 0
+        model = COIN(in_channels, out_channels,
+                     hidden_channels=cfg.get('hidden_channels'),
+                     num_layers=cfg.get('num_layers', 1), K=cfg['K'],
+                     sigma2=cfg['sigma2'], dropout=cfg.get('dropout', 0.5),
+                     cached=True, stability='ignore')
+        train.update(epochs=cfg.get('epochs', 200))
+    elif name == 'MLP':
+        model = MLPNet(in_channels, out_channels)
+    elif name == 'GCN':
+        model = GCN(in_channels, out_channels)
+    elif name == 'GAT':
+        pubmed = dataset == 'PubMed'
+        model = GAT(in_channels, out_channels, out_heads=8 if pubmed else 1)
+        train.update(lr=0.01 if pubmed else 0.005,
+                     weight_decay=1e-3 if pubmed else 5e-4, epochs=1000,
+                     patience=100)
+    elif name == 'APPNP':
+        model = APPNPNet(in_channels, out_channels)
+    elif name == 'SGC':
+        model = SGC(in_channels, out_channels)
+        train.update(lr=0.2, weight_decay=5e-3, epochs=100)
+    elif name == 'GCNII':
+        kw = dict(GCNII_SETTINGS.get(dataset, GCNII_SETTINGS['Cora']))
+        conv_wd = kw.pop('conv_wd')
+        model = GCNII(in_channels, out_channels, **kw)
+        train.update(param_groups=[
+            dict(params=model.convs.parameters(), weight_decay=conv_wd),
+            dict(params=model.lins.parameters(), weight_decay=5e-4),
+        ], epochs=1500, patience=100)
+    else:
+        raise ValueError(f'Unknown model {name!r}: expected one of {MODELS}')
+    return model, train
+
+
+# Measurement #################################################################
+
+def _proc_status(key: str) -> Optional[int]:
+    r"""A size in bytes from Linux's :obj:`/proc/self/status`."""
+    try:
+        with open('/proc/self/status') as f:
+            m = re.search(key + r':\s+(\d+) kB', f.read())
+        return int(m.group(1)) * 1024 if m else None
+    except OSError:
+        return None
+
+
+def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
+    r"""Runs :obj:`fn()` and returns :obj:`(result, peak_bytes, method)`.
+
+    CUDA: :func:`torch.cuda.max_memory_allocated` above the memory allocated
+    before. CPU: the growth of the process's peak resident set size
+    (Linux :obj:`VmHWM`, reset through :obj:`/proc/self/clear_refs`) over the
+    resident size before the call; this counts every allocation, PyTorch's
+    tensors included, at page granularity; memory that the allocator kept
+    from earlier work in the same process is reused without being counted,
+    so only the first run of a process is a clean figure. :obj:`None` where
+    unsupported."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        return out, peak, 'torch.cuda.max_memory_allocated'
+    before = _proc_status('VmRSS')
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        before = None
+    out = fn()
+    peak = _proc_status('VmHWM')
+    if before is None or peak is None:
+        return out, None, 'unavailable'
+    return out, max(peak - before, 0), 'peak RSS growth (VmHWM)'
+
+
+def parse_args(parser, argv: Optional[List[str]], script: str):
+    r"""Adds the options every benchmark has (:obj:`--out-dir`,
+    :obj:`--threads`), parses :obj:`argv`, applies :obj:`--threads` and
+    returns :obj:`(args, command)`, the command line to reproduce the run."""
+    parser.add_argument('--out-dir', default=RESULTS)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (1 is fastest on a busy '
+                        'machine)')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = f'python benchmarks/{script}.py ' + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    return args, command
+
+
+def markdown_table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def fmt_acc(s: Dict[str, float]) -> str:
+    return (f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
+            f"[{100 * s['ci_low']:.2f}, {100 * s['ci_high']:.2f}]")

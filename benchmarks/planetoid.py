@@ -1,0 +1,162 @@
+"""COIN against PyG's baselines on Cora, CiteSeer and PubMed.
+
+    python benchmarks/planetoid.py                          # paper, 10 x 2
+    python benchmarks/planetoid.py --splits 100 --inits 20  # the full paper
+    python benchmarks/planetoid.py --protocol public        # 10 seeds
+
+Protocols: ``paper`` (the COIN authors' one: largest connected component,
+binary features row-normalised, random splits of 20 train / 30 validation
+nodes per class and the rest as test, S splits x I initialisations, Adam lr
+0.01, weight decay 5e-4, early stopping with patience 50) and ``public``
+(the standard Planetoid split, each model with its published optimiser
+settings, 10 seeds). Every model runs on the same splits and seeds. COIN's K
+and sigma2 per data set come from ``benchmarks/configs/coin.json``
+(``benchmarks/search.py`` chose them by validation accuracy). Writes
+``planetoid_<protocol>_<dataset>.{json,md}`` into ``--out-dir``.
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
+
+from torch_geometric_coin.utils import fit_node_classifier  # noqa: E402
+
+PROTOCOL_TEXT = {
+    'paper': ('paper protocol: largest connected component, binary features '
+              'row-normalised, random splits 20 train / 30 val per class / '
+              'rest test, {splits} splits x {inits} inits, Adam lr 0.01 '
+              'wd 5e-4, max {epochs} epochs, patience {patience}'),
+    'public': ('public protocol: standard Planetoid split, row-normalised '
+               'features, {inits} seeds, published optimiser settings per '
+               'model'),
+}
+
+
+def summarize_runs(records):
+    summary = {}
+    for model_name, recs in records.items():
+        peaks = [r['peak_memory'] for r in recs if r['peak_memory'] is not None]
+        summary[model_name] = dict(
+            test_acc=common.summarize([r['test_acc'] for r in recs]),
+            val_acc=common.summarize([r['val_acc'] for r in recs]),
+            time_per_epoch=statistics.median(r['time_per_epoch']
+                                             for r in recs),
+            epochs=statistics.median(r['epochs'] for r in recs),
+            peak_memory=max(peaks) if peaks else None,
+        )
+    return summary
+
+
+def run_dataset(args, name, bar, write):
+    r"""Trains every model on every run of :obj:`name`; calls
+    :obj:`write(result)` after each run, so that an interrupted benchmark
+    keeps the runs it finished."""
+    device = torch.device(args.device)
+    data = common.load_planetoid(args.root, name, args.protocol).to(device)
+    coin = common.load_coin_config(name, args.coin_config)
+    records = {m: [] for m in args.models}
+    result = dict(dataset=name, num_nodes=data.num_nodes,
+                  num_edges=data.num_edges, coin=coin, runs=records)
+    for split, init, seed, train, val, test in common.runs(
+            data, args.protocol, args.splits, args.inits):
+        for model_name in args.models:
+            torch.manual_seed(seed)
+            model, kw = common.build_model(model_name, name, data.num_features,
+                                           data.num_classes, coin)
+            model = model.to(device)
+            if args.protocol == 'paper':
+                kw = dict(lr=0.01, weight_decay=5e-4, epochs=args.epochs,
+                          patience=args.patience)
+            elif args.epochs is not None:
+                kw['epochs'] = min(kw['epochs'], args.epochs)
+            res, peak, result['memory'] = common.measure_peak_memory(
+                lambda: fit_node_classifier(model, data, train, val, test,
+                                            **kw), device)
+            res.update(split=split, init=init, seed=seed, peak_memory=peak)
+            records[model_name].append(res)
+            bar.set_postfix(data=name, model=model_name,
+                            acc=f"{res['test_acc']:.3f}")
+            bar.update()
+        result['summary'] = summarize_runs(records)
+        result['completed_runs'] = len(records[args.models[0]])
+        write(result)
+    return result
+
+
+def markdown(args, result, command):
+    proto = PROTOCOL_TEXT[args.protocol].format(
+        splits=args.splits, inits=args.inits, epochs=args.epochs,
+        patience=args.patience)
+    rows = []
+    for m, s in result['summary'].items():
+        mem = s['peak_memory']
+        rows.append([m, common.fmt_acc(s['test_acc']),
+                     f"{100 * s['val_acc']['mean']:.2f}",
+                     f"{1000 * s['time_per_epoch']:.1f}", f"{s['epochs']:.0f}",
+                     '-' if mem is None else f'{mem / 2**20:.1f}'])
+    head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
+            f"{result['num_edges']} edges), {proto}; COIN K="
+            f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
+            f"hidden={result['coin'].get('hidden_channels')}; "
+            f"{result['completed_runs']} runs. Peak memory: "
+            f"{result['memory']} during training, max over runs.\n\n"
+            f"Command: `{command}`\n\n")
+    return head + common.markdown_table(
+        ['model', 'test acc % (mean ± std [95% CI])', 'val acc %',
+         'ms / epoch (median)', 'epochs (median)', 'peak MiB'], rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--datasets', nargs='+', default=list(common.PLANETOID),
+                        choices=common.PLANETOID)
+    parser.add_argument('--models', nargs='+', default=list(common.MODELS),
+                        choices=common.MODELS)
+    parser.add_argument('--protocol', default='paper',
+                        choices=common.PROTOCOLS)
+    parser.add_argument('--splits', type=int, default=10,
+                        help='random splits (paper protocol)')
+    parser.add_argument('--inits', type=int, default=None,
+                        help='initialisations per split (default: 2 for '
+                        'paper, 10 seeds for public)')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help='maximum epochs (paper: 1000; public: a cap on '
+                        'the published ones)')
+    parser.add_argument('--patience', type=int, default=50)
+    parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
+    parser.add_argument('--coin-config', default=None)
+    parser.add_argument('--device', default='cpu')
+    args, command = common.parse_args(parser, argv, 'planetoid')
+    if args.inits is None:
+        args.inits = 2 if args.protocol == 'paper' else 10
+    if args.protocol == 'paper' and args.epochs is None:
+        args.epochs = 1000
+    if min(args.splits, args.inits) < 1:
+        parser.error('--splits and --inits must be positive')
+
+    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.inits
+    outputs = {}
+    with tqdm(total=n_runs * len(args.models) * len(args.datasets),
+              desc='runs') as bar:
+        for name in args.datasets:
+            def write(result):
+                return common.write_results(
+                    args.out_dir, f'planetoid_{args.protocol}_{name}',
+                    dict(result, command=command, protocol=args.protocol,
+                         args=vars(args)), markdown(args, result, command))
+
+            outputs[name] = result = run_dataset(args, name, bar, write)
+            tqdm.write(markdown(args, result, command))
+            tqdm.write(f'Wrote planetoid_{args.protocol}_{name}.{{json,md}} '
+                       f'into {args.out_dir}')
+    return outputs
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,42 @@
+import json
+import math
+
+import torch
+
+
+def test_dirichlet_energy(bench):
+    ablation = bench('ablation')
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    adj = torch.tensor([1., 1., 2., 2.])
+    u = torch.tensor([[0.], [1.], [3.]])
+    # 1/2 * (1 + 1 + 2 * 4 + 2 * 4) / 3 nodes
+    assert ablation.dirichlet_energy(u, edge_index, adj) == 3.0
+
+
+def test_ablation_tiny(bench, planetoid_root, tmp_path):
+    ablation = bench('ablation')
+    config = tmp_path / 'coin.json'
+    config.write_text(json.dumps({
+        'defaults': {'hidden_channels': 16},
+        'datasets': {'Cora': {'K': 2, 'sigma2': 0.1}},
+    }))
+    res = ablation.main([
+        '--K', '0', '4', '--sigma2', '0.1', '1e12', '--seeds', '1',
+        '--epochs', '2', '--root', planetoid_root, '--coin-config',
+        str(config), '--out-dir', str(tmp_path), '--threads', '1'
+    ])
+    saved = json.loads((tmp_path / 'ablation_Cora.json').read_text())
+    assert saved['lambda_max'] > 5  # Cora's 'coin' Laplacian: about 5.78
+    grid = {(g['K'], g['sigma2']): g for g in saved['results']['grid']}
+    assert grid[(4, 1e12)]['diverged']
+    assert not grid[(4, 0.1)]['diverged']
+    assert grid[(0, 0.1)]['test_acc'] == grid[(0, 1e12)]['test_acc']
+    for part in ('diffuse', 'edges', 'sigma2'):
+        for r in saved['results'][part].values():
+            assert math.isfinite(r['test_acc'])
+    energy = res['smoothing']['energy']
+    assert len(energy) == 5 and energy[-1] < energy[0]  # heat flow smooths
+    assert saved['results']['cost']['time_ratio'][0] == 1.0
+    for part in ablation.PARTS:
+        assert (tmp_path / f'ablation_Cora_{part}.png').stat().st_size > 1000
+    assert (tmp_path / 'ablation_Cora.md').exists()
