@@ -39,6 +39,7 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=1000)
     parser.add_argument('--patience', type=int, default=50)
     parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
+    parser.add_argument('--device', default='cpu')
     parser.add_argument('--config', default=osp.join(common.CONFIGS,
                                                      'coin.json'))
     args, command = common.parse_args(parser, argv, 'search')
@@ -49,7 +50,9 @@ def main(argv=None):
     n_runs = (args.splits if args.protocol == 'paper' else 1) * args.inits
     bar = tqdm(total=len(args.datasets) * len(grid) * n_runs, desc='search')
     for name in args.datasets:
+        device = torch.device(args.device)
         data = common.load_planetoid(args.root, name, args.protocol)
+        data = data.to(device)
         scores = {}
         for K, sigma2 in grid:
             cfg = dict(config['defaults'], K=K, sigma2=sigma2)
@@ -59,6 +62,7 @@ def main(argv=None):
                 torch.manual_seed(seed)
                 model, _ = common.build_model('COIN', name, data.num_features,
                                               data.num_classes, cfg)
+                model = model.to(device)
                 try:
                     res = fit_node_classifier(model, data, train, val, test,
                                               epochs=args.epochs,
