@@ -18,9 +18,7 @@ import time
 
 import matplotlib
 import torch
-import torch.nn.functional as F
 from torch_geometric.datasets import Planetoid
-from torch_geometric.nn import GCNConv
 from tqdm import tqdm
 
 from torch_geometric_coin.datasets import writable_copy
@@ -30,6 +28,9 @@ from torch_geometric_coin.utils import fit_node_classifier, write_results
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
 
 ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared',
                 'datasets', 'planetoid')
@@ -62,21 +63,6 @@ parser.add_argument('--out', default=osp.join(osp.dirname(__file__),
 args = parser.parse_args()
 
 
-class GCN(torch.nn.Module):
-    def __init__(self, in_channels, hidden_channels, out_channels,
-                 dropout=0.5):
-        super().__init__()
-        self.conv1 = GCNConv(in_channels, hidden_channels)
-        self.conv2 = GCNConv(hidden_channels, out_channels)
-        self.dropout = dropout
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        x = self.conv1(x, edge_index).relu()
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.conv2(x, edge_index).log_softmax(dim=-1)
-
-
 def load_cora(root):
     if not osp.isdir(osp.join(root, 'Cora', 'raw')):
         raise FileNotFoundError(f'No Cora/raw under {root!r}; pass --root')
@@ -86,7 +72,8 @@ def load_cora(root):
 
 def build(name, data, num_classes):
     if name == 'GCN':
-        return GCN(data.num_features, args.hidden, num_classes)
+        return common.GCN(data.num_features, num_classes,
+                          hidden_channels=args.hidden)
     return COIN(data.num_features, num_classes, hidden_channels=args.hidden,
                 K=args.K, sigma2=args.sigma2)
 
