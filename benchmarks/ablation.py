@@ -149,9 +149,12 @@ def part_grid(run, args, lam, out):
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
-    rows = [[K] + [pct(cells[(K, s)]) + (' (unstable)' if K > 0 and
-                                          s * lam > 2 else '')
-                   for s in args.sigma2] for K in args.K]
+
+    def cell(K, s):
+        unstable = K > 0 and s * lam > 2
+        return pct(cells[(K, s)]) + (' (unstable)' if unstable else '')
+
+    rows = [[K] + [cell(K, s) for s in args.sigma2] for K in args.K]
     table = common.markdown_table(
         ['K \\ sigma2'] + [str(s) for s in args.sigma2], rows)
     return cells, table
@@ -296,7 +299,8 @@ def main(argv=None):
 
     grid_runs = len(args.sigma2) * (len(args.K) - (0 in args.K)) + (
         0 in args.K)
-    n = args.seeds * ((grid_runs if 'grid' in args.parts else 0) + 3 * ('diffuse' in args.parts) +
+    n = args.seeds * ((grid_runs if 'grid' in args.parts else 0) +
+                      3 * ('diffuse' in args.parts) +
                       3 * ('edges' in args.parts) +
                       2 * ('sigma2' in args.parts) +
                       ('smoothing' in args.parts))

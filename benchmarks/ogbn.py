@@ -134,7 +134,8 @@ def main(argv=None):
 
     rows, summary = [], {}
     for name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs if r['peak_memory'] is not None]
+        peaks = [r['peak_memory'] for r in recs
+                 if r['peak_memory'] is not None]
         s = summary[name] = dict(
             test_acc=common.summarize([r['test_acc'] for r in recs]),
             val_acc=common.summarize([r['val_acc'] for r in recs]),

@@ -41,7 +41,8 @@ PROTOCOL_TEXT = {
 def summarize_runs(records):
     summary = {}
     for model_name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs if r['peak_memory'] is not None]
+        peaks = [r['peak_memory'] for r in recs
+                 if r['peak_memory'] is not None]
         summary[model_name] = dict(
             test_acc=common.summarize([r['test_acc'] for r in recs]),
             val_acc=common.summarize([r['val_acc'] for r in recs]),
@@ -114,7 +115,8 @@ def markdown(args, result, command):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--datasets', nargs='+', default=list(common.PLANETOID),
+    parser.add_argument('--datasets', nargs='+',
+                        default=list(common.PLANETOID),
                         choices=common.PLANETOID)
     parser.add_argument('--models', nargs='+', default=list(common.MODELS),
                         choices=common.MODELS)

@@ -27,7 +27,8 @@ from torch_geometric_coin.utils import fit_node_classifier  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--datasets', nargs='+', default=list(common.PLANETOID),
+    parser.add_argument('--datasets', nargs='+',
+                        default=list(common.PLANETOID),
                         choices=common.PLANETOID)
     parser.add_argument('--K', type=int, nargs='+', default=[5, 10, 20, 40])
     parser.add_argument('--sigma2', type=float, nargs='+',

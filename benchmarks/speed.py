@@ -7,13 +7,17 @@ against the floor of 2K CSR products and PyG's APPNP.
     python benchmarks/speed.py --tiny                  # smoke test
 
 All ratios are against baselines measured in the same run (medians of
-interleaved repeats). Peak memory is the peak resident set growth of the
-process during a call on CPU (``VmHWM``, reset through ``clear_refs``) and
-``torch.cuda.max_memory_allocated`` growth on CUDA.
+interleaved repeats). Peak memory is the peak of PyTorch's tensor memory
+above its level before one further call (``common.measure_peak_memory``:
+``torch.cuda.max_memory_allocated`` on CUDA, the CPU allocator's events
+recorded by ``torch.profiler`` on CPU); the process peak is ``ru_maxrss`` on
+CPU.
 """
 import argparse
 import os.path as osp
+import resource
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -29,8 +33,10 @@ from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 from torch_geometric_coin.ops import LinearOperator
 from torch_geometric_coin.utils import write_results
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
+
 HERE = osp.dirname(osp.abspath(__file__))
-SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets')
 warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
 warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
 
@@ -38,42 +44,6 @@ warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize()
-
-
-class PeakMemory:
-    r"""Peak memory growth (MiB) of the process over a block."""
-    def __init__(self, device):
-        self.device = device
-
-    def __enter__(self):
-        sync(self.device)
-        if self.device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            try:
-                with open('/proc/self/clear_refs', 'w') as f:
-                    f.write('5')  # reset VmHWM to the current RSS
-            except OSError:
-                pass
-            self.base = _status('VmRSS')
-        return self
-
-    def __exit__(self, *args):
-        sync(self.device)
-        if self.device.type == 'cuda':
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            peak = _status('VmHWM')
-        self.mib = max(peak - self.base, 0) / 2**20
-
-
-def _status(key):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def random_graph(num_nodes, num_edges, device, seed=0):
@@ -85,8 +55,7 @@ def random_graph(num_nodes, num_edges, device, seed=0):
 
 def load_real(name, root, tmp):
     from torch_geometric.datasets import Coauthor, Planetoid
-    sub = ('coauthor', 'Physics') if name == 'Physics' else ('planetoid',
-                                                              name)
+    sub = ('coauthor', name) if name == 'Physics' else ('planetoid', name)
     src = osp.join(root, *sub)
     if not osp.isdir(src):
         return None
@@ -105,23 +74,25 @@ def csr_of(edge_index, num_nodes, value=None):
 
 
 def measure(cases, repeats, device):
-    r"""Interleaved repeats: returns the median seconds and the peak memory
-    (MiB, largest over the repeats) of each case."""
+    r"""Interleaved repeats: returns the median seconds of each case and its
+    peak memory (MiB, :func:`common.measure_peak_memory`) in one more call
+    after the timed ones, so that measuring memory does not slow the timing."""
     times = {name: [] for name in cases}
-    mem = {name: 0.0 for name in cases}
     for name, fn in cases.items():  # warm-up (caches, allocator)
         fn()
     for _ in range(repeats):
         for name, fn in cases.items():
-            with PeakMemory(device) as pm:
-                sync(device)
-                start = time.perf_counter()
-                fn()
-                sync(device)
-                times[name].append(time.perf_counter() - start)
-            mem[name] = max(mem[name], pm.mib)
-    return {name: (statistics.median(t), mem[name])
-            for name, t in times.items()}
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, fn in cases.items():
+        peak = common.measure_peak_memory(fn, device)[1]
+        out[name] = (statistics.median(times[name]),
+                     float('nan') if peak is None else peak / 2**20)
+    return out
 
 
 def diffusion_cases(edge_index, num_nodes, channels, K, device, appnp):
@@ -219,7 +190,8 @@ def training_step(num_nodes, num_edges, channels, K, device):
     res = measure({'step': step}, 1, device)['step']
     return dict(nodes=num_nodes, edges=int(edge_index.size(1)), K=K,
                 channels=channels, seconds=res[0], peak_mib=res[1],
-                process_peak_gib=_status('VmHWM') / 2**30
+                process_peak_gib=resource.getrusage(
+                    resource.RUSAGE_SELF).ru_maxrss / 2**20
                 if device.type == 'cpu' else
                 torch.cuda.max_memory_allocated() / 2**30)
 
@@ -234,7 +206,7 @@ def main(argv=None):
     ], help='synthetic graphs as NODES:EDGES:CHANNELS')
     parser.add_argument('--datasets', nargs='*',
                         default=['Cora', 'PubMed', 'Physics'])
-    parser.add_argument('--root', default=SHARED)
+    parser.add_argument('--root', default=common.SHARED)
     parser.add_argument('--K', type=int, nargs='+', default=[10, 20])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--appnp-max-nodes', type=int, default=300000)

@@ -17,20 +17,40 @@ def test_random_split(common):
         common.random_split(y, 26, 26)
 
 
-
 def test_measure_peak_memory(common):
+    MiB = 2**20
+    held = torch.ones(8 * MiB // 4)
+
     def alloc():
-        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        return float(x.sum())
+        x = torch.ones(64 * MiB // 4)  # +64 MiB
+        y = x * 2  # +64 MiB: the peak, 128 MiB
+        del y
+        held.resize_(0)  # frees 8 MiB allocated before the call
+        z = torch.ones(16 * MiB // 4)  # 64 - 8 + 16 = 72 MiB < 128 MiB
+        return float(x.sum() + z.sum())
 
     out, peak, method = common.measure_peak_memory(alloc,
                                                    torch.device('cpu'))
-    assert out == 64 * 2**20 // 4
-    if peak is None:
-        pytest.skip(method)
-    assert 60 * 2**20 <= peak <= 200 * 2**20, peak
-    _, small, _ = common.measure_peak_memory(lambda: None, torch.device('cpu'))
-    assert small < 16 * 2**20
+    assert out == 80 * MiB // 4
+    assert 'profiler' in method
+    assert 128 * MiB <= peak < 128 * MiB + 4096, peak
+
+    # Autograd: the saved activations and the gradients are counted.
+    w = torch.randn(1024, 1024, requires_grad=True)  # 4 MiB
+
+    def train_step():
+        h = (torch.randn(4096, 1024) @ w).relu()  # input, h, mask: 16 each
+        h.sum().backward()
+
+    _, peak, _ = common.measure_peak_memory(train_step, torch.device('cpu'))
+    assert 36 * MiB <= peak <= 80 * MiB, peak / MiB
+
+    # The same figure in every run of the process, and 0 for no work.
+    again = [common.measure_peak_memory(alloc, torch.device('cpu'))[1]
+             for _ in range(2)]
+    assert again[0] == again[1] and again[0] < 128 * MiB + 4096
+    assert common.measure_peak_memory(lambda: None,
+                                      torch.device('cpu'))[1] == 0
 
 
 def test_load_planetoid_paper_protocol(common, planetoid_root):

@@ -138,7 +138,7 @@ def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
         total_sq = part_sq if total_sq is None else total_sq + part_sq
         done += m
     mean = total / num_samples
-    var = (total_sq - num_samples * mean * mean).clamp(min=0) / (num_samples -
-                                                                  1)
+    var = (total_sq - num_samples * mean * mean).clamp(min=0)
+    var = var / (num_samples - 1)
     stderr = torch.sqrt(var / num_samples)
     return MonteCarloEstimate(mean.to(dtype), stderr.to(dtype))
