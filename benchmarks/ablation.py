@@ -349,8 +349,9 @@ def main(argv=None):
     if 'cost' in args.parts:
         results['cost'], table = part_cost(cells, args, png['cost'])
         sections.append(('cost against the base classifier without '
-                         'diffusion (K=0); memory: peak RSS growth during '
-                         'training', table, 'cost'))
+                         'diffusion (K=0); memory: peak of the tensor memory '
+                         'during training (`common.measure_peak_memory`)',
+                         table, 'cost'))
     run.bar.close()
     del fixed
     md = head + ''.join(f'\n*{t}* (`{osp.basename(png[p])}`)\n\n{tab}'

@@ -307,7 +307,9 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
     :func:`torch.cuda.memory_allocated` before the call. CPU: PyTorch keeps
     no such counter, so the call runs under :class:`torch.profiler.profile`
     with :obj:`profile_memory=True`, which records every allocation and free
-    of the CPU allocator; the peak is the highest running total. Both count
+    of the CPU allocator; the peak is the highest running total of the bytes
+    allocated during the call (a free of memory allocated before the call is
+    not recorded, so it does not lower the figure). Both count
     tensor bytes, not pages, do not depend on the kernel or on memory the C
     allocator kept from earlier work, and read the same in every run of a
     process. The profiler adds a few microseconds per operator, which leaves

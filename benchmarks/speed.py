@@ -164,9 +164,9 @@ def implicit_sweep(edge_index, num_nodes, channels, device, sigma2s, K):
                 conv(xg, edge_index).sum().backward()
             run()
             counter['n'] = 0
+            run()  # 2K solves + 1 product (the gradient of sigma2)
+            iters = (counter['n'] - 1) / (2 * K)
             res = measure({'implicit': run}, 1, device)['implicit']
-            # measure() runs it twice (warm-up + 1); 2K solves + 1 product.
-            iters = (counter['n'] / 2 - 1) / (2 * K)
             rows.append(dict(sigma2=sigma2, seconds=res[0], peak_mib=res[1],
                              iterations_per_solve=iters))
     finally:
@@ -294,16 +294,25 @@ def vs_coin(t, coin):
     return '-' if t is None else f'{t:.4f} ({t / coin:.1f}x)'
 
 
+def peaks(mib):
+    cases = ('COIN fixed sigma2', 'autograd loop of CSR products',
+             'APPNP CSR adj_t')
+    return ' / '.join('-' if mib.get(c) is None else f'{mib[c]:.0f}'
+                      for c in cases)
+
+
 def markdown(results):
     lines = [f"Device: {results['device']} ({results['machine']}, "
              f"{results['torch_threads']} threads), "
              f"{results['date']}. Forward plus backward, median seconds; "
              f"x floor = ratio to 2K forward CSR products in the same run; "
-             f"peak = memory growth (MiB) of COIN (fixed sigma2).", '',
+             f"peak MiB = tensor memory above its level before one call "
+             f"(common.measure_peak_memory) of COIN (fixed sigma2), the "
+             f"autograd loop and APPNP on CSR.", '',
              '| graph | nodes | edges | C | K | floor s | '
              'COIN fixed s (x floor) | COIN learn s (x floor) | '
              'autograd loop s | APPNP ei s (/COIN) | APPNP CSR s (/COIN) | '
-             'COIN peak MiB |',
+             'peak MiB COIN / loop / APPNP CSR |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in results['graphs']:
         s, q = r['seconds'], r['vs_floor']
@@ -319,7 +328,7 @@ def markdown(results):
             f"({q['COIN learnable sigma2']:.2f}x) | "
             f"{'-' if loop is None else f'{loop:.4f}'} | "
             f"{vs_coin(ap_ei, fx)} | {vs_coin(ap_csr, fx)}"
-            f" | {r['peak_mib']['COIN fixed sigma2']:.0f} |")
+            f" | {peaks(r['peak_mib'])} |")
     if 'implicit' in results:
         imp = results['implicit']
         lines += ['', f"Implicit scheme (K={imp['K']}, {imp['nodes']:,} "

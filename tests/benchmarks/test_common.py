@@ -26,7 +26,7 @@ def test_measure_peak_memory(common):
         y = x * 2  # +64 MiB: the peak, 128 MiB
         del y
         held.resize_(0)  # frees 8 MiB allocated before the call
-        z = torch.ones(16 * MiB // 4)  # 64 - 8 + 16 = 72 MiB < 128 MiB
+        z = torch.ones(16 * MiB // 4)  # 64 + 16 = 80 MiB < 128 MiB
         return float(x.sum() + z.sum())
 
     out, peak, method = common.measure_peak_memory(alloc,
