@@ -346,8 +346,9 @@ def markdown(results):
         lines += ['', f"Full-batch COIN training step (K={t['K']}, "
                   f"{t['nodes']:,} nodes, {t['edges']:,} edges, "
                   f"{t['channels']} features and classes): "
-                  f"{t['seconds']:.2f} s, peak growth {t['peak_mib']:.0f} "
-                  f"MiB, process peak {t['process_peak_gib']:.2f} GiB.", '']
+                  f"{t['seconds']:.2f} s, peak tensor memory "
+                  f"{t['peak_mib']:.0f} MiB, process peak "
+                  f"{t['process_peak_gib']:.2f} GiB.", '']
     return '\n'.join(lines) + '\n'
 
 
