@@ -450,6 +450,30 @@ def test_explainer():
     clear_masks(conv)
 
 
+def test_explainer_mask_with_self_loops():
+    # N unit self-loops leave the operator unchanged when normalization=None;
+    # masking the same edge must then give the same output, also when the
+    # graph has exactly as many loops as nodes, interleaved (coalesced).
+    from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
+    from torch_geometric.utils import add_self_loops, coalesce
+    edge_index, _ = random_graph(10, 30, 16)
+    looped = coalesce(add_self_loops(edge_index, num_nodes=10)[0])
+    assert looped.size(1) == edge_index.size(1) + 10
+    x = torch.rand(10, 3)
+    conv = CoinDiffusionConv(4, 0.2, normalization=None)
+    outs = []
+    for ei in [edge_index, looped]:
+        off = ei[0] != ei[1]
+        mask = torch.full((ei.size(1), ), 1e4)
+        first = int(off.nonzero()[0])  # the first off-diagonal edge
+        mask[first] = -1e4
+        set_masks(conv, torch.nn.Parameter(mask), ei)
+        outs.append(conv(x, ei))
+        clear_masks(conv)
+    assert not torch.allclose(outs[0], conv(x, edge_index), atol=1e-4)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
 # Stability and bad input ####################################################
 
 

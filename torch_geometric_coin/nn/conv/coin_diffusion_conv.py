@@ -490,6 +490,22 @@ class CoinDiffusionConv(MessagePassing):
                 self_weight: Tensor) -> Tensor:
         return edge_weight.view(-1, 1) * x_j + self_weight.view(-1, 1) * x_i
 
+    def explain_message(self, inputs: Tensor,
+                        dim_size: Optional[int]) -> Tensor:
+        # The explain path always sends the input's off-diagonal edges in
+        # their order, then one message per node (the input's self-loops are
+        # folded into the diagonal). PyG re-maps the mask only when the
+        # counts differ, which misplaces it on a graph with exactly N loops.
+        edge_mask = self._edge_mask
+        if edge_mask is None:
+            raise ValueError("Could not find a pre-defined 'edge_mask' to "
+                             "explain. Did you forget to initialize it?")
+        if self._apply_sigmoid:
+            edge_mask = edge_mask.sigmoid()
+        edge_mask = torch.cat([edge_mask[self._loop_mask],
+                               edge_mask.new_ones(dim_size)])
+        return inputs * edge_mask.view(-1, 1)
+
     def message_and_aggregate(self, adj_t: Adj, x: Tensor) -> Tensor:
         return spmm(adj_t, x, reduce=self.aggr)
 
