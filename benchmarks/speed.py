@@ -14,8 +14,8 @@ recorded by ``torch.profiler`` on CPU); the process peak is ``ru_maxrss`` on
 CPU.
 """
 import argparse
+import importlib
 import os.path as osp
-import resource
 import statistics
 import sys
 import tempfile
@@ -30,13 +30,11 @@ from torch_geometric.utils import to_undirected
 
 from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
-from torch_geometric_coin.ops import LinearOperator
 from torch_geometric_coin.utils import write_results
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
 
-HERE = osp.dirname(osp.abspath(__file__))
 warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
 warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
 
@@ -139,38 +137,49 @@ def diffusion_cases(edge_index, num_nodes, channels, K, device, appnp):
 
 
 def implicit_sweep(edge_index, num_nodes, channels, device, sigma2s, K):
-    r"""Implicit scheme, forward plus backward, with growing CG iterations
-    (larger sigma2): time, peak memory and iterations per solve."""
+    r"""Implicit scheme, forward plus backward against a random upstream
+    gradient (an all-ones one would make every adjoint solve trivial, since
+    :math:`\mathbf{L}^{\top} \mathbf{1} = \mathbf{0}`), with growing CG
+    iterations (larger sigma2): time, peak memory and the iterations of each
+    forward and adjoint solve, counted inside the solver."""
     x = torch.randn(num_nodes, channels, device=device)
-    counter = {'n': 0}
-    mm, tmm = LinearOperator.mm, LinearOperator.tmm
+    grad = torch.randn(num_nodes, channels, device=device)
+    iterations = []
 
-    def count(f):
-        def g(self, u):
-            counter['n'] += 1
-            return f(self, u)
-        return g
+    def counting_solve(matvec, *args, **kwargs):
+        calls = [0]
 
+        def counted(v):
+            calls[0] += 1
+            return matvec(v)
+        out = solve(counted, *args, **kwargs)
+        iterations.append(calls[0] - 1)  # minus the initial residual
+        return out
+
+    # The module (``torch_geometric_coin.ops.implicit_diffusion`` is also the
+    # name of its function there).
+    module = importlib.import_module('torch_geometric_coin.ops.'
+                                     'implicit_diffusion')
+    solve = module.krylov_solve
     rows = []
-    LinearOperator.mm, LinearOperator.tmm = count(mm), count(tmm)
-    try:
-        for sigma2 in sigma2s:
-            conv = CoinDiffusionConv(K, sigma2, cached=True,
-                                     scheme='implicit', tol=1e-5,
-                                     learn_sigma2=True).to(device)
+    for sigma2 in sigma2s:
+        conv = CoinDiffusionConv(K, sigma2, cached=True, scheme='implicit',
+                                 tol=1e-5, learn_sigma2=True).to(device)
 
-            def run():
-                xg = x.detach().requires_grad_()
-                conv(xg, edge_index).sum().backward()
+        def run():
+            conv(x.detach().requires_grad_(), edge_index).backward(grad)
+        run()  # builds the cache
+        module.krylov_solve = counting_solve
+        try:
+            iterations.clear()
             run()
-            counter['n'] = 0
-            run()  # 2K solves + 1 product (the gradient of sigma2)
-            iters = (counter['n'] - 1) / (2 * K)
-            res = measure({'implicit': run}, 1, device)['implicit']
-            rows.append(dict(sigma2=sigma2, seconds=res[0], peak_mib=res[1],
-                             iterations_per_solve=iters))
-    finally:
-        LinearOperator.mm, LinearOperator.tmm = mm, tmm
+        finally:
+            module.krylov_solve = solve
+        assert len(iterations) == 2 * K, iterations
+        res = measure({'implicit': run}, 1, device)['implicit']
+        rows.append(dict(sigma2=sigma2, seconds=res[0], peak_mib=res[1],
+                         forward_iterations=statistics.fmean(iterations[:K]),
+                         adjoint_iterations=statistics.fmean(iterations[K:])))
     return rows
 
 
@@ -189,17 +198,13 @@ def training_step(num_nodes, num_edges, channels, K, device):
         opt.step()
     res = measure({'step': step}, 1, device)['step']
     return dict(nodes=num_nodes, edges=int(edge_index.size(1)), K=K,
-                channels=channels, seconds=res[0], peak_mib=res[1],
-                process_peak_gib=resource.getrusage(
-                    resource.RUSAGE_SELF).ru_maxrss / 2**20
-                if device.type == 'cpu' else
-                torch.cuda.max_memory_allocated() / 2**30)
+                channels=channels, seconds=res[0], peak_mib=res[1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=2)
+    parser.set_defaults(threads=2)  # common.parse_args adds --threads
     parser.add_argument('--sizes', nargs='*', default=[
         '10000:100000:16', '100000:1000000:16', '200000:2000000:16',
         '1000000:10000000:16'
@@ -218,15 +223,13 @@ def main(argv=None):
                         "training step ('' to skip)")
     parser.add_argument('--tiny', action='store_true',
                         help='a smoke configuration (seconds)')
-    parser.add_argument('--out-dir', default=osp.join(HERE, 'results'))
-    args = parser.parse_args(argv)
+    args, command = common.parse_args(parser, argv, 'speed')
     if args.tiny:
         args.sizes, args.datasets = ['2000:20000:8'], []
         args.K, args.repeats = [10, 20], 1
         args.implicit_sigma2, args.implicit_nodes = [0.5, 50.], 2000
         args.train_step = '5000:50000:8'
 
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     graphs = []
@@ -242,8 +245,8 @@ def main(argv=None):
         n, e, c = (int(v) for v in spec.split(':'))
         graphs.append((f'random {n:,}', random_graph(n, e, device), n, c))
 
-    results = dict(device=str(device), torch_threads=torch.get_num_threads(),
-                   graphs=[])
+    results = dict(command=command, device=str(device),
+                   torch_threads=torch.get_num_threads(), graphs=[])
     bar = tqdm([(g, K) for g in graphs for K in args.K], desc='speed')
     for (name, edge_index, num_nodes, channels), K in bar:
         bar.set_postfix_str(f'{name} K={K}')
@@ -302,7 +305,8 @@ def peaks(mib):
 
 
 def markdown(results):
-    lines = [f"Device: {results['device']} ({results['machine']}, "
+    lines = [f"Command: `{results['command']}`", '',
+             f"Device: {results['device']} ({results['machine']}, "
              f"{results['torch_threads']} threads), "
              f"{results['date']}. Forward plus backward, median seconds; "
              f"x floor = ratio to 2K forward CSR products in the same run; "
@@ -335,11 +339,13 @@ def markdown(results):
                   f"nodes, {imp['edges']:,} edges, {imp['channels']} "
                   f"channels, tol 1e-5, learnable sigma2), forward plus "
                   f"backward:", '',
-                  '| sigma2 | CG iterations per solve | seconds | peak MiB |',
-                  '|---|---|---|---|']
+                  '| sigma2 | CG iterations per forward solve | '
+                  'per adjoint solve | seconds | peak MiB |',
+                  '|---|---|---|---|---|']
         for r in imp['rows']:
             lines.append(f"| {r['sigma2']:g} | "
-                         f"{r['iterations_per_solve']:.1f} | "
+                         f"{r['forward_iterations']:.1f} | "
+                         f"{r['adjoint_iterations']:.1f} | "
                          f"{r['seconds']:.3f} | {r['peak_mib']:.0f} |")
     if 'training_step' in results:
         t = results['training_step']
@@ -347,8 +353,7 @@ def markdown(results):
                   f"{t['nodes']:,} nodes, {t['edges']:,} edges, "
                   f"{t['channels']} features and classes): "
                   f"{t['seconds']:.2f} s, peak tensor memory "
-                  f"{t['peak_mib']:.0f} MiB, process peak "
-                  f"{t['process_peak_gib']:.2f} GiB.", '']
+                  f"{t['peak_mib']:.0f} MiB.", '']
     return '\n'.join(lines) + '\n'
 
 
