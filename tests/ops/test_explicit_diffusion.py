@@ -10,7 +10,7 @@ def test_matches_dense_powers(random_laplacian, symmetric):
     assert op.is_symmetric(lap) == symmetric
     x = torch.randn(40, 3, dtype=torch.float64)
     M = torch.eye(40, dtype=torch.float64) - 0.1 * L
-    for K in [1, 6]:
+    for K in [0, 1, 6]:
         out = explicit_diffusion(x, lap, 0.1, op, K)
         ref = torch.linalg.matrix_power(M, K) @ x
         assert torch.allclose(out, ref, atol=1e-12)
@@ -47,6 +47,16 @@ def test_gradients_match_autograd(random_laplacian, symmetric, checkpoint):
                 assert torch.allclose(t.grad, r.grad, atol=1e-10)
             else:
                 assert t.grad is None
+
+
+def test_zero_steps_with_learnable_sigma2(random_laplacian):
+    op, lap, _ = random_laplacian(10, 20, 3, symmetric=True)
+    x = torch.randn(10, 2, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    out = explicit_diffusion(x, lap, s, op, 0)
+    assert torch.equal(out, x)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x)) and s.grad is None
 
 
 def test_gradcheck(random_laplacian):

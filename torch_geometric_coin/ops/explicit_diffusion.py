@@ -101,6 +101,8 @@ def explicit_diffusion(x: Tensor, lap: Tensor, sigma2: Union[Tensor, float],
         checkpoint (bool, optional): Recompute states in the backward pass
             instead of storing them all. (default: :obj:`False`)
     """
+    if K == 0:  # no step: the state itself (and no gradient for sigma2)
+        return x
     if not isinstance(sigma2, Tensor):
         sigma2 = torch.tensor(float(sigma2), dtype=x.dtype)
     sigma2 = sigma2.to(x.dtype)

@@ -135,6 +135,8 @@ def fit_node_classifier(
                                      f"at epoch {epoch}")
         loss.backward()
         optimizer.step()
+        if loss.is_cuda:  # the backward pass and the step run asynchronously
+            torch.cuda.synchronize(loss.device)
         times.append(time.perf_counter() - start)
 
         if val_mask is None:

@@ -5,6 +5,8 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import coalesce
 
+from torch_geometric_coin.utils.diffusion_laplacian import diffusion_laplacian
+
 METRICS = ('euclidean', 'cosine')
 KERNELS = ('gaussian', 'self_tuning')
 BACKENDS = ('exact', 'faiss', 'pyg_lib')
@@ -155,11 +157,9 @@ def gaussian_knn_graph(
         col = torch.cat([col, loop_index])
         weight = torch.cat([weight, weight.new_ones(N)])
 
-    if normalize:
-        deg = weight.new_zeros(N).scatter_add_(0, row, weight)
-        deg_inv_sqrt = deg.pow(-0.5)
-        deg_inv_sqrt.masked_fill_(deg_inv_sqrt == float('inf'), 0.)
-        weight = deg_inv_sqrt[row] * weight * deg_inv_sqrt[col]
+    if normalize:  # D^-1/2 W D^-1/2, the degrees summed over the neighbours
+        weight, _ = diffusion_laplacian(torch.stack([col, row]), weight, N,
+                                        'sym', add_self_loops=False)
 
     if symmetrize:
         row, col = torch.cat([row, col]), torch.cat([col, row])

@@ -373,6 +373,8 @@ class CoinDiffusionConv(MessagePassing):
         # One autograd node for all K steps; with dropout before each step,
         # one node per step.
         drop = self.dropout > 0 and self.training
+        if drop and symmetric is None:  # decide once, not at every step
+            symmetric = graph.op.is_symmetric(lap)
         for _ in range(self.K if drop else 1):
             if drop:
                 x = F.dropout(x, p=self.dropout, training=True)
