@@ -67,11 +67,22 @@ class Runner:
     def __init__(self, args, data, cfg):
         self.args, self.data, self.cfg = args, data, cfg
         self.bar = None
+        self.done = {}  # seeded runs are deterministic: train each once
 
     def fit(self, seed, **coin_kwargs):
         r"""Trains COIN with :obj:`coin_kwargs` over the config; returns the
         result of :func:`fit_node_classifier` with :obj:`peak_memory`, or
-        :obj:`None` when the explicit scheme diverged."""
+        :obj:`None` when the explicit scheme diverged. A configuration that
+        an earlier part already trained (the base one appears in several)
+        is not trained again."""
+        key = (seed, tuple(sorted(coin_kwargs.items())))
+        if key not in self.done:
+            self.done[key] = self._fit(seed, **coin_kwargs)
+        if self.bar is not None:
+            self.bar.update()
+        return self.done[key]
+
+    def _fit(self, seed, **coin_kwargs):
         d, a = self.data, self.args
         kw = dict(hidden_channels=self.cfg.get('hidden_channels'),
                   num_layers=self.cfg.get('num_layers', 1),
@@ -88,8 +99,6 @@ class Runner:
             res.update(peak_memory=peak, memory=method, model=model)
         except FloatingPointError:
             res = None
-        if self.bar is not None:
-            self.bar.update()
         return res
 
     def mean(self, **coin_kwargs):
@@ -108,7 +117,7 @@ class Runner:
                     time_per_epoch=statistics.median(r['time_per_epoch']
                                                      for r in runs),
                     peak_memory=max(peaks) if peaks else None,
-                    diverged=False, last_model=runs[-1]['model'])
+                    diverged=False)
 
 
 def pct(r):
@@ -311,16 +320,13 @@ def main(argv=None):
             f"lambda_max of the 'coin' Laplacian = {lam:.3f}, so the explicit "
             f"scheme is stable for sigma2 <= {2 / lam:.4f}.\n\nCommand: "
             f"`{command}`\n")
-    fixed = None
     if 'grid' in args.parts:
         cells, table = part_grid(run, args, lam, png['grid'])
-        results['grid'] = [dict(K=K, sigma2=s, **{k: v for k, v in r.items()
-                                                  if k != 'last_model'})
+        results['grid'] = [dict(K=K, sigma2=s, **r)
                            for (K, s), r in cells.items()]
         sections.append(('K x sigma2: test accuracy (unstable: sigma2 * '
                          'lambda_max > 2; diverged: overflow)', table,
                          'grid'))
-        fixed = cells.get((cfg['K'], cfg['sigma2']))
     variants = {
         'diffuse': ({'prob': {}, 'logits': dict(diffuse='logits'),
                      'hidden': dict(diffuse='hidden')},
@@ -336,10 +342,7 @@ def main(argv=None):
         if part not in args.parts:
             continue
         res, table = part_bars(run, args, var, title, png[part])
-        if part == 'diffuse':  # 'fixed' of the other parts is 'prob' here.
-            fixed = res['prob']
-        results[part] = {k: {kk: vv for kk, vv in v.items()
-                             if kk != 'last_model'} for k, v in res.items()}
+        results[part] = res
         sections.append((title, table, part))
     if 'smoothing' in args.parts:
         results['smoothing'], table = part_smoothing(run, args, data, adj,
@@ -353,7 +356,6 @@ def main(argv=None):
                          'during training (`common.measure_peak_memory`)',
                          table, 'cost'))
     run.bar.close()
-    del fixed
     md = head + ''.join(f'\n*{t}* (`{osp.basename(png[p])}`)\n\n{tab}'
                         for t, tab, p in sections)
     paths = common.write_results(args.out_dir, stem, dict(
