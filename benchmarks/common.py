@@ -7,6 +7,7 @@ import json
 import os
 import os.path as osp
 import shlex
+import statistics
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -351,6 +352,24 @@ def parse_args(parser, argv: Optional[List[str]], script: str):
     command = f'python benchmarks/{script}.py ' + shlex.join(
         sys.argv[1:] if argv is None else argv)
     return args, command
+
+
+def summarize_runs(records: Dict[str, List[Dict]]) -> Dict[str, Dict]:
+    r"""Per model: test and validation accuracy (:func:`summarize`), the
+    median time per epoch and number of epochs, the largest peak memory."""
+    summary = {}
+    for model_name, recs in records.items():
+        peaks = [r['peak_memory'] for r in recs
+                 if r['peak_memory'] is not None]
+        summary[model_name] = dict(
+            test_acc=summarize([r['test_acc'] for r in recs]),
+            val_acc=summarize([r['val_acc'] for r in recs]),
+            time_per_epoch=statistics.median(r['time_per_epoch']
+                                             for r in recs),
+            epochs=statistics.median(r['epochs'] for r in recs),
+            peak_memory=max(peaks) if peaks else None,
+        )
+    return summary
 
 
 def markdown_table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:

@@ -14,7 +14,6 @@ lr 0.01, 500 epochs). Writes ``ogbn_<name>.{json,md}`` into ``--out-dir``.
 import argparse
 import os
 import os.path as osp
-import statistics
 import sys
 
 os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # ogb 1.3.6
@@ -132,16 +131,8 @@ def main(argv=None):
                 bar.set_postfix(model=name, acc=f"{res['test_acc']:.3f}")
                 bar.update()
 
-    rows, summary = [], {}
-    for name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs
-                 if r['peak_memory'] is not None]
-        s = summary[name] = dict(
-            test_acc=common.summarize([r['test_acc'] for r in recs]),
-            val_acc=common.summarize([r['val_acc'] for r in recs]),
-            time_per_epoch=statistics.median(r['time_per_epoch']
-                                             for r in recs),
-            peak_memory=max(peaks) if peaks else None)
+    rows, summary = [], common.summarize_runs(records)
+    for name, s in summary.items():
         rows.append([name, common.fmt_acc(s['test_acc']),
                      f"{100 * s['val_acc']['mean']:.2f}",
                      f"{1000 * s['time_per_epoch']:.1f}",

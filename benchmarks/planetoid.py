@@ -16,7 +16,6 @@ and sigma2 per data set come from ``benchmarks/configs/coin.json``
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
 
 import torch
@@ -36,22 +35,6 @@ PROTOCOL_TEXT = {
                'features, {inits} seeds, published optimiser settings per '
                'model'),
 }
-
-
-def summarize_runs(records):
-    summary = {}
-    for model_name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs
-                 if r['peak_memory'] is not None]
-        summary[model_name] = dict(
-            test_acc=common.summarize([r['test_acc'] for r in recs]),
-            val_acc=common.summarize([r['val_acc'] for r in recs]),
-            time_per_epoch=statistics.median(r['time_per_epoch']
-                                             for r in recs),
-            epochs=statistics.median(r['epochs'] for r in recs),
-            peak_memory=max(peaks) if peaks else None,
-        )
-    return summary
 
 
 def run_dataset(args, name, bar, write):
@@ -84,7 +67,7 @@ def run_dataset(args, name, bar, write):
             bar.set_postfix(data=name, model=model_name,
                             acc=f"{res['test_acc']:.3f}")
             bar.update()
-        result['summary'] = summarize_runs(records)
+        result['summary'] = common.summarize_runs(records)
         result['completed_runs'] = len(records[args.models[0]])
         write(result)
     return result
