@@ -8,8 +8,9 @@ previous 8 days, the target is the next day's cases, both standardised per
 region (as PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader`` does;
 the graph of a sample is the mobility graph of the first day of its window,
 as there). The samples are split in time, 20% train, 20% validation, 60%
-test, and 90% of the training targets are hidden (each region keeps at least
-2). COIN is a residual regressor followed by K=10 diffusion steps
+test, and ``--hidden`` (0.9) of each region's training targets are hidden,
+but every region keeps at least 2 (with England's 10 training days: 8 of 10
+hidden). COIN is a residual regressor followed by K=10 diffusion steps
 (sigma2=0.5, dropout 0.25 before each step) over each day's graph, trained on
 the MSE of the observed targets. Baselines in the same run: linear
 regression, an MLP, a GCN, and the residual regressor without diffusion

@@ -204,8 +204,12 @@ def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
 
     for name, steps_K in [('Head (K=0)', 0), ('COIN', K)]:
         model = EpisodeCOIN(B, d, ways, steps_K, sigma2, dropout)
+        # The B episodes train together: the loss is B times the mean over
+        # all support nodes, so each episode gets the gradient it would get
+        # alone against the same weight decay.
         fit_node_classifier(model, data, is_support, None, is_query,
-                            epochs=steps, lr=lr, weight_decay=weight_decay)
+                            epochs=steps, lr=lr, weight_decay=weight_decay,
+                            loss_fn=lambda out, y: B * F.nll_loss(out, y))
         model.eval()
         with torch.no_grad():
             pred = model(flat, edge_index, edge_weight).argmax(-1)
