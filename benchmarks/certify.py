@@ -32,8 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
 
-ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared',
-                'datasets', 'planetoid')
+ROOT = osp.join(common.SHARED, 'planetoid')
 
 parser = argparse.ArgumentParser()
 parser.add_argument('--root', default=ROOT,

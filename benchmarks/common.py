@@ -18,12 +18,12 @@ import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 from torch_geometric.nn import APPNP, MLP, GATConv, GCN2Conv, GCNConv, SGConv
 
-from torch_geometric_coin.datasets import writable_copy  # noqa: F401
+from torch_geometric_coin.datasets import dataset_root, writable_copy  # noqa: F401,E501
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import summarize, write_results  # noqa: F401,E501
 
 HERE = osp.dirname(osp.abspath(__file__))
-SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets')
+SHARED = dataset_root()  # ../shared/datasets or $TORCH_GEOMETRIC_COIN_DATASETS
 RESULTS = osp.join(HERE, 'results')
 CONFIGS = osp.join(HERE, 'configs')
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')

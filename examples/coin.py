@@ -19,12 +19,12 @@ import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 from torch_geometric.nn import GCNConv
 
-from torch_geometric_coin.datasets import writable_copy
+from torch_geometric_coin.datasets import dataset_root, writable_copy
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import fit_node_classifier
 
 HERE = osp.dirname(osp.abspath(__file__))
-SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets', 'planetoid')
+SHARED = osp.join(dataset_root(), 'planetoid')
 
 
 class GCN(torch.nn.Module):

@@ -25,11 +25,10 @@ import torch_geometric
 from torch_geometric.datasets import Coauthor
 from torch_geometric.loader import ClusterData, ClusterLoader, NeighborLoader
 
-from torch_geometric_coin.datasets import writable_copy
+from torch_geometric_coin.datasets import dataset_root, writable_copy
 from torch_geometric_coin.nn import COIN
 
-HERE = osp.dirname(osp.abspath(__file__))
-SHARED = osp.join(HERE, '..', '..', 'shared', 'datasets', 'coauthor')
+SHARED = osp.join(dataset_root(), 'coauthor')
 
 
 def load_physics(root, tmp):

@@ -1,6 +1,6 @@
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -65,7 +65,6 @@ class AxiomReport:
     trials: int
     atol: float
     dtype: str
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> AxiomResult:
         return self.results[name]
@@ -88,7 +87,6 @@ class AxiomReport:
             'trials': self.trials,
             'atol': self.atol,
             'dtype': self.dtype,
-            **self.extra,
             'axioms': {
                 name: {
                     'holds': res.holds,
