@@ -44,6 +44,7 @@ class DiffusionGraph(NamedTuple):
     csr_perm: Tensor  # order of `full_index` in the CSR layout of `op`
     op: CSROperator  # the CSR layout of L (and of its transpose)
     lap: Optional[Tensor]  # values of L on `full_index`, if parameter-free
+    lap_csr: Optional[Tensor]  # the same values in the CSR order of `op`
     symmetric: Optional[bool]  # whether L is symmetric, if parameter-free
     bound: Optional[float]  # Gershgorin bound of L, when parameter-free
 
@@ -337,8 +338,9 @@ class CoinDiffusionConv(MessagePassing):
         if self.explain:
             x = self._explain_steps(x, graph, lap, sigma2)
         elif self.fused or self.scheme == 'implicit':
-            x = self._fused_steps(x, graph, lap[graph.csr_perm], sigma2,
-                                  symmetric)
+            lap_csr = graph.lap_csr if graph.lap is not None \
+                else lap[graph.csr_perm]
+            x = self._fused_steps(x, graph, lap_csr, sigma2, symmetric)
         else:
             # The step matrix M = I - sigma2 * L, applied K times by
             # `propagate` (plain autograd through `spmm`); coalesced, since
@@ -435,21 +437,23 @@ class CoinDiffusionConv(MessagePassing):
         op, csr_perm = CSROperator.from_coo(full_index[1], full_index[0],
                                             num_nodes, num_off + loop)
 
-        lap = symmetric = None
+        lap = lap_csr = symmetric = None
         bound: Optional[float] = None
         if self.learn_edge_weights is None:
             adj, diag = diffusion_laplacian(edge_index, edge_weight,
                                             num_nodes, self.normalization,
                                             self.add_self_loops, dtype)
             lap = _step_laplacian(edge_index, off_mask, adj, diag)
-            symmetric = op.is_symmetric(lap[csr_perm])
+            lap_csr = lap[csr_perm]
+            symmetric = op.is_symmetric(lap_csr)
             if self.scheme == 'explicit' and self.stability != 'ignore':
                 bound = float(
                     gershgorin_bound(edge_index, adj, diag,
                                      self.normalization))
 
         return DiffusionGraph(num_nodes, edge_index, edge_weight, off_mask,
-                              full_index, csr_perm, op, lap, symmetric, bound)
+                              full_index, csr_perm, op, lap, lap_csr,
+                              symmetric, bound)
 
     def _edge_weight(self, graph: DiffusionGraph, x: Tensor,
                      h: OptTensor) -> Tensor:
