@@ -112,7 +112,7 @@ class COIN(torch.nn.Module):
         if self.diffuse == 'hidden':
             h = self.base.encode(x)
             h = self.diffusion(h, edge_index, edge_weight, h=x)
-            return torch.log_softmax(self.base.lin_out(h), dim=-1)
+            return torch.log_softmax(self.base.decode(h), dim=-1)
         logits = self.base(x)
         if self.diffuse == 'logits':
             out = self.diffusion(logits, edge_index, edge_weight, h=x)

@@ -121,6 +121,9 @@ class ResidualConvection(torch.nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         r"""Runs the residual blocks, without the output map."""
+        if x.dim() != 2 or x.size(-1) != self.in_channels:
+            raise ValueError(f"'x' must have shape [N, {self.in_channels}] "
+                             f"(got {tuple(x.size())})")
         if self.lin_in is not None:
             x = F.dropout(x, p=self.dropout, training=self.training)
             x = self.lin_in(x)
@@ -130,15 +133,15 @@ class ResidualConvection(torch.nn.Module):
             x = x + step * self.act(norm(lin(h)))
         return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.size(-1) != self.in_channels:
-            raise ValueError(f"'x' must have shape [N, {self.in_channels}] "
-                             f"(got {tuple(x.size())})")
-        x = self.encode(x)
+    def decode(self, x: Tensor) -> Tensor:
+        r"""The output map (dropout, then :obj:`lin_out`), if any."""
         if self.lin_out is not None:
             x = F.dropout(x, p=self.dropout, training=self.training)
             x = self.lin_out(x)
         return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
