@@ -49,6 +49,31 @@ def test_coin_diffuses_the_probabilities():
     assert torch.allclose(model(x, edge_index), expected, atol=1e-6)
 
 
+def test_coin_diffuses_logits_and_hidden_features():
+    x, edge_index, _ = two_blobs()
+    model = COIN(8, 2, K=3, sigma2=0.2, diffuse='logits').eval()
+    expected = model.diffusion(model.base(x), edge_index).log_softmax(-1)
+    assert torch.allclose(model(x, edge_index), expected, atol=1e-6)
+    assert not torch.allclose(model(x, edge_index),
+                              model.base(x).log_softmax(-1), atol=1e-3)
+
+    model = COIN(8, 2, hidden_channels=16, K=3, sigma2=0.2,
+                 diffuse='hidden').eval()
+    h = model.diffusion(model.base.encode(x), edge_index)
+    expected = model.base.lin_out(h).log_softmax(-1)
+    assert torch.allclose(model(x, edge_index), expected, atol=1e-6)
+    # In training, the hidden path drops out before the output map, as the
+    # base classifier does (the same random draws give the same output):
+    model.train()
+    torch.manual_seed(1)
+    out = model(x, edge_index)
+    torch.manual_seed(1)
+    h = model.diffusion(model.base.encode(x), edge_index)
+    h = F.dropout(h, p=0.5, training=True)
+    assert torch.allclose(out, model.base.lin_out(h).log_softmax(-1),
+                          atol=1e-6)
+
+
 def test_diffusion_helps_on_a_homophilous_graph():
     x, edge_index, y = two_blobs(n=200)
     train = torch.zeros(200, dtype=torch.bool)
