@@ -104,7 +104,7 @@ def explicit_diffusion(x: Tensor, lap: Tensor, sigma2: Union[Tensor, float],
     if K == 0:  # no step: the state itself (and no gradient for sigma2)
         return x
     if not isinstance(sigma2, Tensor):
-        sigma2 = torch.tensor(float(sigma2), dtype=x.dtype)
+        sigma2 = torch.tensor(float(sigma2), dtype=x.dtype, device=x.device)
     sigma2 = sigma2.to(x.dtype)
     return ExplicitDiffusion.apply(x, lap.to(x.dtype), sigma2, op, K,
                                    symmetric, checkpoint)

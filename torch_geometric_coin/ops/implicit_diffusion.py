@@ -97,7 +97,7 @@ def implicit_diffusion(x: Tensor, lap: Tensor, sigma2: Union[Tensor, float],
             (default: :obj:`1000`)
     """
     if not isinstance(sigma2, Tensor):
-        sigma2 = torch.tensor(float(sigma2), dtype=x.dtype)
+        sigma2 = torch.tensor(float(sigma2), dtype=x.dtype, device=x.device)
     sigma2 = sigma2.to(x.dtype)
     return ImplicitDiffusion.apply(x, lap.to(x.dtype), sigma2, op, K,
                                    symmetric, tol, max_iter)
