@@ -161,6 +161,34 @@ def test_chunking_and_tiling(monkeypatch):
                                rtol=0, atol=1e-6)
 
 
+def test_block_minima_candidates(monkeypatch):
+    # Tiles wide enough for the block-minima shortcut of `_candidates` (the
+    # path of every graph of more than ~8,000 nodes with the default tile):
+    torch.manual_seed(6)
+    x = torch.randn(500, 8)
+    ref = gaussian_knn_graph(x, 6, 3)
+    monkeypatch.setattr(knn_module, '_TILE', 256)
+    monkeypatch.setattr(knn_module, '_GROUP', 4)
+    shortcut = []
+    candidates = knn_module._candidates
+
+    def spy(s, kq):
+        shortcut.append(s.size(1) // 4 > 4 * kq and s.size(1) % 4 == 0)
+        return candidates(s, kq)
+
+    monkeypatch.setattr(knn_module, '_candidates', spy)
+    out = gaussian_knn_graph(x, 6, 3, max_memory=2**16)
+    assert any(shortcut)
+    assert torch.equal(out[0], ref[0])
+    assert torch.allclose(out[1], ref[1], rtol=0, atol=1e-7)
+    # The candidates hold every row's kq smallest entries:
+    s = torch.rand(3, 256)
+    v, i = candidates(s, 14)
+    for row in range(3):
+        assert set(torch.topk(s[row], 14, largest=False).indices.tolist()) <= \
+            set(i[row].tolist())
+
+
 def test_certification_fallback(monkeypatch):
     # A tiny cluster next to far away points: the matrix form cannot resolve
     # the cluster in float32, the fallback must recompute it exactly.
