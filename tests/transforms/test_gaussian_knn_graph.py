@@ -28,6 +28,25 @@ def test_gaussian_knn_graph_transform():
     assert torch.equal(data.edge_weight, edge_weight)
 
 
+@pytest.mark.parametrize('kwargs', [
+    dict(loop=False), dict(normalize=False), dict(symmetrize=False),
+    dict(metric='cosine'), dict(loop=False, normalize=False,
+                                symmetrize=False, metric='cosine'),
+])
+def test_gaussian_knn_graph_transform_options(kwargs):
+    # Every option reaches the function (and changes the graph):
+    torch.manual_seed(2)
+    x = torch.randn(40, 5)
+    data = GaussianKNNGraph(5, 2, **kwargs)(Data(x=x))
+    edge_index, edge_weight = gaussian_knn_graph(x, 5, 2, **kwargs)
+    assert torch.equal(data.edge_index, edge_index)
+    assert torch.equal(data.edge_weight, edge_weight)
+    default = gaussian_knn_graph(x, 5, 2)
+    assert default[0].shape != edge_index.shape or \
+        not torch.equal(default[0], edge_index) or \
+        not torch.allclose(default[1], edge_weight)
+
+
 def test_gaussian_knn_graph_transform_batch():
     torch.manual_seed(1)
     graphs = [Data(x=torch.randn(n, 3)) for n in (20, 30)]
