@@ -21,6 +21,9 @@ from torch_geometric_coin.nn import CoinDiffusionConv
 from torch_geometric_coin.theory import check_axioms, format_axiom_table
 from torch_geometric_coin.utils import write_results
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
+
 # The one place that lists the time-stepping schemes of CoinDiffusionConv:
 # scheme name -> extra keyword arguments of the layer.
 SCHEMES = {
@@ -36,19 +39,6 @@ LAYER_KWARGS = dict(stability='ignore')
 # beyond the explicit Euler limit 2.
 STABLE_DIAG, UNSTABLE_SPECTRAL = 0.5, 3.0
 
-parser = argparse.ArgumentParser()
-parser.add_argument('--num-nodes', type=int, default=40)
-parser.add_argument('--channels', type=int, default=4)
-parser.add_argument('--trials', type=int, default=16)
-parser.add_argument('--K', type=int, default=10,
-                    help='steps of CoinDiffusionConv, APPNP (SGConv: 2)')
-parser.add_argument('--steps', type=int, nargs=2, default=[2, 3],
-                    help='K1 K2 of the semigroup check')
-parser.add_argument('--seed', type=int, default=0)
-parser.add_argument('--out', default=osp.join(osp.dirname(__file__),
-                                              'results'))
-args = parser.parse_args()
-
 
 def laplacian(normalization, data):
     """L = (I - T) / sigma2 of one explicit step T, read off the layer."""
@@ -61,11 +51,22 @@ def laplacian(normalization, data):
 
 def identity_weight(conv):
     with torch.no_grad():
-        conv.lin.weight.copy_(torch.eye(args.channels))
+        conv.lin.weight.copy_(torch.eye(conv.lin.weight.size(0)))
     return conv
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--num-nodes', type=int, default=40)
+    parser.add_argument('--channels', type=int, default=4)
+    parser.add_argument('--trials', type=int, default=16)
+    parser.add_argument('--K', type=int, default=10,
+                        help='steps of CoinDiffusionConv, APPNP (SGConv: 2)')
+    parser.add_argument('--steps', type=int, nargs=2, default=[2, 3],
+                        help='K1 K2 of the semigroup check')
+    parser.add_argument('--seed', type=int, default=0)
+    args, command = common.parse_args(parser, argv, 'axioms')
+
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)  # barabasi_albert_graph samples with numpy
     edge_index = barabasi_albert_graph(args.num_nodes, 2)
@@ -120,7 +121,7 @@ def main():
     print(table)
 
     meta = dict(
-        command=' '.join(['python', 'benchmarks/axioms.py'] + sys.argv[1:]),
+        command=command,
         graph=graph,
         regimes=f'stable: sigma2 * max_i L_ii = {STABLE_DIAG}; unstable: '
         f'sigma2 * lambda_max(L) = {UNSTABLE_SPECTRAL}',
@@ -132,12 +133,12 @@ def main():
     ]
     atol = next(iter(reports.values())).atol
     write_results(
-        args.out, 'axioms', dict(meta, results=results),
+        args.out_dir, 'axioms', dict(meta, results=results),
         f"{graph}; {probe['trials']} random probes per axiom, "
         f"{C} channels, float64, atol {atol:g}; semigroup "
         f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
         f"scaled violation). {meta['regimes']}.\n\n{table}\n")
-    print(f"Wrote {osp.join(args.out, 'axioms.json')} and axioms.md")
+    print(f"Wrote {osp.join(args.out_dir, 'axioms.json')} and axioms.md")
 
 
 if __name__ == '__main__':

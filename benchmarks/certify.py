@@ -34,33 +34,6 @@ import common  # noqa: E402
 
 ROOT = osp.join(common.SHARED, 'planetoid')
 
-parser = argparse.ArgumentParser()
-parser.add_argument('--root', default=ROOT,
-                    help='folder with Cora/raw (copied to a temp dir)')
-parser.add_argument('--models', nargs='+', default=['COIN', 'GCN'],
-                    choices=['COIN', 'GCN'])
-parser.add_argument('--sigmas', type=float, nargs='+', default=[0.25, 0.5],
-                    help='noise stds, each used for training and smoothing')
-parser.add_argument('--epochs', type=int, default=200)
-parser.add_argument('--hidden', type=int, default=64)
-parser.add_argument('--lr', type=float, default=0.01)
-parser.add_argument('--weight-decay', type=float, default=5e-4)
-parser.add_argument('--K', type=int, default=20, help='COIN diffusion steps')
-parser.add_argument('--sigma2', type=float, default=0.35,
-                    help='COIN diffusion coefficient')
-parser.add_argument('--n0', type=int, default=100)
-parser.add_argument('--n', type=int, default=1000)
-parser.add_argument('--alpha', type=float, default=0.001)
-parser.add_argument('--radii', type=float, nargs='+',
-                    default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
-parser.add_argument('--seed', type=int, default=0)
-parser.add_argument('--threads', type=int, default=None,
-                    help='torch CPU threads (1 avoids oversubscription on a '
-                    'shared machine)')
-parser.add_argument('--out', default=osp.join(osp.dirname(__file__),
-                                              'results'))
-args = parser.parse_args()
-
 
 def load_cora(root):
     if not osp.isdir(osp.join(root, 'Cora', 'raw')):
@@ -69,7 +42,7 @@ def load_cora(root):
                      'Cora')[0]
 
 
-def build(name, data, num_classes):
+def build(args, name, data, num_classes):
     if name == 'GCN':
         return common.GCN(data.num_features, num_classes,
                           hidden_channels=args.hidden)
@@ -77,7 +50,7 @@ def build(name, data, num_classes):
                 K=args.K, sigma2=args.sigma2)
 
 
-def train(model, data, sigma):
+def train(args, model, data, sigma):
     """Trains on noisy features (fresh noise at every training and
     evaluation pass); returns the best validation accuracy."""
     def noisy_forward(model, data):
@@ -95,15 +68,15 @@ def train(model, data, sigma):
     return res['val_acc']
 
 
-def run(name, sigma, data, num_classes):
+def run(args, name, sigma, data, num_classes):
     """Trains one model with noise level sigma and certifies the test
     nodes."""
     test = data.test_mask
     y = data.y[test]
     torch.manual_seed(args.seed)
-    model = build(name, data, num_classes)
+    model = build(args, name, data, num_classes)
     t0 = time.perf_counter()
-    val = train(model, data, sigma)
+    val = train(args, model, data, sigma)
     train_s = time.perf_counter() - t0
     with torch.no_grad():
         clean = model(data.x, data.edge_index).argmax(-1)[test]
@@ -136,9 +109,30 @@ def run(name, sigma, data, num_classes):
     )
 
 
-def main():
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', default=ROOT,
+                        help='folder with Cora/raw (copied to a temp dir)')
+    parser.add_argument('--models', nargs='+', default=['COIN', 'GCN'],
+                        choices=['COIN', 'GCN'])
+    parser.add_argument('--sigmas', type=float, nargs='+',
+                        default=[0.25, 0.5], help='noise stds, each used for '
+                        'training and smoothing')
+    parser.add_argument('--epochs', type=int, default=200)
+    parser.add_argument('--hidden', type=int, default=64)
+    parser.add_argument('--lr', type=float, default=0.01)
+    parser.add_argument('--weight-decay', type=float, default=5e-4)
+    parser.add_argument('--K', type=int, default=20,
+                        help='COIN diffusion steps')
+    parser.add_argument('--sigma2', type=float, default=0.35,
+                        help='COIN diffusion coefficient')
+    parser.add_argument('--n0', type=int, default=100)
+    parser.add_argument('--n', type=int, default=1000)
+    parser.add_argument('--alpha', type=float, default=0.001)
+    parser.add_argument('--radii', type=float, nargs='+',
+                        default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
+    parser.add_argument('--seed', type=int, default=0)
+    args, command = common.parse_args(parser, argv, 'certify')
     torch.manual_seed(args.seed)
     data = load_cora(args.root)
     num_classes = int(data.y.max()) + 1
@@ -147,7 +141,7 @@ def main():
     for sigma in args.sigmas:
         for name in args.models:
             label = f'{name}, sigma={sigma:g}'
-            results[label] = run(name, sigma, data, num_classes)
+            results[label] = run(args, name, sigma, data, num_classes)
             res = results[label]
             print(f"{label}: clean acc {res['clean_acc']:.3f}, certified "
                   f"acc {res['certified_acc']}, abstain "
@@ -156,10 +150,10 @@ def main():
 
     num_test = int(test.sum())
     meta = dict(
-        command=' '.join(['python', 'benchmarks/certify.py'] + sys.argv[1:]),
+        command=command,
         settings={
             k: v
-            for k, v in vars(args).items() if k not in ('root', 'out')
+            for k, v in vars(args).items() if k not in ('root', 'out_dir')
         },
         num_test_nodes=num_test,
     )
@@ -178,7 +172,7 @@ def main():
         lines.append(f"| {name} | {res['clean_acc']:.3f} | "
                      f"{res['abstain_rate']:.3f} | {cells} |")
     table = '\n'.join(lines) + '\n'
-    write_results(args.out, 'certify', dict(meta, results=results), table)
+    write_results(args.out_dir, 'certify', dict(meta, results=results), table)
     print(table)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -194,8 +188,8 @@ def main():
     ax.set_title('Cora, randomized smoothing')
     ax.legend()
     fig.tight_layout()
-    fig.savefig(osp.join(args.out, 'certify.png'), dpi=120)
-    print(f"Wrote {osp.join(args.out, 'certify.json')}, certify.md, "
+    fig.savefig(osp.join(args.out_dir, 'certify.png'), dpi=120)
+    print(f"Wrote {osp.join(args.out_dir, 'certify.json')}, certify.md, "
           f"certify.png")
 
 

@@ -19,7 +19,7 @@ Example (the table in BENCHMARKS.md):
 Tiny configuration (smoke test, a few seconds):
 
     python benchmarks/knn.py --sizes 2000 --exact-sizes 500 --dim 8 \
-        --out /tmp/knn
+        --out-dir /tmp/knn
 """
 import argparse
 import json
@@ -34,6 +34,9 @@ import numpy as np
 import torch
 
 from torch_geometric_coin.utils import write_results
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
 
 METHODS = ['ours', 'sklearn_brute', 'sklearn_kd_tree', 'sklearn_ball_tree']
 
@@ -225,11 +228,9 @@ def main(argv=None):
                         help='seconds per method and N before extrapolating')
     parser.add_argument('--probe', type=int, default=1000,
                         help='query points of the probe run')
-    parser.add_argument('--out', default=osp.join(osp.dirname(
-        osp.abspath(__file__)), 'results'))
     parser.add_argument('--worker', nargs=3, default=None,
                         help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args, command = common.parse_args(parser, argv, 'knn')
 
     if args.worker is not None:
         method, N, num_queries = args.worker
@@ -237,11 +238,12 @@ def main(argv=None):
                                 int(num_queries))))
         return None
 
-    result = dict(args=vars(args), torch_threads=torch.get_num_threads())
+    result = dict(command=command, args=vars(args),
+                  torch_threads=torch.get_num_threads())
     result['exactness'] = exactness(args)
     result['speed'] = speed(args)
-    write_results(args.out, 'knn', result, markdown)
-    plot(result, osp.join(args.out, 'knn.png'))
+    write_results(args.out_dir, 'knn', result, markdown)
+    plot(result, osp.join(args.out_dir, 'knn.png'))
     print(markdown(result))
     return result
 
