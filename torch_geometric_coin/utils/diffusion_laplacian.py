@@ -100,6 +100,17 @@ def diffusion_laplacian(
     return adj, scatter(adj, dst, 0, dim_size=num_nodes, reduce='sum')
 
 
+def laplacian_diagonal(edge_index: Tensor, adj: Tensor,
+                       diag: Tensor) -> Tensor:
+    r"""The diagonal of :math:`\mathbf{L} = \mathrm{diag}(\mathbf{l}) -
+    \mathbf{A}` (as returned by :func:`diffusion_laplacian`): :math:`l_i`
+    minus the weights of the input's self-loops at :math:`i`, which
+    :math:`\mathbf{A}` keeps on their edges."""
+    is_loop = edge_index[0] == edge_index[1]
+    return diag - scatter(adj[is_loop], edge_index[1][is_loop], 0,
+                          dim_size=diag.numel(), reduce='sum')
+
+
 def gershgorin_bound(edge_index: Tensor, adj: Tensor, diag: Tensor,
                      normalization: Optional[str] = None) -> Tensor:
     r"""An upper bound of the largest eigenvalue modulus of
@@ -113,11 +124,8 @@ def gershgorin_bound(edge_index: Tensor, adj: Tensor, diag: Tensor,
     num_nodes = diag.numel()
     adj, diag = adj.detach(), diag.detach()
     src, dst = edge_index[0], edge_index[1]
-    is_loop = src == dst
-    loop_val = scatter(adj * is_loop, dst, 0, dim_size=num_nodes,
-                       reduce='sum')
-    off = adj.abs() * (~is_loop)
-    center = (diag - loop_val).abs()
+    off = adj.abs() * (src != dst)
+    center = laplacian_diagonal(edge_index, adj, diag).abs()
     rows = center + scatter(off, dst, 0, dim_size=num_nodes, reduce='sum')
     cols = center + scatter(off, src, 0, dim_size=num_nodes, reduce='sum')
     if num_nodes == 0:

@@ -26,6 +26,7 @@ from torch_geometric_coin.utils.diffusion_laplacian import (
     check_normalization,
     diffusion_laplacian,
     gershgorin_bound,
+    laplacian_diagonal,
 )
 
 LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
@@ -609,7 +610,5 @@ def _step_laplacian(edge_index: Tensor, off_mask: Tensor, adj: Tensor,
     r"""The values of :math:`\mathbf{L} = \mathrm{diag}(\mathbf{l}) -
     \mathbf{A}` on the off-diagonal input edges, then on the diagonal,
     which absorbs the self-loops of the input."""
-    is_loop = ~off_mask
-    self_val = scatter(adj[is_loop], edge_index[1][is_loop], 0,
-                       dim_size=diag.numel(), reduce='sum')
-    return torch.cat([-adj[off_mask], diag - self_val])
+    return torch.cat([-adj[off_mask],
+                      laplacian_diagonal(edge_index, adj, diag)])
