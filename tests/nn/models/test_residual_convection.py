@@ -27,7 +27,16 @@ def test_residual_convection_options():
     assert model(x).size() == (5, 16)
     model.eval()
     assert torch.equal(model(x), model(x))
+    # Projection, then x <- x + (T / L) * act(norm(W x + b)) per block:
+    h = x @ model.lin_in.weight.t() + model.lin_in.bias
+    for lin, norm in zip(model.lins, model.norms):
+        h = h + 0.5 * torch.relu(norm(h @ lin.weight.t() + lin.bias))
+    assert torch.allclose(model(x), h, atol=1e-6)
     model.train()
+    torch.manual_seed(0)
+    first = model(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(first, model(x))  # dropout in training
     out = model(x)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
