@@ -301,6 +301,37 @@ def test_type_errors():
         gaussian_knn_graph(torch.randn(5, 2), 2.0, 1)
 
 
+def test_faiss_backend_with_a_stand_in(monkeypatch):
+    # A brute-force stand-in with faiss's interface (squared distances,
+    # self included, ascending) runs the candidate handling of the faiss
+    # path (self-exclusion, batch offsets, exact re-ranking) here too.
+    import sys
+    import types
+
+    class IndexFlatL2:
+        def __init__(self, d):
+            self.xb = np.empty((0, d), dtype=np.float32)
+
+        def add(self, xb):
+            self.xb = np.concatenate([self.xb, xb])
+
+        def search(self, xq, k):
+            d2 = ((xq[:, None, :] - self.xb[None]) ** 2).sum(-1)
+            i = np.argsort(d2, axis=1, kind='stable')[:, :k]
+            return np.take_along_axis(d2, i, 1), i
+
+    monkeypatch.setitem(sys.modules, 'faiss',
+                        types.SimpleNamespace(IndexFlatL2=IndexFlatL2))
+    torch.manual_seed(11)
+    x = torch.randn(120, 4)
+    batch = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)
+    for kwargs in [{}, dict(batch=batch)]:
+        out = gaussian_knn_graph(x, 6, 3, backend='faiss', **kwargs)
+        ref = gaussian_knn_graph(x, 6, 3, **kwargs)
+        assert torch.equal(out[0], ref[0])
+        assert torch.allclose(out[1], ref[1], atol=1e-6)
+
+
 @pytest.mark.parametrize('backend', ['faiss', 'pyg_lib'])
 def test_optional_backends(backend):
     torch.manual_seed(10)
