@@ -173,6 +173,17 @@ class EpisodeCOIN(torch.nn.Module):
         return safe_log(self.diffusion(prob, edge_index, edge_weight))
 
 
+def train_episodes(model, data, is_support, steps, lr, weight_decay):
+    r"""Trains the heads of all :obj:`model.num_episodes` episodes at once
+    on their support nodes. The loss is the number of episodes times the
+    mean over all support nodes, so that each episode gets the gradient it
+    would get alone, against the same weight decay."""
+    B = model.num_episodes
+    return fit_node_classifier(model, data, is_support, None, ~is_support,
+                               epochs=steps, lr=lr, weight_decay=weight_decay,
+                               loss_fn=lambda out, y: B * F.nll_loss(out, y))
+
+
 def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
                       bandwidth_k=3, steps=50, lr=0.02, weight_decay=5e-4,
                       dropout=0., lp_alpha=0.9, lp_layers=50):
@@ -185,7 +196,6 @@ def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
     x = F.normalize(x, dim=-1)
     num_support = shots * ways
     is_support = (torch.arange(n) < num_support).repeat(B)
-    is_query = ~is_support
     flat, labels = x.reshape(B * n, d), y.reshape(-1)
     batch = torch.arange(B).repeat_interleave(n)
     edge_index, edge_weight = gaussian_knn_graph(flat, k, bandwidth_k,
@@ -204,12 +214,7 @@ def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
 
     for name, steps_K in [('Head (K=0)', 0), ('COIN', K)]:
         model = EpisodeCOIN(B, d, ways, steps_K, sigma2, dropout)
-        # The B episodes train together: the loss is B times the mean over
-        # all support nodes, so each episode gets the gradient it would get
-        # alone against the same weight decay.
-        fit_node_classifier(model, data, is_support, None, is_query,
-                            epochs=steps, lr=lr, weight_decay=weight_decay,
-                            loss_fn=lambda out, y: B * F.nll_loss(out, y))
+        train_episodes(model, data, is_support, steps, lr, weight_decay)
         model.eval()
         with torch.no_grad():
             pred = model(flat, edge_index, edge_weight).argmax(-1)

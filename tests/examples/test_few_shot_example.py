@@ -31,6 +31,34 @@ def test_episode_coin_matches_one_coin_per_episode(load_script):
     assert all(p.size(0) == B for p in model.parameters())
 
 
+def test_batched_episodes_train_as_if_alone(load_script):
+    # Two copies of one episode trained together end where the episode
+    # trained alone ends: the batch size does not scale the weight decay.
+    from torch_geometric.data import Data
+    fs = load_script('examples/few_shot.py')
+    torch.manual_seed(0)
+    n, d, ways = 12, 5, 3
+    x = torch.randn(n, d)
+    y = torch.arange(n) % ways
+    support = torch.arange(n) < 6
+    ei, ew = gaussian_knn_graph(x, 3, 2)
+    alone = fs.EpisodeCOIN(1, d, ways, K=3, sigma2=0.5, dropout=0.)
+    pair = fs.EpisodeCOIN(2, d, ways, K=3, sigma2=0.5, dropout=0.)
+    with torch.no_grad():
+        for p, q in zip(pair.params, alone.params):
+            p.copy_(q.expand_as(p))
+    fs.train_episodes(alone, Data(x=x, edge_index=ei, edge_weight=ew, y=y),
+                      support, steps=20, lr=0.05, weight_decay=0.05)
+    fs.train_episodes(pair, Data(x=x.repeat(2, 1), y=y.repeat(2),
+                                 edge_index=torch.cat([ei, ei + n], 1),
+                                 edge_weight=ew.repeat(2)),
+                      support.repeat(2), steps=20, lr=0.05,
+                      weight_decay=0.05)
+    for p, q in zip(pair.params, alone.params):
+        torch.testing.assert_close(p[0], q[0])
+        torch.testing.assert_close(p[1], q[0])
+
+
 def test_sample_and_evaluate_episodes(load_script):
     fs = load_script('examples/few_shot.py')
     torch.manual_seed(0)
