@@ -13,7 +13,7 @@ peak memory against the same base classifier without diffusion, K=0, from
 the grid's runs). Writes ``ablation_<dataset>[_<parts>].{json,md}`` and
 ``ablation_<dataset>_<part>.png`` into ``--out-dir``.
 """
-import argparse
+import os
 import os.path as osp
 import statistics
 import sys
@@ -30,11 +30,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv  # noqa: E402
 from torch_geometric_coin.utils import (  # noqa: E402
     diffusion_laplacian,
-    fit_node_classifier,
 )
 
 PARTS = ('grid', 'diffuse', 'edges', 'sigma2', 'smoothing', 'cost')
@@ -71,7 +72,7 @@ class Runner:
 
     def fit(self, seed, **coin_kwargs):
         r"""Trains COIN with :obj:`coin_kwargs` over the config; returns the
-        result of :func:`fit_node_classifier` with :obj:`peak_memory`, or
+        result of :func:`training.fit` with :obj:`peak_memory`, or
         :obj:`None` when the explicit scheme diverged. A configuration that
         an earlier part already trained (the base one appears in several)
         is not trained again."""
@@ -93,7 +94,7 @@ class Runner:
         model = COIN(d.num_features, d.num_classes, **kw)
         try:
             res, peak, method = common.measure_peak_memory(
-                lambda: fit_node_classifier(
+                lambda: fit(
                     model, d, d.train_mask, d.val_mask, d.test_mask,
                     epochs=a.epochs, patience=a.patience), torch.device('cpu'))
             res.update(peak_memory=peak, memory=method, model=model)
@@ -164,7 +165,7 @@ def part_grid(run, args, lam, out):
         return pct(cells[(K, s)]) + (' (unstable)' if unstable else '')
 
     rows = [[K] + [cell(K, s) for s in args.sigma2] for K in args.K]
-    table = common.markdown_table(
+    table = reporting.markdown_table(
         ['K \\ sigma2'] + [str(s) for s in args.sigma2], rows)
     return cells, table
 
@@ -186,7 +187,7 @@ def part_bars(run, args, variants, title, out):
     plt.close(fig)
     rows = [[n, pct(r), '-' if r['diverged'] else
              f"{1000 * r['time_per_epoch']:.1f}"] for n, r in res.items()]
-    return res, common.markdown_table(['variant', 'test acc %',
+    return res, reporting.markdown_table(['variant', 'test acc %',
                                        'ms / epoch'], rows)
 
 
@@ -235,7 +236,7 @@ def part_smoothing(run, args, data, adj, out):
     rows = [[k, f'{energy[k]:.4g}', f'{100 * acc[k]:.2f}']
             for k in range(steps + 1)]
     return dict(energy=energy.tolist(), test_acc=acc.tolist()), \
-        common.markdown_table(['step k', 'Dirichlet energy / node',
+        reporting.markdown_table(['step k', 'Dirichlet energy / node',
                                'test acc %'], rows)
 
 
@@ -271,26 +272,21 @@ def part_cost(cells, args, out):
     fig.savefig(out)
     plt.close(fig)
     return dict(sigma2=s2, K=Ks, time_ratio=ratios_t, memory_ratio=ratios_m), \
-        common.markdown_table(['K', 'ms / epoch', 'time ratio vs K=0',
+        reporting.markdown_table(['K', 'ms / epoch', 'time ratio vs K=0',
                                'peak MiB', 'memory ratio vs K=0'], rows)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--dataset', default='Cora', choices=common.PLANETOID)
-    parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
+    parser = common.parser(
+        __doc__, dataset=dict(default='Cora', choices=common.PLANETOID),
+        root=osp.join(common.SHARED, 'planetoid'),
+        K=[0, 1, 2, 5, 10, 20, 40],
+        sigma2=[0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0], seeds=2, epochs=200,
+        patience=50, coin_config=None)
     parser.add_argument('--parts', nargs='+', default=list(PARTS),
                         choices=PARTS)
-    parser.add_argument('--K', type=int, nargs='+',
-                        default=[0, 1, 2, 5, 10, 20, 40])
-    parser.add_argument('--sigma2', type=float, nargs='+',
-                        default=[0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0])
     parser.add_argument('--cost-sigma2', type=float, default=0.1,
                         help='the grid column used for the cost part')
-    parser.add_argument('--seeds', type=int, default=2)
-    parser.add_argument('--epochs', type=int, default=200)
-    parser.add_argument('--patience', type=int, default=50)
-    parser.add_argument('--coin-config', default=None)
     args, command = common.parse_args(parser, argv, 'ablation')
     if 'cost' in args.parts and 'grid' not in args.parts:
         parser.error("'cost' reuses the runs of 'grid'")
@@ -303,7 +299,6 @@ def main(argv=None):
     if set(args.parts) != set(PARTS):
         stem += '_' + '_'.join(p for p in PARTS if p in args.parts)
     png = {p: osp.join(args.out_dir, f'{stem}_{p}.png') for p in PARTS}
-    import os
     os.makedirs(args.out_dir, exist_ok=True)
 
     grid_runs = len(args.sigma2) * (len(args.K) - (0 in args.K)) + (
@@ -358,11 +353,11 @@ def main(argv=None):
     run.bar.close()
     md = head + ''.join(f'\n*{t}* (`{osp.basename(png[p])}`)\n\n{tab}'
                         for t, tab, p in sections)
-    paths = common.write_results(args.out_dir, stem, dict(
+    paths = reporting.write_results(args.out_dir, stem, dict(
         dataset=args.dataset, command=command, config=cfg,
         lambda_max=lam, args=vars(args), results=results), md)
     print(md)
-    print(f'Wrote {paths[0]}, {paths[1]} and the plots')
+    reporting.wrote(*paths, *(png[p] for p in PARTS if p in args.parts))
     return results
 
 

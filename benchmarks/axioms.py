@@ -7,7 +7,6 @@ the verdict table as JSON and Markdown.
     python benchmarks/axioms.py
     python benchmarks/axioms.py --num-nodes 12 --K 3 --trials 2  # tiny
 """
-import argparse
 import os.path as osp
 import sys
 
@@ -19,10 +18,10 @@ from torch_geometric.utils import barabasi_albert_graph
 
 from torch_geometric_coin.nn import CoinDiffusionConv
 from torch_geometric_coin.theory import check_axioms, format_axiom_table
-from torch_geometric_coin.utils import write_results
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import reporting  # noqa: E402
 
 # The one place that lists the time-stepping schemes of CoinDiffusionConv:
 # scheme name -> extra keyword arguments of the layer.
@@ -56,15 +55,17 @@ def identity_weight(conv):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--num-nodes', type=int, default=40)
-    parser.add_argument('--channels', type=int, default=4)
-    parser.add_argument('--trials', type=int, default=16)
-    parser.add_argument('--K', type=int, default=10,
-                        help='steps of CoinDiffusionConv, APPNP (SGConv: 2)')
+    parser = common.parser(
+        __doc__, K=dict(default=10, help='steps of CoinDiffusionConv and '
+                        'APPNP (SGConv: 2)'), seed=0)
+    parser.add_argument('--num-nodes', type=int, default=40,
+                        help='nodes of the random graph')
+    parser.add_argument('--channels', type=int, default=4,
+                        help='feature channels of the probes')
+    parser.add_argument('--trials', type=int, default=16,
+                        help='random probes per axiom')
     parser.add_argument('--steps', type=int, nargs=2, default=[2, 3],
                         help='K1 K2 of the semigroup check')
-    parser.add_argument('--seed', type=int, default=0)
     args, command = common.parse_args(parser, argv, 'axioms')
 
     torch.manual_seed(args.seed)
@@ -132,13 +133,13 @@ def main(argv=None):
         for (label, report), row in zip(reports.items(), rows)
     ]
     atol = next(iter(reports.values())).atol
-    write_results(
+    paths = reporting.write_results(
         args.out_dir, 'axioms', dict(meta, results=results),
         f"{graph}; {probe['trials']} random probes per axiom, "
         f"{C} channels, float64, atol {atol:g}; semigroup "
         f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
         f"scaled violation). {meta['regimes']}.\n\n{table}\n")
-    print(f"Wrote {osp.join(args.out_dir, 'axioms.json')} and axioms.md")
+    reporting.wrote(*paths)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Certified robustness on Cora by randomized smoothing (Cohen et al., 2019).
+"""Certified robustness on Planetoid by randomized smoothing (Cohen et al.).
 
 COIN and a two-layer GCN are trained with Gaussian noise of standard deviation
 sigma added to the node features, then smoothed with the same sigma and
@@ -10,44 +10,37 @@ radius >= r) against r, as JSON, a Markdown table and a plot.
 
     python benchmarks/certify.py
     python benchmarks/certify.py --epochs 2 --n0 5 --n 20  # tiny
+
+The features are the raw bag-of-words (not row-normalised), so that the noise
+has the same scale on every node.
 """
-import argparse
 import os.path as osp
 import sys
 import time
 
 import matplotlib
 import torch
-from torch_geometric.datasets import Planetoid
 from tqdm import tqdm
 
-from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.theory import RandomizedSmoothing
-from torch_geometric_coin.utils import fit_node_classifier, write_results
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
-
-ROOT = osp.join(common.SHARED, 'planetoid')
-
-
-def load_cora(root):
-    if not osp.isdir(osp.join(root, 'Cora', 'raw')):
-        raise FileNotFoundError(f'No Cora/raw under {root!r}; pass --root')
-    return Planetoid(osp.dirname(writable_copy(osp.join(root, 'Cora'))),
-                     'Cora')[0]
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 
 def build(args, name, data, num_classes):
     if name == 'GCN':
         return common.GCN(data.num_features, num_classes,
-                          hidden_channels=args.hidden)
-    return COIN(data.num_features, num_classes, hidden_channels=args.hidden,
-                K=args.K, sigma2=args.sigma2)
+                          hidden_channels=args.hidden_channels)
+    return COIN(data.num_features, num_classes,
+                hidden_channels=args.hidden_channels, K=args.K,
+                sigma2=args.sigma2)
 
 
 def train(args, model, data, sigma):
@@ -58,12 +51,10 @@ def train(args, model, data, sigma):
                      data.edge_index)
 
     with tqdm(total=args.epochs, desc='train', leave=False) as bar:
-        res = fit_node_classifier(model, data, data.train_mask,
-                                  data.val_mask, data.test_mask,
-                                  epochs=args.epochs, lr=args.lr,
-                                  weight_decay=args.weight_decay,
-                                  forward=noisy_forward,
-                                  progress=lambda epoch, m: bar.update(1))
+        res = fit(model, data, data.train_mask, data.val_mask,
+                  data.test_mask, epochs=args.epochs, lr=args.lr,
+                  weight_decay=args.weight_decay, forward=noisy_forward,
+                  progress=lambda epoch, m: bar.update(1))
     model.eval()
     return res['val_acc']
 
@@ -110,69 +101,61 @@ def run(args, name, sigma, data, num_classes):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=ROOT,
-                        help='folder with Cora/raw (copied to a temp dir)')
-    parser.add_argument('--models', nargs='+', default=['COIN', 'GCN'],
-                        choices=['COIN', 'GCN'])
+    parser = common.parser(
+        __doc__, dataset=dict(default='Cora', choices=common.PLANETOID),
+        root=osp.join(common.SHARED, 'planetoid'),
+        models=dict(default=['COIN', 'GCN'], choices=['COIN', 'GCN']),
+        epochs=200, hidden_channels=64, lr=0.01, weight_decay=5e-4, K=20,
+        sigma2=0.35, seed=0)
     parser.add_argument('--sigmas', type=float, nargs='+',
                         default=[0.25, 0.5], help='noise stds, each used for '
                         'training and smoothing')
-    parser.add_argument('--epochs', type=int, default=200)
-    parser.add_argument('--hidden', type=int, default=64)
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--weight-decay', type=float, default=5e-4)
-    parser.add_argument('--K', type=int, default=20,
-                        help='COIN diffusion steps')
-    parser.add_argument('--sigma2', type=float, default=0.35,
-                        help='COIN diffusion coefficient')
-    parser.add_argument('--n0', type=int, default=100)
-    parser.add_argument('--n', type=int, default=1000)
-    parser.add_argument('--alpha', type=float, default=0.001)
+    parser.add_argument('--n0', type=int, default=100,
+                        help='noise draws that choose the class')
+    parser.add_argument('--n', type=int, default=1000,
+                        help='noise draws that estimate its probability')
+    parser.add_argument('--alpha', type=float, default=0.001,
+                        help='failure probability of a certificate')
     parser.add_argument('--radii', type=float, nargs='+',
                         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
-    parser.add_argument('--seed', type=int, default=0)
     args, command = common.parse_args(parser, argv, 'certify')
     torch.manual_seed(args.seed)
-    data = load_cora(args.root)
-    num_classes = int(data.y.max()) + 1
+    data = common.load_planetoid(args.root, args.dataset, 'public',
+                                 normalize=False)
     test = data.test_mask
     results = {}
     for sigma in args.sigmas:
         for name in args.models:
             label = f'{name}, sigma={sigma:g}'
-            results[label] = run(args, name, sigma, data, num_classes)
-            res = results[label]
+            results[label] = res = run(args, name, sigma, data,
+                                       data.num_classes)
             print(f"{label}: clean acc {res['clean_acc']:.3f}, certified "
                   f"acc {res['certified_acc']}, abstain "
                   f"{res['abstain_rate']:.3f}, "
                   f"certify {res['certify_s']:.1f}s")
 
     num_test = int(test.sum())
-    meta = dict(
+    result = dict(
         command=command,
         settings={
             k: v
             for k, v in vars(args).items() if k not in ('root', 'out_dir')
         },
         num_test_nodes=num_test,
+        results=results,
     )
-    radii = ' | '.join(f'r={r:g}' for r in args.radii)
-    lines = [
-        f'Cora test nodes ({num_test}); each model trained with Gaussian '
-        f'feature noise of std sigma and smoothed with the same sigma; '
-        f'n0={args.n0}, n={args.n}, alpha={args.alpha:g}; certified '
-        f'accuracy at radius r; '
-        f'radius in Frobenius norm of the whole feature perturbation.', '',
-        f'| model | clean acc | abstain | {radii} |',
-        '|---' * (len(args.radii) + 3) + '|'
-    ]
-    for name, res in results.items():
-        cells = ' | '.join(f'{v:.3f}' for v in res['certified_acc'].values())
-        lines.append(f"| {name} | {res['clean_acc']:.3f} | "
-                     f"{res['abstain_rate']:.3f} | {cells} |")
-    table = '\n'.join(lines) + '\n'
-    write_results(args.out_dir, 'certify', dict(meta, results=results), table)
+    rows = [[name, f"{res['clean_acc']:.3f}", f"{res['abstain_rate']:.3f}"]
+            + [f'{v:.3f}' for v in res['certified_acc'].values()]
+            for name, res in results.items()]
+    table = (
+        f'{args.dataset} test nodes ({num_test}); each model trained with '
+        f'Gaussian feature noise of std sigma and smoothed with the same '
+        f'sigma; n0={args.n0}, n={args.n}, alpha={args.alpha:g}; certified '
+        f'accuracy at radius r; radius in Frobenius norm of the whole '
+        f'feature perturbation.\n\n' + reporting.markdown_table(
+            ['model', 'clean acc', 'abstain'] +
+            [f'r={r:g}' for r in args.radii], rows))
+    paths = reporting.write_results(args.out_dir, 'certify', result, table)
     print(table)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -185,12 +168,13 @@ def main(argv=None):
                 linestyle='-' if res['model'] == 'COIN' else '--')
     ax.set_xlabel('radius (L2 over all node features)')
     ax.set_ylabel('certified accuracy')
-    ax.set_title('Cora, randomized smoothing')
+    ax.set_title(f'{args.dataset}, randomized smoothing')
     ax.legend()
     fig.tight_layout()
-    fig.savefig(osp.join(args.out_dir, 'certify.png'), dpi=120)
-    print(f"Wrote {osp.join(args.out_dir, 'certify.json')}, certify.md, "
-          f"certify.png")
+    png = osp.join(args.out_dir, 'certify.png')
+    fig.savefig(png, dpi=120)
+    reporting.wrote(*paths, png)
+    return result
 
 
 if __name__ == '__main__':

@@ -1,15 +1,20 @@
-"""Shared plumbing of the benchmark scripts: data (Planetoid, both protocols),
-random splits, the model zoo with published hyper-parameters, peak memory,
-summaries and result files. The one training loop is
-:func:`torch_geometric_coin.utils.fit_node_classifier`."""
+"""Shared plumbing of the benchmark scripts: the data folder
+(:func:`dataset_root`, :func:`writable_copy`), the command line
+(:func:`parser`, :func:`parse_args`), Planetoid data (both protocols) and
+random splits, the model zoo with published hyper-parameters and peak
+memory. The training loop is :func:`training.fit`; summaries, tables and
+result files are :mod:`reporting`'s."""
+import argparse
 import contextlib
+import hashlib
 import json
 import os
 import os.path as osp
 import shlex
-import statistics
+import shutil
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import tempfile
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,28 +23,167 @@ import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 from torch_geometric.nn import APPNP, MLP, GATConv, GCN2Conv, GCNConv, SGConv
 
-from torch_geometric_coin.datasets import dataset_root, writable_copy  # noqa: F401,E501
 from torch_geometric_coin.nn import COIN
-from torch_geometric_coin.utils import summarize, write_results  # noqa: F401,E501
 
 HERE = osp.dirname(osp.abspath(__file__))
-SHARED = dataset_root()  # ../shared/datasets or $TORCH_GEOMETRIC_COIN_DATASETS
-RESULTS = osp.join(HERE, 'results')
+REPO = osp.dirname(HERE)
+RESULTS = osp.join(HERE, 'results')  # The committed figures.
+RUNS = osp.join(REPO, 'runs')  # Default --out-dir: untracked, git-ignored.
 CONFIGS = osp.join(HERE, 'configs')
+ENV_VAR = 'TORCH_GEOMETRIC_COIN_DATASETS'
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
 PROTOCOLS = ('paper', 'public')
 MODELS = ('COIN', 'ResNet', 'MLP', 'GCN', 'GAT', 'APPNP', 'SGC', 'GCNII')
 
 
+# Data folder #################################################################
+
+def dataset_root(root: Optional[str] = None) -> str:
+    r"""Returns the folder that holds the offline data sets: :obj:`root` if
+    given, else the environment variable
+    :obj:`TORCH_GEOMETRIC_COIN_DATASETS` if set, else
+    :obj:`../shared/datasets` relative to the repository root."""
+    if root is not None:
+        return str(root)
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    return osp.normpath(osp.join(REPO, '..', 'shared', 'datasets'))
+
+
+SHARED = dataset_root()  # ../shared/datasets or $TORCH_GEOMETRIC_COIN_DATASETS
+
+
+def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
+    r"""Copies the (possibly read-only) data set folder :obj:`src` once into
+    a writable cache and returns the copy, so that PyG and OGB can write
+    :obj:`processed/` beside :obj:`raw/`. The copy keeps the folder's name
+    and lives under :obj:`cache_dir` (default:
+    :obj:`$TMPDIR/torch_geometric_coin/<hash of src>`), so data sets from
+    different roots never mix.
+
+    Raises a :class:`FileNotFoundError` naming :obj:`src` if it is absent.
+    """
+    src = osp.abspath(src)
+    if not osp.isdir(src):
+        raise FileNotFoundError(f"The data set folder '{src}' does not exist")
+    if cache_dir is None:
+        key = hashlib.sha1(src.encode()).hexdigest()[:12]
+        cache_dir = osp.join(tempfile.gettempdir(), 'torch_geometric_coin',
+                             key)
+    dst = osp.join(cache_dir, osp.basename(src))
+    if not osp.isdir(dst):
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f'{dst}.{os.getpid()}.tmp'
+        shutil.copytree(src, tmp)
+        for dirpath, _, filenames in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(osp.join(dirpath, f), 0o644)
+        try:
+            os.rename(tmp, dst)
+        except OSError:  # Another process made the copy first.
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+# Command line ################################################################
+# The one convention of every script: the same name, type and help for the
+# same thing. A script names the options it has in ``parser(...)``.
+
+OPTIONS = {
+    'dataset': dict(help='the data set'),
+    'datasets': dict(nargs='+', help='the data sets'),
+    'root': dict(help='the data folder (read-only is fine: data sets are '
+                 'copied to a writable cache)'),
+    'models': dict(nargs='+', help='the models to compare'),
+    'splits': dict(type=int, help='random data splits'),
+    'seeds': dict(type=int, help='random initialisations (seeds) per split'),
+    'seed': dict(type=int, default=0, help='the base random seed'),
+    'hidden_channels': dict(type=int, help='hidden width of the models'),
+    'epochs': dict(type=int, help='(maximum) training epochs'),
+    'patience': dict(type=int, help='early stopping: epochs without a lower '
+                     'validation loss or a higher validation accuracy'),
+    'lr': dict(type=float, help='Adam learning rate'),
+    'weight_decay': dict(type=float, help='Adam weight decay'),
+    'dropout': dict(type=float, help='dropout of the models'),
+    'k': dict(type=int, help='neighbours of each node in the kNN graph'),
+    'bandwidth_k': dict(type=int, help='the neighbour whose distance is the '
+                        'Gaussian bandwidth (gaussian_knn_graph)'),
+    'K': dict(type=int, help='COIN diffusion steps'),
+    'sigma2': dict(type=float, help='COIN diffusion coefficient sigma2'),
+    'device': dict(default='cpu', help="torch device, e.g. 'cuda'"),
+    'protocol': dict(default='paper', choices=PROTOCOLS,
+                     help="Planetoid protocol (see load_planetoid)"),
+    'coin_config': dict(default=None, help='COIN hyper-parameters per data '
+                        'set (None: benchmarks/configs/coin.json)'),
+}
+POSITIVE = ('splits', 'seeds', 'epochs', 'patience')
+
+
+def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
+    r"""The argument parser of a script: its description is the first line
+    of :obj:`doc`, every default is shown in :obj:`--help`, and it has the
+    shared options named in :obj:`options` (keys of :obj:`OPTIONS`), each
+    with its default, or a dictionary of :meth:`add_argument` keywords
+    (*e.g.*, :obj:`default` and :obj:`choices`). A list default takes one
+    or more values. :func:`parse_args` adds :obj:`--out-dir` and
+    :obj:`--threads`."""
+    p = argparse.ArgumentParser(
+        description=doc.strip().split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise ValueError(f'Unknown shared option {name!r}: expected one '
+                             f'of {sorted(OPTIONS)}')
+        kwargs = dict(OPTIONS[name])
+        kwargs.update(value if isinstance(value, dict) else dict(
+            default=value))
+        if isinstance(kwargs.get('default'), (list, tuple)):
+            kwargs['nargs'] = kwargs.get('nargs', '+')
+        p.add_argument('--' + name.replace('_', '-'), **kwargs)
+    return p
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
+               script: str):
+    r"""Adds the options every script has (:obj:`--out-dir`, by default the
+    untracked :obj:`runs/` folder, and :obj:`--threads`), parses
+    :obj:`argv`, checks that counts are positive, applies :obj:`--threads`
+    and returns :obj:`(args, command)`, the command line to reproduce the
+    run."""
+    # A script may set other defaults with parser.set_defaults(...).
+    parser.add_argument('--out-dir',
+                        default=parser.get_default('out_dir') or RUNS,
+                        help='where the results go (the committed ones: '
+                        'benchmarks/results)')
+    parser.add_argument('--threads', type=int,
+                        default=parser.get_default('threads'),
+                        help="torch CPU threads (1 is fastest on a busy "
+                        "machine; None: torch's choice)")
+    args = parser.parse_args(argv)
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be positive (got {value})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = f'python benchmarks/{script}.py ' + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    return args, command.rstrip()
+
+
 # Data ########################################################################
 
-def load_planetoid(root: str, name: str, protocol: str):
-    r"""Loads a Planetoid graph for a protocol.
+def load_planetoid(root: str, name: str, protocol: str,
+                   normalize: bool = True):
+    r"""Loads the Planetoid graph :obj:`<root>/<name>/raw` (from a writable
+    copy) for a protocol.
 
     :obj:`'public'`: the standard split and row-normalised features.
     :obj:`'paper'`: the COIN paper's protocol (that of Shchur et al. 2018):
     the largest connected component, binary bag-of-words features
     (:math:`x > 0`), row-normalised; splits come from :func:`random_split`.
+    With :obj:`normalize=False` the features are not row-normalised.
     """
     if name not in PLANETOID:
         raise ValueError(f'Unknown Planetoid data set {name!r}: expected one '
@@ -47,6 +191,9 @@ def load_planetoid(root: str, name: str, protocol: str):
     if protocol not in PROTOCOLS:
         raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
                          f'{PROTOCOLS}')
+    if not osp.isdir(osp.join(root, name, 'raw')):
+        raise FileNotFoundError(f"No '{name}/raw' under '{root}': pass the "
+                                f"folder that holds it as --root")
     cache = writable_copy(osp.join(root, name))
     data = Planetoid(osp.dirname(cache), name)[0]
     if protocol == 'paper':
@@ -54,17 +201,21 @@ def load_planetoid(root: str, name: str, protocol: str):
         data.x = (data.x > 0).float()
         for key in ('train_mask', 'val_mask', 'test_mask'):
             del data[key]
-    data = T.NormalizeFeatures()(data)
+    if normalize:
+        data = T.NormalizeFeatures()(data)
     data.num_classes = int(data.y.max()) + 1
     return data
 
 
 def random_split(y: torch.Tensor, num_train_per_class: int = 20,
-                 num_val_per_class: int = 30, seed: int = 0):
+                 num_val_per_class: int = 30, seed: int = 0,
+                 generator: Optional[torch.Generator] = None):
     r"""Random split with :obj:`num_train_per_class` training and
     :obj:`num_val_per_class` validation nodes per class, the rest as test.
-    Returns boolean masks :obj:`(train, val, test)`."""
-    gen = torch.Generator().manual_seed(seed)
+    Draws from :obj:`generator` (successive splits from one generator) or,
+    without one, from a generator seeded with :obj:`seed`. Returns boolean
+    masks :obj:`(train, val, test)`."""
+    gen = generator or torch.Generator().manual_seed(seed)
     train = torch.zeros_like(y, dtype=torch.bool)
     val = torch.zeros_like(y, dtype=torch.bool)
     for c in range(int(y.max()) + 1):
@@ -79,16 +230,17 @@ def random_split(y: torch.Tensor, num_train_per_class: int = 20,
     return train, val, ~(train | val)
 
 
-def runs(data, protocol: str, splits: int, inits: int):
+def runs(data, protocol: str, splits: int, seeds: int):
     r"""Yields :obj:`(split, init, seed, train_mask, val_mask, test_mask)`:
-    :obj:`splits x inits` random splits for :obj:`'paper'`, the public split
-    with :obj:`inits` seeds for :obj:`'public'`."""
+    :obj:`splits` random splits x :obj:`seeds` initialisations for
+    :obj:`'paper'`, the public split with :obj:`seeds` initialisations for
+    :obj:`'public'`."""
     for s in range(splits if protocol == 'paper' else 1):
         if protocol == 'paper':
             masks = random_split(data.y, seed=s)
         else:
             masks = (data.train_mask, data.val_mask, data.test_mask)
-        for i in range(inits):
+        for i in range(seeds):
             yield (s, i, 1000 * s + i) + tuple(masks)
 
 
@@ -226,7 +378,7 @@ def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
                 coin: Optional[Dict] = None):
     r"""Returns :obj:`(model, train_kwargs)`: a fresh model with its published
     hyper-parameters and the optimiser settings of
-    :func:`~torch_geometric_coin.utils.fit_node_classifier` for the public
+    :func:`training.fit` for the public
     split (:obj:`lr`, :obj:`weight_decay` or :obj:`param_groups`,
     :obj:`epochs`, :obj:`patience`)."""
     train = dict(lr=0.01, weight_decay=5e-4, epochs=200, patience=None)
@@ -336,49 +488,3 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
             prof.stop()
     peak = _cpu_allocation_peak(prof.profiler.kineto_results.events())
     return out, peak, 'CPU allocator peak (torch.profiler)'
-
-
-def parse_args(parser, argv: Optional[List[str]], script: str):
-    r"""Adds the options every benchmark has (:obj:`--out-dir`,
-    :obj:`--threads`), parses :obj:`argv`, applies :obj:`--threads` and
-    returns :obj:`(args, command)`, the command line to reproduce the run."""
-    parser.add_argument('--out-dir', default=RESULTS)
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (1 is fastest on a busy '
-                        'machine)')
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = f'python benchmarks/{script}.py ' + shlex.join(
-        sys.argv[1:] if argv is None else argv)
-    return args, command
-
-
-def summarize_runs(records: Dict[str, List[Dict]]) -> Dict[str, Dict]:
-    r"""Per model: test and validation accuracy (:func:`summarize`), the
-    median time per epoch and number of epochs, the largest peak memory."""
-    summary = {}
-    for model_name, recs in records.items():
-        peaks = [r['peak_memory'] for r in recs
-                 if r['peak_memory'] is not None]
-        summary[model_name] = dict(
-            test_acc=summarize([r['test_acc'] for r in recs]),
-            val_acc=summarize([r['val_acc'] for r in recs]),
-            time_per_epoch=statistics.median(r['time_per_epoch']
-                                             for r in recs),
-            epochs=statistics.median(r['epochs'] for r in recs),
-            peak_memory=max(peaks) if peaks else None,
-        )
-    return summary
-
-
-def markdown_table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join('---' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines) + '\n'
-
-
-def fmt_acc(s: Dict[str, float]) -> str:
-    return (f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
-            f"[{100 * s['ci_low']:.2f}, {100 * s['ci_high']:.2f}]")

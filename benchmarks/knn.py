@@ -33,10 +33,9 @@ import time
 import numpy as np
 import torch
 
-from torch_geometric_coin.utils import write_results
-
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import reporting  # noqa: E402
 
 METHODS = ['ours', 'sklearn_brute', 'sklearn_kd_tree', 'sklearn_ball_tree']
 
@@ -53,15 +52,13 @@ def peak_rss_mib():
 def worker(method, N, dim, k, seed, num_queries):
     r"""Runs one method on the first ``num_queries`` query points (all points
     if ``num_queries >= N``) and returns times and peak memory."""
-    import importlib
-
     from sklearn.neighbors import NearestNeighbors
-    knn = importlib.import_module(
-        'torch_geometric_coin.utils.gaussian_knn_graph')
+
+    from torch_geometric_coin.utils import knn_search
     algorithm = method[len('sklearn_'):]
     warm = make_data(500, dim, seed + 2)  # Warm-up outside the timings.
     if method == 'ours':
-        knn.knn_search(torch.from_numpy(warm), k)
+        knn_search(torch.from_numpy(warm), k)
     else:
         NearestNeighbors(n_neighbors=k + 1, algorithm=algorithm,
                          n_jobs=-1).fit(warm).kneighbors(warm)
@@ -73,9 +70,9 @@ def worker(method, N, dim, k, seed, num_queries):
         xt = torch.from_numpy(x)
         t = time.perf_counter()
         if m == N:
-            knn.knn_search(xt, k)
-        else:
-            knn._exact_knn(xt, k, None, None, 256 * 2**20, num_queries=m)
+            knn_search(xt, k)
+        else:  # k + 1: the query point itself comes back, as in sklearn.
+            knn_search(xt, k + 1, y=xt[:m])
         fit_s, query_s = 0.0, time.perf_counter() - t
     else:
         t = time.perf_counter()
@@ -141,7 +138,7 @@ def exactness(args):
     cannot be told apart in the float32 input's precision."""
     from sklearn.neighbors import NearestNeighbors
 
-    from torch_geometric_coin.utils.gaussian_knn_graph import knn_search
+    from torch_geometric_coin.utils import knn_search
     rows = []
     for N in args.exact_sizes:
         x = make_data(N, args.dim, args.seed + 1)
@@ -170,30 +167,28 @@ def exactness(args):
 
 def markdown(result):
     a = result['args']
-    lines = [
-        f"Random Gaussian data, d = {a['dim']}, k = {a['k']}, float32; "
-        f"{result['machine']}; {result['date']}; torch threads "
-        f"{result['torch_threads']}.", '',
-        '| N | method | time (s) | vs ours | peak RSS (MiB) | RSS before '
-        'search (MiB) '
-        '| note |', '|---|---|---|---|---|---|---|'
-    ]
+    speed = []
     for r in result['speed']:
         ours = [o for o in result['speed']
                 if o['N'] == r['N'] and o['method'] == 'ours']
         ratio = r['time_s'] / ours[0]['time_s'] if ours else float('nan')
         note = (f"extrapolated from {r['measured_queries']} queries"
                 if r['extrapolated'] else 'full run')
-        lines.append(f"| {r['N']} | {r['method']} | {r['time_s']:.2f} | "
-                     f"{ratio:.2f}x | {r['peak_rss_mib']:.0f} | "
-                     f"{r['data_rss_mib']:.0f} | {note} |")
-    lines += ['', '"vs ours" is the time relative to ours (> 1: slower than '
-              'ours).', '', '| N | recall vs sklearn brute (float64) | '
-              'misses | misses that are float32 ties |', '|---|---|---|---|']
-    for r in result['exactness']:
-        lines.append(f"| {r['N']} | {r['recall']:.6f} | {r['misses']} | "
-                     f"{r['float32_ties']} |")
-    return '\n'.join(lines) + '\n'
+        speed.append([r['N'], r['method'], f"{r['time_s']:.2f}",
+                      f'{ratio:.2f}x', f"{r['peak_rss_mib']:.0f}",
+                      f"{r['data_rss_mib']:.0f}", note])
+    exact = [[r['N'], f"{r['recall']:.6f}", r['misses'], r['float32_ties']]
+             for r in result['exactness']]
+    return (
+        f"Random Gaussian data, d = {a['dim']}, k = {a['k']}, float32; "
+        f"{result['machine']}; {result['date']}; torch threads "
+        f"{result['torch_threads']}.\n\n" + reporting.markdown_table(
+            ['N', 'method', 'time (s)', 'vs ours', 'peak RSS (MiB)',
+             'RSS before search (MiB)', 'note'], speed) +
+        '\n"vs ours" is the time relative to ours (> 1: slower than '
+        'ours).\n\n' + reporting.markdown_table(
+            ['N', 'recall vs sklearn brute (float64)', 'misses',
+             'misses that are float32 ties'], exact))
 
 
 def plot(result, path):
@@ -214,14 +209,15 @@ def plot(result, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = common.parser(__doc__, seed=0, k=10)
     parser.add_argument('--sizes', type=int, nargs='+',
-                        default=[10**4, 10**5, 10**6])
+                        default=[10**4, 10**5, 10**6],
+                        help='numbers of points of the speed runs')
     parser.add_argument('--exact-sizes', type=int, nargs='+',
-                        default=[10**3, 10**4, 10**5])
-    parser.add_argument('--dim', type=int, default=64)
-    parser.add_argument('--k', type=int, default=10)
-    parser.add_argument('--seed', type=int, default=0)
+                        default=[10**3, 10**4, 10**5],
+                        help='numbers of points of the exactness runs')
+    parser.add_argument('--dim', type=int, default=64,
+                        help='dimension of the points')
     parser.add_argument('--methods', nargs='+', default=METHODS,
                         choices=METHODS)
     parser.add_argument('--time-cap', type=float, default=300.,
@@ -242,9 +238,11 @@ def main(argv=None):
                   torch_threads=torch.get_num_threads())
     result['exactness'] = exactness(args)
     result['speed'] = speed(args)
-    write_results(args.out_dir, 'knn', result, markdown)
-    plot(result, osp.join(args.out_dir, 'knn.png'))
+    paths = reporting.write_results(args.out_dir, 'knn', result, markdown)
+    png = osp.join(args.out_dir, 'knn.png')
+    plot(result, png)
     print(markdown(result))
+    reporting.wrote(*paths, png)
     return result
 
 

@@ -1,7 +1,7 @@
 """COIN against GCN and GraphSAGE on an OGB node property prediction set.
 
-    python benchmarks/ogbn.py                       # ogbn-arxiv, 10 runs
-    python benchmarks/ogbn.py --root DIR --name ogbn-arxiv --runs 2
+    python benchmarks/ogbn.py                       # ogbn-arxiv, 10 seeds
+    python benchmarks/ogbn.py --root DIR --dataset ogbn-arxiv --seeds 2
 
 Reads ``<root>/<name with _>`` (OGB's own on-disk format: ``raw/*.csv.gz``,
 ``split/<split>/*.csv.gz``, ``RELEASE_v1.txt``) through OGB's
@@ -9,9 +9,8 @@ Reads ``<root>/<name with _>`` (OGB's own on-disk format: ``raw/*.csv.gz``,
 batch on a sparse symmetric adjacency with the official split, scores with
 OGB's ``Evaluator``, and runs every model on the same seeds. GCN and SAGE are
 OGB's reference models (3 layers, 256 hidden, batch norm, dropout 0.5, Adam
-lr 0.01, 500 epochs). Writes ``ogbn_<name>.{json,md}`` into ``--out-dir``.
+lr 0.01, 500 epochs). Writes ``ogbn_<dataset>.{json,md}`` into ``--out-dir``.
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -27,9 +26,10 @@ from torch_geometric.nn import GCNConv, SAGEConv  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 from torch_geometric_coin.nn import COIN  # noqa: E402
-from torch_geometric_coin.utils import fit_node_classifier  # noqa: E402
 
 MODELS = ('COIN', 'GCN', 'SAGE')
 
@@ -81,28 +81,22 @@ def build(name, args, in_channels, out_channels):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--name', default='ogbn-arxiv')
-    parser.add_argument('--root', default=osp.join(common.SHARED, 'ogb'))
-    parser.add_argument('--models', nargs='+', default=list(MODELS),
-                        choices=MODELS)
-    parser.add_argument('--runs', type=int, default=10)
-    parser.add_argument('--epochs', type=int, default=500)
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--hidden-channels', type=int, default=256)
-    parser.add_argument('--num-layers', type=int, default=3)
-    parser.add_argument('--dropout', type=float, default=0.5)
-    parser.add_argument('--K', type=int, default=10, help='COIN steps')
-    parser.add_argument('--sigma2', type=float, default=0.35)
-    parser.add_argument('--device', default='cpu')
+    parser = common.parser(
+        __doc__, dataset='ogbn-arxiv', root=osp.join(common.SHARED, 'ogb'),
+        models=dict(default=list(MODELS), choices=MODELS), seeds=10,
+        epochs=500, lr=0.01, hidden_channels=256, dropout=0.5, K=10,
+        sigma2=0.35, device='cpu')
+    parser.add_argument('--num-layers', type=int, default=3,
+                        help='layers of GCN and SAGE (COIN: residual '
+                        'blocks + 1)')
     args, command = common.parse_args(parser, argv, 'ogbn')
 
     from ogb.nodeproppred import Evaluator
-    dataset, data = load(args.root, args.name)
+    dataset, data = load(args.root, args.dataset)
     device = torch.device(args.device)
     data = data.to(device)
     split = {k: v.to(device) for k, v in dataset.get_idx_split().items()}
-    evaluator = Evaluator(args.name)
+    evaluator = Evaluator(args.dataset)
 
     def metric(y_true, y_pred):
         return evaluator.eval({'y_true': y_true.view(-1, 1),
@@ -114,45 +108,44 @@ def main(argv=None):
 
     records = {m: [] for m in args.models}
     mem_method = None
-    with tqdm(total=args.runs * len(args.models), desc='runs') as bar:
-        for run in range(args.runs):
+    with tqdm(total=args.seeds * len(args.models), desc='runs') as bar:
+        for seed in range(args.seeds):
             for name in args.models:
-                torch.manual_seed(run)
+                torch.manual_seed(seed)
                 model = build(name, args, data.num_features,
                               dataset.num_classes).to(device)
                 res, peak, mem_method = common.measure_peak_memory(
-                    lambda: fit_node_classifier(
+                    lambda: fit(
                         model, data, split['train'], split['valid'],
                         split['test'], epochs=args.epochs, lr=args.lr,
                         weight_decay=0., forward=forward, metric=metric),
                     device)
-                res.update(run=run, peak_memory=peak)
+                res.update(seed=seed, peak_memory=peak)
                 records[name].append(res)
                 bar.set_postfix(model=name, acc=f"{res['test_acc']:.3f}")
                 bar.update()
 
-    rows, summary = [], common.summarize_runs(records)
+    rows, summary = [], reporting.summarize_runs(records)
     for name, s in summary.items():
-        rows.append([name, common.fmt_acc(s['test_acc']),
+        rows.append([name, reporting.fmt_acc(s['test_acc']),
                      f"{100 * s['val_acc']['mean']:.2f}",
                      f"{1000 * s['time_per_epoch']:.1f}",
-                     '-' if s['peak_memory'] is None else
-                     f"{s['peak_memory'] / 2**20:.1f}"])
-    md = (f"**{args.name}** ({data.num_nodes} nodes, {data.adj_t.nnz()} "
-          f"adjacency entries, official split), {args.runs} runs x "
+                     reporting.fmt_mib(s['peak_memory'])])
+    md = (f"**{args.dataset}** ({data.num_nodes} nodes, {data.adj_t.nnz()} "
+          f"adjacency entries, official split), {args.seeds} seeds x "
           f"{args.epochs} epochs, full batch, {dataset.eval_metric} from "
           f"OGB's Evaluator at the best validation epoch; COIN K={args.K}, "
           f"sigma2={args.sigma2}. Peak memory: {mem_method} during "
           f"training, max over runs.\n\nCommand: `{command}`\n\n" +
-          common.markdown_table(['model', f'test {dataset.eval_metric} % '
-                                 '(mean ± std [95% CI])', 'val %',
-                                 'ms / epoch (median)', 'peak MiB'], rows))
-    paths = common.write_results(
-        args.out_dir, f"ogbn_{args.name.replace('-', '_')}",
-        dict(name=args.name, command=command, args=vars(args),
+          reporting.markdown_table(
+              ['model', f'test {dataset.eval_metric} % (mean ± std [95% '
+               'CI])', 'val %', 'ms / epoch (median)', 'peak MiB'], rows))
+    paths = reporting.write_results(
+        args.out_dir, f"ogbn_{args.dataset.replace('-', '_')}",
+        dict(dataset=args.dataset, command=command, args=vars(args),
              memory=mem_method, summary=summary, runs=records), md)
     print(md)
-    print(f'Wrote {paths[0]} and {paths[1]}')
+    reporting.wrote(*paths)
     return summary
 
 

@@ -1,7 +1,7 @@
 """COIN against PyG's baselines on Cora, CiteSeer and PubMed.
 
     python benchmarks/planetoid.py                          # paper, 10 x 2
-    python benchmarks/planetoid.py --splits 100 --inits 20  # the full paper
+    python benchmarks/planetoid.py --splits 100 --seeds 20  # the full paper
     python benchmarks/planetoid.py --protocol public        # 10 seeds
 
 Protocols: ``paper`` (the COIN authors' one: largest connected component,
@@ -14,7 +14,6 @@ and sigma2 per data set come from ``benchmarks/configs/coin.json``
 (``benchmarks/search.py`` chose them by validation accuracy). Writes
 ``planetoid_<protocol>_<dataset>.{json,md}`` into ``--out-dir``.
 """
-import argparse
 import os.path as osp
 import sys
 
@@ -23,24 +22,24 @@ from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
-
-from torch_geometric_coin.utils import fit_node_classifier  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 PROTOCOL_TEXT = {
     'paper': ('paper protocol: largest connected component, binary features '
               'row-normalised, random splits 20 train / 30 val per class / '
-              'rest test, {splits} splits x {inits} inits, Adam lr 0.01 '
+              'rest test, {splits} splits x {seeds} seeds, Adam lr 0.01 '
               'wd 5e-4, max {epochs} epochs, patience {patience}'),
     'public': ('public protocol: standard Planetoid split, row-normalised '
-               'features, {inits} seeds, published optimiser settings per '
+               'features, {seeds} seeds, published optimiser settings per '
                'model'),
 }
 
 
 def run_dataset(args, name, bar, write):
-    r"""Trains every model on every run of :obj:`name`; calls
-    :obj:`write(result)` after each run, so that an interrupted benchmark
-    keeps the runs it finished."""
+    r"""Trains every model on every run of :obj:`name` (an inner bar shows
+    the epochs of the current one); calls :obj:`write(result)` after each
+    run, so that an interrupted benchmark keeps the runs it finished."""
     device = torch.device(args.device)
     data = common.load_planetoid(args.root, name, args.protocol).to(device)
     coin = common.load_coin_config(name, args.coin_config)
@@ -48,7 +47,7 @@ def run_dataset(args, name, bar, write):
     result = dict(dataset=name, num_nodes=data.num_nodes,
                   num_edges=data.num_edges, coin=coin, runs=records)
     for split, init, seed, train, val, test in common.runs(
-            data, args.protocol, args.splits, args.inits):
+            data, args.protocol, args.splits, args.seeds):
         for model_name in args.models:
             torch.manual_seed(seed)
             model, kw = common.build_model(model_name, name, data.num_features,
@@ -59,15 +58,25 @@ def run_dataset(args, name, bar, write):
                           patience=args.patience)
             elif args.epochs is not None:
                 kw['epochs'] = min(kw['epochs'], args.epochs)
+            epochs = tqdm(total=kw['epochs'], leave=False,
+                          desc=f'{model_name} epochs')
+
+            def progress(epoch, metrics):
+                epochs.set_postfix(val=f"{metrics['val_acc']:.3f}",
+                                   test=f"{metrics['test_acc']:.3f}",
+                                   refresh=False)
+                epochs.update()
+
             res, peak, result['memory'] = common.measure_peak_memory(
-                lambda: fit_node_classifier(model, data, train, val, test,
-                                            **kw), device)
+                lambda: fit(model, data, train, val, test, progress=progress,
+                            **kw), device)
+            epochs.close()
             res.update(split=split, init=init, seed=seed, peak_memory=peak)
             records[model_name].append(res)
             bar.set_postfix(data=name, model=model_name,
                             acc=f"{res['test_acc']:.3f}")
             bar.update()
-        result['summary'] = common.summarize_runs(records)
+        result['summary'] = reporting.summarize_runs(records)
         result['completed_runs'] = len(records[args.models[0]])
         write(result)
     return result
@@ -75,15 +84,14 @@ def run_dataset(args, name, bar, write):
 
 def markdown(args, result, command):
     proto = PROTOCOL_TEXT[args.protocol].format(
-        splits=args.splits, inits=args.inits, epochs=args.epochs,
+        splits=args.splits, seeds=args.seeds, epochs=args.epochs,
         patience=args.patience)
     rows = []
     for m, s in result['summary'].items():
-        mem = s['peak_memory']
-        rows.append([m, common.fmt_acc(s['test_acc']),
+        rows.append([m, reporting.fmt_acc(s['test_acc']),
                      f"{100 * s['val_acc']['mean']:.2f}",
                      f"{1000 * s['time_per_epoch']:.1f}", f"{s['epochs']:.0f}",
-                     '-' if mem is None else f'{mem / 2**20:.1f}'])
+                     reporting.fmt_mib(s['peak_memory'])])
     head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
             f"{result['num_edges']} edges), {proto}; COIN K="
             f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
@@ -91,55 +99,46 @@ def markdown(args, result, command):
             f"{result['completed_runs']} runs. Peak memory: "
             f"{result['memory']} during training, max over runs.\n\n"
             f"Command: `{command}`\n\n")
-    return head + common.markdown_table(
+    return head + reporting.markdown_table(
         ['model', 'test acc % (mean ± std [95% CI])', 'val acc %',
          'ms / epoch (median)', 'epochs (median)', 'peak MiB'], rows)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--datasets', nargs='+',
-                        default=list(common.PLANETOID),
-                        choices=common.PLANETOID)
-    parser.add_argument('--models', nargs='+', default=list(common.MODELS),
-                        choices=common.MODELS)
-    parser.add_argument('--protocol', default='paper',
-                        choices=common.PROTOCOLS)
-    parser.add_argument('--splits', type=int, default=10,
-                        help='random splits (paper protocol)')
-    parser.add_argument('--inits', type=int, default=None,
-                        help='initialisations per split (default: 2 for '
-                        'paper, 10 seeds for public)')
-    parser.add_argument('--epochs', type=int, default=None,
-                        help='maximum epochs (paper: 1000; public: a cap on '
-                        'the published ones)')
-    parser.add_argument('--patience', type=int, default=50)
-    parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
-    parser.add_argument('--coin-config', default=None)
-    parser.add_argument('--device', default='cpu')
+    parser = common.parser(
+        __doc__, datasets=dict(default=list(common.PLANETOID),
+                               choices=common.PLANETOID),
+        models=dict(default=list(common.MODELS), choices=common.MODELS),
+        splits=dict(default=10, help='random splits (paper protocol)'),
+        seeds=dict(default=None, help='initialisations per split (None: 2 '
+                   'for paper, 10 for public)'),
+        epochs=dict(default=None, help='maximum epochs (None: 1000 for '
+                    'paper; public: a cap on the published ones)'),
+        patience=50, root=osp.join(common.SHARED, 'planetoid'),
+        device='cpu', protocol='paper', coin_config=None)
     args, command = common.parse_args(parser, argv, 'planetoid')
-    if args.inits is None:
-        args.inits = 2 if args.protocol == 'paper' else 10
+    if args.seeds is None:
+        args.seeds = 2 if args.protocol == 'paper' else 10
     if args.protocol == 'paper' and args.epochs is None:
         args.epochs = 1000
-    if min(args.splits, args.inits) < 1:
-        parser.error('--splits and --inits must be positive')
 
-    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.inits
-    outputs = {}
+    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.seeds
+    outputs, paths = {}, []
     with tqdm(total=n_runs * len(args.models) * len(args.datasets),
               desc='runs') as bar:
         for name in args.datasets:
+            written = []
+
             def write(result):
-                return common.write_results(
+                written[:] = reporting.write_results(
                     args.out_dir, f'planetoid_{args.protocol}_{name}',
                     dict(result, command=command, protocol=args.protocol,
                          args=vars(args)), markdown(args, result, command))
 
             outputs[name] = result = run_dataset(args, name, bar, write)
             tqdm.write(markdown(args, result, command))
-            tqdm.write(f'Wrote planetoid_{args.protocol}_{name}.{{json,md}} '
-                       f'into {args.out_dir}')
+            paths += written
+    reporting.wrote(*paths)
     return outputs
 
 

@@ -5,11 +5,11 @@
 
 Trains COIN for every (K, sigma2) of the grid on the same random splits as
 ``planetoid.py --protocol paper`` (or the public split), keeps the pair of
-best mean validation accuracy (test accuracy is never looked at), writes it
-with this command into ``--config`` (``benchmarks/configs/coin.json``) and the
-grid into ``--out-dir/search_<dataset>.{json,md}``.
+best mean validation accuracy (test accuracy is never looked at) and writes
+``--config`` (``benchmarks/configs/coin.json``) updated with it and this
+command as ``--out-dir/coin.json`` (``--out-dir benchmarks/configs`` updates
+the committed one), and the grid as ``--out-dir/search_<dataset>.{json,md}``.
 """
-import argparse
 import itertools
 import json
 import os.path as osp
@@ -21,35 +21,28 @@ from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
-
-from torch_geometric_coin.utils import fit_node_classifier  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--datasets', nargs='+',
-                        default=list(common.PLANETOID),
-                        choices=common.PLANETOID)
-    parser.add_argument('--K', type=int, nargs='+', default=[5, 10, 20, 40])
-    parser.add_argument('--sigma2', type=float, nargs='+',
-                        default=[0.1, 0.2, 0.35, 0.5])
-    parser.add_argument('--protocol', default='paper',
-                        choices=common.PROTOCOLS)
-    parser.add_argument('--splits', type=int, default=2)
-    parser.add_argument('--inits', type=int, default=1)
-    parser.add_argument('--epochs', type=int, default=1000)
-    parser.add_argument('--patience', type=int, default=50)
-    parser.add_argument('--root', default=osp.join(common.SHARED, 'planetoid'))
-    parser.add_argument('--device', default='cpu')
+    parser = common.parser(
+        __doc__, datasets=dict(default=list(common.PLANETOID),
+                               choices=common.PLANETOID),
+        K=[5, 10, 20, 40], sigma2=[0.1, 0.2, 0.35, 0.5], splits=2, seeds=1,
+        epochs=1000, patience=50, root=osp.join(common.SHARED, 'planetoid'),
+        device='cpu', protocol='paper')
     parser.add_argument('--config', default=osp.join(common.CONFIGS,
-                                                     'coin.json'))
+                                                     'coin.json'),
+                        help='the configuration to update (read only)')
     args, command = common.parse_args(parser, argv, 'search')
 
     with open(args.config) as f:
         config = json.load(f)
     grid = list(itertools.product(args.K, args.sigma2))
-    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.inits
+    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.seeds
     bar = tqdm(total=len(args.datasets) * len(grid) * n_runs, desc='search')
+    paths = []
     for name in args.datasets:
         device = torch.device(args.device)
         data = common.load_planetoid(args.root, name, args.protocol)
@@ -59,15 +52,14 @@ def main(argv=None):
             cfg = dict(config['defaults'], K=K, sigma2=sigma2)
             vals = []
             for _, _, seed, train, val, test in common.runs(
-                    data, args.protocol, args.splits, args.inits):
+                    data, args.protocol, args.splits, args.seeds):
                 torch.manual_seed(seed)
                 model, _ = common.build_model('COIN', name, data.num_features,
                                               data.num_classes, cfg)
                 model = model.to(device)
                 try:
-                    res = fit_node_classifier(model, data, train, val, test,
-                                              epochs=args.epochs,
-                                              patience=args.patience)
+                    res = fit(model, data, train, val, test,
+                              epochs=args.epochs, patience=args.patience)
                     vals.append(res['val_acc'])
                 except FloatingPointError:  # Explicit scheme diverged.
                     vals.append(float('nan'))
@@ -86,18 +78,19 @@ def main(argv=None):
         md = (f'**{name}**: COIN validation accuracy ({args.protocol} '
               f'protocol, {n_runs} runs per cell); chosen K={K}, '
               f'sigma2={sigma2}.\n\nCommand: `{command}`\n\n' +
-              common.markdown_table(['K', 'sigma2', 'val acc %'], rows))
-        common.write_results(args.out_dir, f'search_{name}', dict(
+              reporting.markdown_table(['K', 'sigma2', 'val acc %'], rows))
+        paths += reporting.write_results(args.out_dir, f'search_{name}', dict(
             dataset=name, command=command, chosen=dict(K=K, sigma2=sigma2),
             grid=[dict(K=k, sigma2=s, val_acc=v)
                   for (k, s), v in scores.items()]), md)
         tqdm.write(md)
     bar.close()
     config['command'] = 'see each entry'
-    with open(args.config, 'w') as f:
+    path = osp.join(args.out_dir, 'coin.json')
+    with open(path, 'w') as f:
         json.dump(config, f, indent=2)
         f.write('\n')
-    print(f'Wrote {args.config}')
+    reporting.wrote(*paths, path)
     return config
 
 

@@ -28,7 +28,6 @@ from tqdm import tqdm
 from torch_geometric.nn import APPNP
 from torch_geometric.utils import to_undirected
 
-from torch_geometric_coin.datasets import writable_copy
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 from torch_geometric_coin.utils import write_results
 
@@ -57,7 +56,7 @@ def load_real(name, root, tmp):
     src = osp.join(root, *sub)
     if not osp.isdir(src):
         return None
-    dst = writable_copy(src, osp.join(tmp, sub[0]))
+    dst = common.writable_copy(src, osp.join(tmp, sub[0]))
     if name == 'Physics':
         return Coauthor(osp.dirname(dst), 'Physics')[0]
     return Planetoid(osp.dirname(dst), name)[0]

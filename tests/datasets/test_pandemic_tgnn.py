@@ -1,29 +1,218 @@
+import csv
+import json
 import os.path as osp
 
-import pandas as pd
 import pytest
 import torch
 
-from torch_geometric_coin.datasets import dataset_root, load_pandemic_tgnn
+from torch_geometric_coin.datasets import PandemicTGNN
+
+DATES = ['2020-03-01', '2020-03-02', '2020-03-03']
+# Label-file order; 'delta' has cases but no mobility data.
+LABELS = [
+    ['zulu', 1, 2, 3],
+    ['delta', 9, 9, 9],
+    ['alpha', 0, 5, 7],
+    ['mike', 4, 0, 1],
+]
+GRAPHS = {
+    '2020-03-01': [['mike', 'alpha', 12.0], ['alpha', 'alpha', 100.0],
+                   ['zulu', 'mike', 3.5]],
+    '2020-03-02': [],  # A day without any movement.
+    '2020-03-03': [['alpha', 'zulu', 7.0], ['zulu', 'zulu', 250.0]],
+}
 
 
-def test_load_pandemic_tgnn():
-    folder = osp.join(dataset_root(), 'pandemic_tgnn', 'France')
-    if not osp.isdir(folder):
-        pytest.skip(f'{folder} is not available')
-    data = load_pandemic_tgnn('France')
-    labels = pd.read_csv(osp.join(folder, 'france_labels.csv'))
-    T, N = data.cases.shape
-    assert N == len(labels) and T == len(data.edge_indices) == 64
-    # Day 0 is the date of the first graph file:
-    edges = pd.read_csv(osp.join(folder, 'graphs', 'FR_2020-03-10.csv'),
-                        header=None)
-    names = labels['name'].tolist()
-    assert data.cases[0].tolist() == labels['2020-03-10'].tolist()
-    src, dst = data.edge_indices[0]
-    assert [names[i] for i in src[:3].tolist()] == edges[0][:3].tolist()
-    assert [names[i] for i in dst[:3].tolist()] == edges[1][:3].tolist()
-    assert torch.equal(data.edge_weights[0][:3],
-                       torch.tensor(edges[2][:3].tolist()))
+def write_country(root, country='Italy', labels=LABELS, graphs=GRAPHS,
+                  dates=DATES, prefix='IT'):
+    r"""Writes the raw files of :obj:`country` in the format of the
+    pandemic_tgnn repository (Italy's label file has an unnamed index
+    column) and returns the folder of the country."""
+    folder = osp.join(str(root), country)
+    (root / country / 'graphs').mkdir(parents=True, exist_ok=True)
+    with open(osp.join(folder, f'{country.lower()}_labels.csv'), 'w',
+              newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['', 'name'] + dates)
+        for i, row in enumerate(labels):
+            writer.writerow([i] + row)
+    for day, edges in graphs.items():
+        with open(osp.join(folder, 'graphs', f'{prefix}_{day}.csv'), 'w',
+                  newline='') as f:
+            csv.writer(f).writerows(edges)
+    return folder
+
+
+def test_pandemic_tgnn(tmp_path):
+    write_country(tmp_path)
+    dataset = PandemicTGNN(str(tmp_path), 'Italy')
+    assert len(dataset) == 3
+    # The regions of the mobility graphs, in the order of the label file:
+    assert dataset.regions == ['zulu', 'alpha', 'mike']
+    names = dataset.regions
+    for t, day in enumerate(DATES):
+        data = dataset[t]
+        assert data.date == day and data.num_nodes == 3
+        rows = {row[0]: row[1 + t] for row in LABELS}
+        assert data.y.tolist() == [rows[n] for n in names]
+        assert data.y.dtype == torch.float
+        # Edges in the file's order, self-loops kept:
+        edges = [[names[i], names[j], w] for (i, j), w in zip(
+            data.edge_index.t().tolist(), data.edge_weight.tolist())]
+        assert edges == GRAPHS[day]
+        assert data.edge_index.dtype == torch.long
+    # The day without movement has an empty graph:
+    assert dataset[1].edge_index.shape == (2, 0)
+    assert dataset[1].edge_weight.shape == (0, )
+    # The cases of all days:
+    cases = torch.stack([data.y for data in dataset])
+    assert cases[:, 1].tolist() == [0, 5, 7]  # alpha
+    assert 'Italy' in repr(dataset)
+
+    # Processed once; the processed data is reused, also for another name.
+    assert osp.isfile(osp.join(str(tmp_path), 'Italy', 'processed',
+                               'data.pt'))
+    again = PandemicTGNN(str(tmp_path), 'italy')
+    assert again.regions == names
+    assert torch.equal(again[2].edge_weight, dataset[2].edge_weight)
+
+
+def test_pandemic_tgnn_pre_filter_and_transform(tmp_path):
+    write_country(tmp_path)
+
+    def pre_transform(data):
+        data.total = data.y.sum().view(1)
+        return data
+
+    dataset = PandemicTGNN(str(tmp_path), 'Italy',
+                           pre_filter=lambda d: d.edge_index.numel() > 0,
+                           pre_transform=pre_transform)
+    assert [data.date for data in dataset] == ['2020-03-01', '2020-03-03']
+    assert dataset[1].total.tolist() == [3. + 7 + 1]
+    with pytest.raises(ValueError, match="'pre_filter' rejects every day"):
+        PandemicTGNN(str(tmp_path), 'Italy', pre_filter=lambda d: False,
+                     force_reload=True)
+
+
+def test_pandemic_tgnn_country(tmp_path):
     with pytest.raises(ValueError, match="Unknown 'country'"):
-        load_pandemic_tgnn('Atlantis')
+        PandemicTGNN(str(tmp_path), 'Atlantis')
+
+
+@pytest.mark.parametrize('change,file,match', [
+    (dict(labels=[['zulu', 1, 'nan', 3]] + LABELS[1:]), 'italy_labels.csv',
+     'case count'),
+    (dict(labels=[['zulu', 1, -2, 3]] + LABELS[1:]), 'italy_labels.csv',
+     'non-negative'),
+    (dict(labels=[['zulu', 1, 'many', 3]] + LABELS[1:]), 'italy_labels.csv',
+     'not a number'),
+    (dict(labels=LABELS + [['zulu', 0, 0, 0]]), 'italy_labels.csv',
+     'twice'),
+    (dict(labels=[['zulu', 1, 2]] + LABELS[1:]), 'italy_labels.csv',
+     'fields'),
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu', -7.0]]}),
+     'IT_2020-03-03.csv', 'non-negative'),
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu', 'inf']]}),
+     'IT_2020-03-03.csv', 'non-negative'),
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu', 'x']]}),
+     'IT_2020-03-03.csv', 'not a number'),
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu']]}),
+     'IT_2020-03-03.csv', 'expected 3'),
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'oscar', 1.0]]}),
+     'IT_2020-03-03.csv', "'oscar' is not in the label file"),
+    (dict(graphs={'2020-03-01': GRAPHS['2020-03-01'],
+                  '2020-03-03': GRAPHS['2020-03-03']}),
+     'graphs', 'between 2020-03-01 and 2020-03-03'),
+    (dict(graphs={**GRAPHS, '2020-03-04': []}), 'italy_labels.csv',
+     '2020-03-04'),
+    (dict(graphs={day: [] for day in DATES}), 'graphs', 'no edges'),
+    (dict(graphs={}), 'graphs', 'no graph file'),
+])
+def test_pandemic_tgnn_invalid_files(tmp_path, change, file, match):
+    write_country(tmp_path, **change)
+    with pytest.raises(ValueError, match=match) as info:
+        PandemicTGNN(str(tmp_path), 'Italy')
+    assert file in str(info.value)
+
+
+def test_pandemic_tgnn_unreadable_label_files(tmp_path):
+    folder = write_country(tmp_path)
+    file = osp.join(folder, 'italy_labels.csv')
+    with open(file, 'wb') as f:
+        f.write(b'name,2020-03-01\n\xff\xfe\x00zulu,1\n')
+    with pytest.raises(ValueError, match='italy_labels.csv.*not a readable'):
+        PandemicTGNN(str(tmp_path), 'Italy')
+    with open(file, 'w') as f:
+        f.write('region,2020-03-01\nzulu,1\n')
+    with pytest.raises(ValueError, match="italy_labels.csv' has no 'name'"):
+        PandemicTGNN(str(tmp_path), 'Italy')
+    with open(file, 'w') as f:
+        f.write('')
+    with pytest.raises(ValueError, match="italy_labels.csv' is empty"):
+        PandemicTGNN(str(tmp_path), 'Italy')
+
+
+def test_pandemic_tgnn_missing_graphs(tmp_path):
+    folder = write_country(tmp_path, graphs={})
+    (tmp_path / 'Italy' / 'graphs').rmdir()
+    with pytest.raises(FileNotFoundError, match='graphs'):
+        PandemicTGNN(str(tmp_path), 'Italy')
+    assert osp.isfile(osp.join(folder, 'italy_labels.csv'))
+
+
+def test_pandemic_tgnn_france(shared_copy):
+    folder = shared_copy('pandemic_tgnn/France', 'france_labels.csv',
+                         'graphs')
+    dataset = PandemicTGNN(osp.dirname(folder), 'France')
+    with open(osp.join(folder, 'france_labels.csv'), newline='') as f:
+        labels = list(csv.DictReader(f))
+    with open(osp.join(folder, 'graphs', 'FR_2020-03-10.csv'),
+              newline='') as f:
+        edges = list(csv.reader(f))
+    # 81 of the 94 departments of the label file have mobility data:
+    assert len(labels) == 94 and len(dataset.regions) == 81
+    assert dataset.regions == [row['name'] for row in labels
+                               if row['name'] in dataset.regions]
+    assert len(dataset) == 64 and dataset[0].date == '2020-03-10'
+    assert dataset[-1].date == '2020-05-12'
+    # Day 0 is the date of the first graph file:
+    cases = {row['name']: float(row['2020-03-10']) for row in labels}
+    assert dataset[0].y.tolist() == [cases[n] for n in dataset.regions]
+    names = dataset.regions
+    src, dst = dataset[0].edge_index
+    assert len(edges) == src.numel()
+    assert [names[i] for i in src[:3].tolist()] == [e[0] for e in edges[:3]]
+    assert [names[i] for i in dst[:3].tolist()] == [e[1] for e in edges[:3]]
+    assert torch.equal(dataset[0].edge_weight[:3],
+                       torch.tensor([float(e[2]) for e in edges[:3]]))
+
+
+def test_pandemic_tgnn_england_is_england_covid(shared_copy):
+    r"""England is PyTorch Geometric Temporal's England COVID-19 data set
+    (:obj:`england_covid.json`) with its regions in another order."""
+    json_file = osp.join(shared_copy('england_covid', 'england_covid.json'),
+                         'england_covid.json')
+    folder = shared_copy('pandemic_tgnn/England', 'england_labels.csv',
+                         'graphs')
+    dataset = PandemicTGNN(osp.dirname(folder), 'England')
+    with open(json_file) as f:
+        raw = json.load(f)
+    assert len(dataset) == raw['time_periods'] == 61
+    assert len(dataset.regions) == len(raw['y'][0]) == 129
+    cases = torch.stack([data.y for data in dataset])
+    assert cases.shape == (61, 129)
+    # The JSON's region of each index, from the edges of day 0:
+    perm = {}
+    pairs = raw['edge_mapping']['edge_index']['0']
+    assert len(pairs) == dataset[0].edge_index.size(1)
+    for (i, j), (a, b) in zip(pairs, dataset[0].edge_index.t().tolist()):
+        assert perm.setdefault(i, a) == a and perm.setdefault(j, b) == b
+    perm = torch.tensor([perm[i] for i in range(129)])
+    assert perm.unique().numel() == 129
+    assert torch.equal(cases[:, perm], torch.tensor(raw['y']).float())
+    for t in range(61):
+        pairs = torch.tensor(raw['edge_mapping']['edge_index'][str(t)])
+        assert torch.equal(perm[pairs].t(), dataset[t].edge_index)
+        assert torch.equal(
+            dataset[t].edge_weight,
+            torch.tensor(raw['edge_mapping']['edge_weight'][str(t)]).float())

@@ -1,5 +1,3 @@
-import importlib
-
 import numpy as np
 import pytest
 import torch
@@ -7,9 +5,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torch_geometric_coin.utils import gaussian_knn_graph
-
-knn_module = importlib.import_module(
-    'torch_geometric_coin.utils.gaussian_knn_graph')
 
 
 def authors_reference(x, n_top=8, sigma=4):
@@ -105,27 +100,6 @@ def test_dense_reference_random(N, F, k, data):
                                rtol=0, atol=1e-12)
 
 
-def neighbour_sets(edge_index, N):
-    sets = [set() for _ in range(N)]
-    for j, i in edge_index.t().tolist():
-        sets[i].add(j)
-    return sets
-
-
-def test_same_neighbours_as_sklearn():
-    from sklearn.neighbors import NearestNeighbors
-    torch.manual_seed(2)
-    x = torch.randn(600, 16)
-    edge_index, _ = gaussian_knn_graph(x, 10, 5, loop=False,
-                                       symmetrize=False)
-    assert edge_index.size(1) == 600 * 10
-    nn = NearestNeighbors(n_neighbors=11).fit(x.double().numpy())
-    _, ref = nn.kneighbors(x.double().numpy())
-    ours = neighbour_sets(edge_index, 600)
-    for i in range(600):
-        assert ours[i] == set(ref[i].tolist()) - {i}
-
-
 def test_batch_separation_and_order():
     torch.manual_seed(3)
     x = torch.randn(70, 3)
@@ -140,80 +114,6 @@ def test_batch_separation_and_order():
         np.testing.assert_allclose(W[np.ix_(idx, idx)], W_g, atol=1e-7)
     np.testing.assert_allclose(
         W, dense_reference(x, 5, 2, batch=batch), rtol=0, atol=1e-6)
-
-
-def test_chunking_and_tiling(monkeypatch):
-    torch.manual_seed(4)
-    x = torch.randn(500, 8)
-    batch = torch.cat([torch.zeros(300), torch.ones(150),
-                       torch.arange(2, 7).repeat_interleave(10)]).long()
-    ref = gaussian_knn_graph(x, 6, 3, batch=batch, chunk_size=10**6)
-    # Small tiles and groups exercise the tile merge and block minima:
-    monkeypatch.setattr(knn_module, '_TILE', 64)
-    monkeypatch.setattr(knn_module, '_GROUP', 4)
-    for chunk_size in [1, 7, 64, None]:
-        out = gaussian_knn_graph(x, 6, 3, batch=batch, chunk_size=chunk_size,
-                                 max_memory=2**16)
-        assert torch.equal(out[0], ref[0])
-        assert torch.allclose(out[1], ref[1], rtol=0, atol=1e-7)
-    W = to_dense(*ref, 500)
-    np.testing.assert_allclose(W, dense_reference(x, 6, 3, batch=batch),
-                               rtol=0, atol=1e-6)
-
-
-def test_block_minima_candidates(monkeypatch):
-    # Tiles wide enough for the block-minima shortcut of `_candidates` (the
-    # path of every graph of more than ~8,000 nodes with the default tile):
-    torch.manual_seed(6)
-    x = torch.randn(500, 8)
-    ref = gaussian_knn_graph(x, 6, 3)
-    monkeypatch.setattr(knn_module, '_TILE', 256)
-    monkeypatch.setattr(knn_module, '_GROUP', 4)
-    shortcut = []
-    candidates = knn_module._candidates
-
-    def spy(s, kq):
-        shortcut.append(s.size(1) // 4 > 4 * kq and s.size(1) % 4 == 0)
-        return candidates(s, kq)
-
-    monkeypatch.setattr(knn_module, '_candidates', spy)
-    out = gaussian_knn_graph(x, 6, 3, max_memory=2**16)
-    assert any(shortcut)
-    assert torch.equal(out[0], ref[0])
-    assert torch.allclose(out[1], ref[1], rtol=0, atol=1e-7)
-    # The candidates hold every row's kq smallest entries:
-    s = torch.rand(3, 256)
-    v, i = candidates(s, 14)
-    for row in range(3):
-        assert set(torch.topk(s[row], 14, largest=False).indices.tolist()) <= \
-            set(i[row].tolist())
-
-
-def test_certification_fallback(monkeypatch):
-    # A tiny cluster next to far away points: the matrix form cannot resolve
-    # the cluster in float32, the fallback must recompute it exactly.
-    gen = torch.Generator().manual_seed(5)
-    x = torch.cat([torch.randn(50, 4, generator=gen) * 1e-4,
-                   torch.randn(50, 4, generator=gen) * 1e4])
-    calls = []
-    brute_force = knn_module._brute_force
-
-    def spy(*args, **kwargs):
-        calls.append(args[2].numel())
-        return brute_force(*args, **kwargs)
-
-    monkeypatch.setattr(knn_module, '_brute_force', spy)
-    edge_index, _ = gaussian_knn_graph(x, 5, 2, loop=False, symmetrize=False)
-    assert sum(calls) > 0
-    x64 = x.double()
-    dist = torch.cdist(x64, x64).fill_diagonal_(float('inf'))
-    ref = dist.topk(5, dim=1, largest=False)
-    ours = neighbour_sets(edge_index, 100)
-    for i in range(50):  # The cluster (far points see it as ties in float32).
-        assert ours[i] == set(ref.indices[i].tolist())
-    dist_ours, _ = knn_module.knn_search(x, 5)
-    torch.testing.assert_close(dist_ours.double(), ref.values, rtol=1e-6,
-                               atol=0)
 
 
 def test_symmetric_output():
@@ -288,6 +188,8 @@ def test_self_tuning_kernel():
     ((torch.randn(6, 2), 2, 1), dict(kernel='box'), 'kernel'),
     ((torch.randn(6, 2), 2, 1), dict(backend='annoy'), 'backend'),
     ((torch.randn(6, 2), 2, 1), dict(chunk_size=0), 'chunk_size'),
+    ((torch.randn(6, 2), 2, 1), dict(max_memory=0), 'max_memory'),
+    ((torch.randn(6, 2), 2, 1), dict(num_workers=0), 'num_workers'),
 ])
 def test_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -299,51 +201,6 @@ def test_type_errors():
         gaussian_knn_graph(torch.arange(10).view(5, 2), 2, 1)
     with pytest.raises(TypeError, match='integer'):
         gaussian_knn_graph(torch.randn(5, 2), 2.0, 1)
-
-
-def test_faiss_backend_with_a_stand_in(monkeypatch):
-    # A brute-force stand-in with faiss's interface (squared distances,
-    # self included, ascending) runs the candidate handling of the faiss
-    # path (self-exclusion, batch offsets, exact re-ranking) here too.
-    import sys
-    import types
-
-    class IndexFlatL2:
-        def __init__(self, d):
-            self.xb = np.empty((0, d), dtype=np.float32)
-
-        def add(self, xb):
-            self.xb = np.concatenate([self.xb, xb])
-
-        def search(self, xq, k):
-            d2 = ((xq[:, None, :] - self.xb[None]) ** 2).sum(-1)
-            i = np.argsort(d2, axis=1, kind='stable')[:, :k]
-            return np.take_along_axis(d2, i, 1), i
-
-    monkeypatch.setitem(sys.modules, 'faiss',
-                        types.SimpleNamespace(IndexFlatL2=IndexFlatL2))
-    torch.manual_seed(11)
-    x = torch.randn(120, 4)
-    batch = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)
-    for kwargs in [{}, dict(batch=batch)]:
-        out = gaussian_knn_graph(x, 6, 3, backend='faiss', **kwargs)
-        ref = gaussian_knn_graph(x, 6, 3, **kwargs)
-        assert torch.equal(out[0], ref[0])
-        assert torch.allclose(out[1], ref[1], atol=1e-6)
-
-
-@pytest.mark.parametrize('backend', ['faiss', 'pyg_lib'])
-def test_optional_backends(backend):
-    torch.manual_seed(10)
-    x = torch.randn(100, 4)
-    try:
-        out = gaussian_knn_graph(x, 6, 3, backend=backend)
-    except ImportError as e:
-        assert backend.split('_')[0] in str(e)
-        pytest.skip(f'{backend} not installed')
-    ref = gaussian_knn_graph(x, 6, 3)
-    assert torch.equal(out[0], ref[0])
-    assert torch.allclose(out[1], ref[1], atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA needed')

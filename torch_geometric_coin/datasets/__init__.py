@@ -1,20 +1,11 @@
-r"""Loaders of the offline data sets of the COIN paper's experiments."""
-from .dataset_root import dataset_root, dataset_file, writable_copy
-from .omniglot import Omniglot, OmniglotRun, load_omniglot, load_omniglot_runs
-from .england_covid import CovidMobility, load_england_covid
-from .pandemic_tgnn import load_pandemic_tgnn
-from .prostate import load_prostate
+r"""The offline data sets of the COIN paper's experiments, as PyG
+:class:`~torch_geometric.data.InMemoryDataset` classes."""
+from .omniglot import Omniglot
+from .pandemic_tgnn import PandemicTGNN
+from .prostate import Prostate
 
 __all__ = [
-    'dataset_root',
-    'dataset_file',
-    'writable_copy',
     'Omniglot',
-    'OmniglotRun',
-    'load_omniglot',
-    'load_omniglot_runs',
-    'CovidMobility',
-    'load_england_covid',
-    'load_pandemic_tgnn',
-    'load_prostate',
+    'PandemicTGNN',
+    'Prostate',
 ]

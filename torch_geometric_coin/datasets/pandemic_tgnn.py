@@ -1,78 +1,290 @@
+import csv
+import datetime
+import json
+import math
 import os
 import os.path as osp
 import re
-from typing import Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 
-from torch_geometric_coin.datasets.dataset_root import (
-    dataset_file,
-    dataset_root,
-)
-from torch_geometric_coin.datasets.england_covid import CovidMobility
+from torch_geometric.data import Data
+from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 
-COUNTRIES = ('England', 'France', 'Italy', 'Spain')
+DATE = re.compile(r'\d{4}-\d{2}-\d{2}')
+GRAPH_FILE = re.compile(r'[A-Za-z]+_(\d{4}-\d{2}-\d{2})\.csv')
 
 
-def load_pandemic_tgnn(country: str,
-                       root: Optional[str] = None) -> CovidMobility:
-    r"""Loads the daily COVID-19 cases and mobility graphs of one country
-    from the data of `"Transfer Graph Neural Networks for Pandemic
-    Forecasting" <https://arxiv.org/abs/2009.08388>`_, stored as
-    :obj:`<root>/pandemic_tgnn/<Country>/<country>_labels.csv` (one row of
-    daily cases per region) and :obj:`graphs/<XX>_<date>.csv` (one file of
-    :obj:`source,target,weight` rows per day).
+class PandemicTGNN(OfflineDataset):
+    r"""The daily COVID-19 cases and mobility graphs of the regions of
+    England, France, Italy or Spain from the `"Transfer Graph Neural Networks
+    for Pandemic Forecasting" <https://arxiv.org/abs/2009.08388>`_ paper,
+    one graph per day.
 
-    Only the days that have a mobility graph are kept; edges between regions
-    without case counts are dropped.
+    The England member is the data of the COIN paper's forecasting
+    experiment: PyTorch Geometric Temporal's :obj:`EnglandCovid`
+    (:obj:`england_covid.json`) holds the same cases and edges, with its
+    regions in another order.
+
+    The raw files are those of the `pandemic_tgnn repository
+    <https://github.com/geopanag/pandemic_tgnn>`_ (folder
+    :obj:`data/<Country>`), expected in :obj:`<root>/<Country>/` (or in
+    :obj:`<root>/<Country>/raw/`):
+
+    * :obj:`<country>_labels.csv`: a header row with a :obj:`name` column
+      and one column per day (:obj:`YYYY-MM-DD`), then one row of daily new
+      cases per region; other columns (such as an unnamed index) are
+      ignored.
+    * :obj:`graphs/<XX>_<YYYY-MM-DD>.csv`: one file per day, with one
+      :obj:`source,target,weight` row (no header) per edge, the number of
+      people moving from region :obj:`source` to region :obj:`target`
+      (self-loops included).
+
+    As in the paper's code, the regions are those of the label file that
+    occur in the mobility graphs (England: 129 of 151), in the order of the
+    label file, and the days are those of the graph files, which must be
+    consecutive. Processed data is written to
+    :obj:`<root>/<Country>/processed/`.
+
+    :obj:`dataset[t]` is the :class:`~torch_geometric.data.Data` of day
+    :obj:`t`, with :obj:`y` (:obj:`[N]`, float) the new cases of each region,
+    :obj:`edge_index` (:obj:`[2, E_t]`) and :obj:`edge_weight`
+    (:obj:`[E_t]`, float) the mobility graph, and :obj:`date` the day
+    (:obj:`"YYYY-MM-DD"`); :obj:`dataset.regions` names the :obj:`N` regions.
+    The cases of all days, :obj:`[T, N]`, are
+    :obj:`torch.stack([data.y for data in dataset])`.
 
     Args:
+        root (str): Root directory that holds the folder :obj:`<Country>`.
         country (str): :obj:`"England"`, :obj:`"France"`, :obj:`"Italy"` or
-            :obj:`"Spain"`.
-        root (str, optional): The data-set folder (see
-            :func:`~torch_geometric_coin.datasets.dataset_root`).
-            (default: :obj:`None`)
+            :obj:`"Spain"` (case-insensitive).
+        transform (callable, optional): A function/transform that takes in
+            the :class:`~torch_geometric.data.Data` of a day and returns a
+            transformed version, at every access. (default: :obj:`None`)
+        pre_transform (callable, optional): A function/transform applied to
+            the :class:`~torch_geometric.data.Data` of each day before it is
+            saved to disk. (default: :obj:`None`)
+        pre_filter (callable, optional): A function that takes in the
+            :class:`~torch_geometric.data.Data` of a day and returns whether
+            the day is kept in the dataset. (default: :obj:`None`)
+        force_reload (bool, optional): Whether to re-process the dataset.
+            (default: :obj:`False`)
 
-    Returns:
-        CovidMobility: :obj:`cases` of shape :obj:`[T, N]` (float32), and
-        per day the :obj:`edge_index` and :obj:`edge_weight` of the mobility
-        graph, with regions in the order of the label file.
+    **STATS:**
+
+    .. list-table::
+        :widths: 10 10 10 10
+        :header-rows: 1
+
+        * - Country
+          - #regions
+          - #days
+          - #edges per day
+        * - England
+          - 129
+          - 61
+          - 836 -- 2,158
+        * - France
+          - 81
+          - 64
+          - 212 -- 705
+        * - Italy
+          - 105
+          - 79
+          - 313 -- 702
+        * - Spain
+          - 34
+          - 62
+          - 54 -- 139
     """
-    import pandas as pd
-    if country not in COUNTRIES:
-        raise ValueError(f"Unknown 'country' {country!r}: expected one of "
-                         f"{COUNTRIES}")
-    labels = pd.read_csv(dataset_file(root, 'pandemic_tgnn', country,
-                                      f'{country.lower()}_labels.csv'))
-    labels = labels.loc[:, ~labels.columns.str.startswith('Unnamed')]
-    if 'name' not in labels.columns:
-        raise ValueError(f"The label file of {country} has no 'name' column")
-    labels = labels.set_index('name')
-    folder = osp.join(dataset_root(root), 'pandemic_tgnn', country, 'graphs')
+    countries = ('England', 'France', 'Italy', 'Spain')
+
+    def __init__(
+        self,
+        root: str,
+        country: str,
+        transform: Optional[Callable] = None,
+        pre_transform: Optional[Callable] = None,
+        pre_filter: Optional[Callable] = None,
+        force_reload: bool = False,
+    ) -> None:
+        names = {c.lower(): c for c in self.countries}
+        if not isinstance(country, str) or country.lower() not in names:
+            raise ValueError(f"Unknown 'country' {country!r}: expected one "
+                             f"of {self.countries}")
+        self.country = names[country.lower()]
+        super().__init__(root, transform, pre_transform, pre_filter,
+                         force_reload=force_reload)
+        self.load(self.processed_paths[0])
+        with open(self.processed_paths[1]) as f:
+            self.regions: List[str] = json.load(f)
+
+    @property
+    def folder(self) -> str:
+        return osp.join(self.root, self.country)
+
+    @property
+    def source(self) -> str:
+        return (f'https://github.com/geopanag/pandemic_tgnn (folder '
+                f'data/{self.country})')
+
+    @property
+    def raw_file_names(self) -> List[str]:
+        return [f'{self.country.lower()}_labels.csv', 'graphs']
+
+    @property
+    def processed_file_names(self) -> List[str]:
+        return ['data.pt', 'regions.json']
+
+    def process(self) -> None:
+        label_file = self.raw_file(self.raw_file_names[0])
+        names, cases = read_labels(label_file)
+        days = graph_files(self.raw_file('graphs'))
+        edges = {day: read_edges(file, names) for day, file in days.items()}
+
+        used = set()
+        for src, dst, _ in edges.values():
+            used.update(src)
+            used.update(dst)
+        if not used:
+            raise ValueError(f"The mobility graphs in "
+                             f"'{self.raw_file('graphs')}' have no edges")
+        regions = [name for name in names if name in used]
+        index = {name: i for i, name in enumerate(regions)}
+
+        data_list = []
+        for day, file in days.items():
+            if day not in cases:
+                raise ValueError(f"'{label_file}' has no column for the "
+                                 f"day {day} of '{file}'")
+            src, dst, weight = edges[day]
+            edge_index = torch.tensor([[index[n] for n in src],
+                                       [index[n] for n in dst]],
+                                      dtype=torch.long).view(2, -1)
+            y = torch.tensor([cases[day][names[n]] for n in regions],
+                             dtype=torch.float)
+            data_list.append(
+                Data(y=y, edge_index=edge_index,
+                     edge_weight=torch.tensor(weight, dtype=torch.float),
+                     num_nodes=len(regions), date=day))
+
+        if self.pre_filter is not None:
+            data_list = [d for d in data_list if self.pre_filter(d)]
+            if not data_list:
+                raise ValueError("'pre_filter' rejects every day")
+        if self.pre_transform is not None:
+            data_list = [self.pre_transform(d) for d in data_list]
+        self.save(data_list, self.processed_paths[0])
+        with open(self.processed_paths[1], 'w') as f:
+            json.dump(regions, f)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.country}, {len(self)})'
+
+
+def read_rows(file: str) -> List[Tuple[int, List[str]]]:
+    r"""Returns the line number and fields of each non-empty row of a CSV
+    file, or raises a :class:`ValueError` that names the file."""
+    try:
+        with open(file, newline='', encoding='utf-8-sig') as f:
+            reader = csv.reader(f)
+            return [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"'{file}' is not a readable CSV file: "
+                         f"{err}") from err
+
+
+def parse_count(value: str, file: str, line: int, what: str) -> float:
+    try:
+        out = float(value)
+    except ValueError as err:
+        raise ValueError(f"'{file}', line {line}: the {what} {value!r} is "
+                         f"not a number") from err
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"'{file}', line {line}: the {what} {value!r} is "
+                         f"not a finite non-negative number")
+    return out
+
+
+def read_labels(
+        file: str) -> Tuple[Dict[str, int], Dict[str, List[float]]]:
+    r"""Returns the row of each region and the cases of each day of a label
+    file."""
+    rows = read_rows(file)
+    if not rows:
+        raise ValueError(f"'{file}' is empty")
+    header = rows[0][1]
+    if 'name' not in header:
+        raise ValueError(f"'{file}' has no 'name' column in its header")
+    col = header.index('name')
+    dates = [(j, h) for j, h in enumerate(header) if DATE.fullmatch(h)]
+    if not dates:
+        raise ValueError(f"'{file}' has no column of a day (YYYY-MM-DD)")
+    names: Dict[str, int] = {}
+    cases: Dict[str, List[float]] = {day: [] for _, day in dates}
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            raise ValueError(f"'{file}', line {line}: {len(row)} fields, "
+                             f"but the header has {len(header)}")
+        if row[col] in names:
+            raise ValueError(f"'{file}', line {line}: the region "
+                             f"{row[col]!r} occurs twice")
+        names[row[col]] = len(names)
+        for j, day in dates:
+            cases[day].append(parse_count(row[j], file, line, 'case count'))
+    if not names:
+        raise ValueError(f"'{file}' has no region")
+    return names, cases
+
+
+def graph_files(folder: str) -> Dict[str, str]:
+    r"""Returns the mobility graph file of each day, in order, checking that
+    the days are consecutive."""
     if not osp.isdir(folder):
-        raise FileNotFoundError(f"The folder '{folder}' does not exist")
-    graphs = {}
-    for name in os.listdir(folder):
-        match = re.fullmatch(r'[A-Z]+_(\d{4}-\d{2}-\d{2})\.csv', name)
-        if match and match.group(1) in labels.columns:
-            graphs[match.group(1)] = osp.join(folder, name)
-    if not graphs:
-        raise ValueError(f"No mobility graph of {country} matches a day of "
-                         f"its label file")
-    days = sorted(graphs)
-    index = {name: i for i, name in enumerate(labels.index)}
-    cases = torch.tensor(labels[days].to_numpy(dtype='float32').T)
-    edge_indices, edge_weights = [], []
-    for day in days:
-        edges = pd.read_csv(graphs[day], header=None,
-                            names=['source', 'target', 'weight'])
-        keep = edges.source.isin(index) & edges.target.isin(index)
-        edges = edges[keep]
-        edge_indices.append(torch.from_numpy(np.stack([
-            edges.source.map(index).to_numpy(dtype='int64'),
-            edges.target.map(index).to_numpy(dtype='int64'),
-        ])))
-        edge_weights.append(
-            torch.tensor(edges.weight.to_numpy(dtype='float32')))
-    return CovidMobility(cases, edge_indices, edge_weights)
+        raise FileNotFoundError(f"'{folder}' is not a folder")
+    days: Dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        match = GRAPH_FILE.fullmatch(name)
+        if match is None:
+            continue
+        file = osp.join(folder, name)
+        try:
+            datetime.date.fromisoformat(match.group(1))
+        except ValueError as err:
+            raise ValueError(f"'{file}' is not named after a valid "
+                             f"date") from err
+        if match.group(1) in days:
+            raise ValueError(f"'{file}' and '{days[match.group(1)]}' are "
+                             f"graphs of the same day")
+        days[match.group(1)] = file
+    if not days:
+        raise ValueError(f"'{folder}' has no graph file named "
+                         f"<XX>_<YYYY-MM-DD>.csv")
+    days = dict(sorted(days.items()))
+    dates = [datetime.date.fromisoformat(day) for day in days]
+    for prev, day in zip(dates[:-1], dates[1:]):
+        if (day - prev).days != 1:
+            raise ValueError(f"'{folder}' has no graph file for the days "
+                             f"between {prev} and {day}")
+    return days
+
+
+def read_edges(file: str, names: Dict[str, int]
+               ) -> Tuple[List[str], List[str], List[float]]:
+    r"""Returns the sources, targets and weights of a mobility graph file."""
+    src: List[str] = []
+    dst: List[str] = []
+    weight: List[float] = []
+    for line, row in read_rows(file):
+        if len(row) != 3:
+            raise ValueError(f"'{file}', line {line}: {len(row)} fields, "
+                             f"expected 3 (source,target,weight)")
+        for region in row[:2]:
+            if region not in names:
+                raise ValueError(f"'{file}', line {line}: the region "
+                                 f"{region!r} is not in the label file")
+        src.append(row[0])
+        dst.append(row[1])
+        weight.append(parse_count(row[2], file, line, 'weight'))
+    return src, dst, weight

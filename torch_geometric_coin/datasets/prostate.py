@@ -1,35 +1,100 @@
-from typing import Optional, Tuple
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from torch_geometric_coin.datasets.dataset_root import dataset_file
+from torch_geometric.data import Data
+from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 
 
-def load_prostate(root: Optional[str] = None) -> Tuple[Tensor, Tensor]:
-    r"""Loads the prostate cancer gene-expression data of `Singh et al. (2002)
-    <https://doi.org/10.1016/S1535-6108(02)00030-2>`_ used by the COIN paper:
-    102 patients, 5,966 genes, 52 tumours and 50 normal tissues, from
-    :obj:`<root>/prostate/Prostate_GE.mat`.
+class Prostate(OfflineDataset):
+    r"""The prostate cancer gene-expression data of `Singh et al. (2002)
+    <https://doi.org/10.1016/S1535-6108(02)00030-2>`_: 102 patients (52
+    tumour and 50 normal tissues) with the expression of 5,966 genes.
+
+    .. note::
+
+        This is *not* the data of the COIN paper's prostate cancer
+        experiment, which used the P1000 cohort of `Elmarakeby et al.
+        (2021) <https://doi.org/10.1038/s41586-021-03922-4>`_; it is a
+        smaller, public stand-in for the same kind of task.
+
+    The raw file is :obj:`Prostate_GE.mat` of the `scikit-feature
+    <https://jundongl.github.io/scikit-feature/datasets.html>`_ collection,
+    a MATLAB file with the expression matrix :obj:`X` (patients x genes) and
+    the labels :obj:`Y` (:obj:`2` = tumour, :obj:`1` = normal), expected in
+    :obj:`<root>/` (or :obj:`<root>/raw/`). Processed data is written to
+    :obj:`<root>/processed/`.
+
+    :obj:`dataset[0]` is a :class:`~torch_geometric.data.Data` without
+    edges, with :obj:`x` (:obj:`[102, 5966]`, float32) the expression of each
+    patient and :obj:`y` (:obj:`[102]`) :obj:`1` for tumour and :obj:`0` for
+    normal; graphs are built on top of it (*e.g.*, with
+    :func:`~torch_geometric_coin.utils.gaussian_knn_graph`).
 
     Args:
-        root (str, optional): The data-set folder (see
-            :func:`~torch_geometric_coin.datasets.dataset_root`).
+        root (str): Root directory where the dataset should be saved.
+        transform (callable, optional): A function/transform that takes in
+            the :class:`~torch_geometric.data.Data` of the patients and
+            returns a transformed version, at every access.
             (default: :obj:`None`)
-
-    Returns:
-        (torch.Tensor, torch.Tensor): The expression matrix :obj:`x` of shape
-        :obj:`[102, 5966]` (float32, as stored) and the labels :obj:`y` of
-        shape :obj:`[102]` with :obj:`1` for tumour and :obj:`0` for normal
-        (the file's :obj:`2` and :obj:`1`).
+        pre_transform (callable, optional): A function/transform applied to
+            the :class:`~torch_geometric.data.Data` of the patients before it
+            is saved to disk. (default: :obj:`None`)
+        force_reload (bool, optional): Whether to re-process the dataset.
+            (default: :obj:`False`)
     """
-    from scipy.io import loadmat
-    mat = loadmat(dataset_file(root, 'prostate', 'Prostate_GE.mat'))
-    x = torch.from_numpy(np.asarray(mat['X'], dtype=np.float32))
-    raw = np.asarray(mat['Y']).reshape(-1)
-    if set(np.unique(raw).tolist()) != {1, 2} or raw.shape[0] != x.size(0):
-        raise ValueError(f"Unexpected labels in 'Prostate_GE.mat': "
-                         f"{np.unique(raw).tolist()}")
-    y = torch.from_numpy((raw == 2).astype(np.int64))
-    return x, y
+    source = ('scikit-feature (https://jundongl.github.io/scikit-feature/'
+              'datasets.html), e.g. via the repository '
+              'Zhang-ZeSheng/Feature-Selection-Datasets')
+
+    def __init__(
+        self,
+        root: str,
+        transform: Optional[Callable] = None,
+        pre_transform: Optional[Callable] = None,
+        force_reload: bool = False,
+    ) -> None:
+        super().__init__(root, transform, pre_transform,
+                         force_reload=force_reload)
+        self.load(self.processed_paths[0])
+
+    @property
+    def raw_file_names(self) -> List[str]:
+        return ['Prostate_GE.mat']
+
+    @property
+    def processed_file_names(self) -> str:
+        return 'data.pt'
+
+    def process(self) -> None:
+        from scipy.io import loadmat
+
+        file = self.raw_file(self.raw_file_names[0])
+        try:
+            mat = loadmat(file)
+        except Exception as err:  # scipy raises many types on a bad file.
+            raise ValueError(f"'{file}' is not a readable MATLAB file: "
+                             f"{err}") from err
+        for key in ('X', 'Y'):
+            if key not in mat:
+                raise ValueError(f"'{file}' has no variable '{key}'")
+        x, y = mat['X'], np.asarray(mat['Y'])
+        if (not isinstance(x, np.ndarray) or x.ndim != 2
+                or x.dtype.kind not in 'biuf' or x.size == 0):
+            raise ValueError(f"'X' in '{file}' is not a numeric matrix")
+        if not np.isfinite(x).all():
+            raise ValueError(f"'X' in '{file}' has NaN or infinite values")
+        if y.dtype.kind not in 'biuf' or y.size != x.shape[0]:
+            raise ValueError(f"'Y' in '{file}' must hold one label per row "
+                             f"of 'X' ({x.shape[0]}), got shape {y.shape}")
+        y = y.reshape(-1)
+        if not np.isin(y, (1, 2)).all():
+            raise ValueError(f"'Y' in '{file}' must hold 1 (normal) or 2 "
+                             f"(tumour), got {np.unique(y).tolist()}")
+
+        data = Data(x=torch.from_numpy(x.astype(np.float32)),
+                    y=torch.from_numpy((y == 2).astype(np.int64)))
+        if self.pre_transform is not None:
+            data = self.pre_transform(data)
+        self.save([data], self.processed_paths[0])

@@ -1,13 +1,10 @@
-from .csr_operator import CSROperator, LinearOperator
-from .krylov_solve import ConvergenceError, krylov_solve
-from .explicit_diffusion import explicit_diffusion
-from .implicit_diffusion import implicit_diffusion
+r"""The diffusion operator and its solvers."""
+from ._krylov import ConvergenceError, krylov_solve
+from ._diffusion_operator import DiffusionOperator, SolverStats
 
 __all__ = [
-    'CSROperator',
-    'LinearOperator',
+    'DiffusionOperator',
+    'SolverStats',
     'ConvergenceError',
     'krylov_solve',
-    'explicit_diffusion',
-    'implicit_diffusion',
 ]

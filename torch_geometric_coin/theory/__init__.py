@@ -1,9 +1,9 @@
 r"""The theory of convection-diffusion networks, executable: an axiom checker
 for propagation operators, regularisation as diffusion (Gaussian noise,
 dropout) and certified robustness by randomized smoothing."""
-from .check_axioms import (AxiomReport, AxiomResult, check_axioms,
-                           format_axiom_table)
-from .gaussian_smoothing import MonteCarloEstimate, gaussian_smoothing
+from ._check_axioms import (AxiomReport, AxiomResult, check_axioms,
+                            format_axiom_table)
+from ._gaussian_smoothing import MonteCarloEstimate, gaussian_smoothing
 from .dropout_diffusion import DropoutDiffusion, dropout_diffusion_term
 from .randomized_smoothing import (RandomizedSmoothing, binomial_test_half,
                                    clopper_pearson_lower)

@@ -4,7 +4,9 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .gaussian_smoothing import apply_batched, monte_carlo_mean
+from torch_geometric_coin.utils._check_int import check_int
+
+from ._gaussian_smoothing import apply_batched, monte_carlo_mean
 
 MAX_EXACT_UNITS = 16
 
@@ -105,12 +107,8 @@ def dropout_diffusion_term(
         raise ValueError(f"Exact enumeration of 2^{n} masks is too costly; "
                          f"use at most {MAX_EXACT_UNITS} units or "
                          f"exact=False")
-    if not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(f"'num_samples' must be an integer >= 2 "
-                         f"(got {num_samples!r})")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"'batch_size' must be a positive integer "
-                         f"(got {batch_size!r})")
+    check_int('num_samples', num_samples, 2)
+    check_int('batch_size', batch_size, 1)
 
     with torch.no_grad():
         base = apply_batched(f, h, 'activations', 'n')  # [B, *out]

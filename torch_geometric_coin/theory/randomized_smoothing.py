@@ -3,8 +3,9 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy.stats import beta, binom, norm
 from torch import Tensor
+
+from torch_geometric_coin.utils._check_int import check_int
 
 
 class RandomizedSmoothing(torch.nn.Module):
@@ -54,9 +55,7 @@ class RandomizedSmoothing(torch.nn.Module):
         super().__init__()
         if not callable(model):
             raise TypeError("'model' must be a module or a callable")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"'num_classes' must be an integer >= 2 "
-                             f"(got {num_classes!r})")
+        check_int('num_classes', num_classes, 2)
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
                 and sigma > 0):
             raise ValueError(f"'sigma' must be positive (got {sigma!r})")
@@ -143,6 +142,8 @@ class RandomizedSmoothing(torch.nn.Module):
             (:obj:`-1` where abstaining) and certified radii of shape
             :math:`(B)` (:obj:`0` where abstaining).
         """
+        from scipy.stats import norm
+
         _check_alpha(alpha)
         counts0 = self.sample_counts(x, *args, num=n0, batch_size=batch_size,
                                      generator=generator)
@@ -174,9 +175,7 @@ class RandomizedSmoothing(torch.nn.Module):
         if not isinstance(num, int) or num < 1:
             raise ValueError(f"The number of draws must be a positive "
                              f"integer (got {num!r})")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"'batch_size' must be a positive integer "
-                             f"(got {batch_size!r})")
+        check_int('batch_size', batch_size, 1)
         if self.forward_fn is None and args:
             raise TypeError("Extra arguments need 'forward_fn' to say how "
                             "the model uses them")
@@ -237,6 +236,8 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
         trials (int): Number of trials :math:`n`.
         alpha (float): Failure probability.
     """
+    from scipy.stats import beta
+
     _check_alpha(alpha)
     k = np.asarray(successes, dtype=np.float64)
     if np.any(k < 0) or np.any(k > trials):
@@ -250,6 +251,8 @@ def binomial_test_half(successes, trials) -> np.ndarray:
     r"""Two-sided p-value of the exact binomial test of :math:`k` successes in
     :math:`n` trials against :math:`p = 1/2`, vectorised (what
     :func:`scipy.stats.binomtest` returns); :obj:`1` for :math:`n = 0`."""
+    from scipy.stats import binom
+
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     tail = binom.cdf(np.minimum(k, n - k), n, 0.5)

@@ -1,15 +1,9 @@
 r"""Utilities."""
-from .diffusion_laplacian import diffusion_laplacian, gershgorin_bound
-from .experiment_results import machine_info, summarize, write_results
-from .fit_node_classifier import fit_node_classifier
-from .gaussian_knn_graph import gaussian_knn_graph
+from ._coin_norm import coin_norm
+from ._gaussian_knn_graph import gaussian_knn_graph
+from ._knn_search import knn_search
 
 __all__ = [
-    'diffusion_laplacian',
-    'gershgorin_bound',
-    'fit_node_classifier',
+    'coin_norm',
     'gaussian_knn_graph',
-    'summarize',
-    'machine_info',
-    'write_results',
 ]

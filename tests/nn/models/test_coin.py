@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 from torch_geometric_coin.nn import COIN, diffused_nll_loss
-from torch_geometric_coin.utils import fit_node_classifier
 
 
 def two_blobs(n=60, seed=0):
@@ -86,10 +85,20 @@ def test_diffusion_helps_on_a_homophilous_graph():
     for K in [0, 10]:
         torch.manual_seed(0)
         model = COIN(8, 2, K=K, sigma2=0.3, dropout=0.2)
-        res = fit_node_classifier(
-            model, type('D', (), dict(x=x, edge_index=edge_index, y=y))(),
-            train, val, test, epochs=60)
-        accs[K] = res['test_acc']
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01,
+                                     weight_decay=5e-4)
+        best_val = -1.0
+        for _ in range(60):
+            model.train()
+            optimizer.zero_grad()
+            F.nll_loss(model(x, edge_index)[train], y[train]).backward()
+            optimizer.step()
+            model.eval()
+            pred = model(x, edge_index).argmax(-1)
+            val_acc = float((pred[val] == y[val]).float().mean())
+            if val_acc > best_val:
+                best_val = val_acc
+                accs[K] = float((pred[test] == y[test]).float().mean())
     assert accs[10] > accs[0] + 0.1, accs
 
 
@@ -106,6 +115,46 @@ def test_diffused_nll_loss_is_finite_at_zero_probability():
     ok = torch.tensor([[0.2, 0.8], [0.5, 0.5]])
     assert torch.allclose(diffused_nll_loss(ok, y[:2]),
                           F.nll_loss(ok.log(), y[:2]))
+    for reduction in ['sum', 'none']:
+        assert torch.allclose(diffused_nll_loss(ok, y[:2], reduction),
+                              F.nll_loss(ok.log(), y[:2],
+                                         reduction=reduction))
+
+
+def test_coin_learned_edge_weights_and_reset_parameters():
+    x, edge_index, y = two_blobs()
+    for learn, kwargs in [('kernel', {}),
+                          ('per_edge', dict(num_edges=edge_index.size(1)))]:
+        torch.manual_seed(0)
+        model = COIN(8, 2, K=4, sigma2=0.2, learn_edge_weights=learn,
+                     learn_sigma2=True, cached=True, **kwargs).eval()
+        out = model(x, edge_index)
+        F.nll_loss(out, y).backward()
+        params = dict(model.named_parameters())
+        assert all(p.grad is not None for p in params.values())
+        weight = model.edge_weights(x, edge_index) if learn == 'kernel' \
+            else model.edge_weights(edge_index)
+        ref = model.diffusion(model.base(x).softmax(-1), edge_index,
+                              weight).log()
+        assert torch.allclose(out, ref, atol=1e-6)
+        # reset_parameters resets every part, the diffusion included:
+        init = {k: v.detach().clone() for k, v in params.items()}
+        with torch.no_grad():
+            for p in params.values():
+                p.add_(1.0)
+        model.reset_parameters()
+        assert model.diffusion._cached_op is None
+        assert abs(float(model.diffusion.sigma2) - 0.2) < 1e-6
+        if learn == 'per_edge':
+            assert torch.allclose(model.edge_weights.weight,
+                                  init['edge_weights.weight'])
+        else:
+            assert not torch.allclose(model.edge_weights.lin.weight,
+                                      init['edge_weights.lin.weight'] + 1)
+    with pytest.raises(ValueError, match="'num_edges' is needed for"):
+        COIN(8, 2, learn_edge_weights='per_edge')
+    with pytest.raises(ValueError, match="Unknown 'learn_edge_weights'"):
+        COIN(8, 2, learn_edge_weights='foo')
 
 
 def test_coin_errors():

@@ -5,13 +5,18 @@ from torch import Tensor
 
 from torch_geometric.typing import Adj, OptTensor
 
+from torch_geometric_coin.nn._diffused_nll_loss import safe_log
 from torch_geometric_coin.nn.conv import CoinDiffusionConv
-from torch_geometric_coin.nn.diffused_nll_loss import safe_log
+from torch_geometric_coin.nn.edge_weights import (
+    KernelEdgeWeight,
+    PerEdgeWeight,
+)
 from torch_geometric_coin.nn.models.residual_convection import (
     ResidualConvection,
 )
 
 DIFFUSE = ('prob', 'logits', 'hidden')
+LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
 
 
 class COIN(torch.nn.Module):
@@ -59,9 +64,16 @@ class COIN(torch.nn.Module):
             (default: :obj:`None`)
         diffusion_dropout (float, optional): Dropout before each diffusion
             step (the paper's COVID-19 model). (default: :obj:`0.`)
+        learn_edge_weights (str, optional): :obj:`None`, :obj:`'kernel'`
+            (a :class:`~torch_geometric_coin.nn.KernelEdgeWeight` on the
+            input features) or :obj:`'per_edge'` (a
+            :class:`~torch_geometric_coin.nn.PerEdgeWeight`), whose output
+            weights the diffusion's graph. (default: :obj:`None`)
+        num_edges (int, optional): The number of edges, needed for
+            :obj:`learn_edge_weights='per_edge'`. (default: :obj:`None`)
         **kwargs (optional): Additional arguments of
             :class:`CoinDiffusionConv` (*e.g.*, :obj:`learn_sigma2`,
-            :obj:`learn_edge_weights`, :obj:`cached`).
+            :obj:`cached`, :obj:`scheme`).
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
@@ -84,15 +96,28 @@ class COIN(torch.nn.Module):
         act: str = 'relu',
         norm: Optional[str] = None,
         diffusion_dropout: float = 0.,
+        learn_edge_weights: Optional[str] = None,
+        num_edges: Optional[int] = None,
         **kwargs,
     ):
         super().__init__()
         if diffuse not in DIFFUSE:
             raise ValueError(f"Unknown 'diffuse' {diffuse!r}: expected one "
                              f"of {DIFFUSE}")
-        if kwargs.get('learn_edge_weights') == 'kernel':
-            kwargs.setdefault('kernel_channels', in_channels)
+        if learn_edge_weights not in LEARN_EDGE_WEIGHTS:
+            raise ValueError(f"Unknown 'learn_edge_weights' "
+                             f"{learn_edge_weights!r}: expected one of "
+                             f"{LEARN_EDGE_WEIGHTS}")
+        if (num_edges is not None) != (learn_edge_weights == 'per_edge'):
+            raise ValueError("'num_edges' is needed for, and only for, "
+                             "learn_edge_weights='per_edge'")
         self.diffuse = diffuse
+        self.learn_edge_weights = learn_edge_weights
+        self.edge_weights = None
+        if learn_edge_weights == 'kernel':
+            self.edge_weights = KernelEdgeWeight(in_channels)
+        elif learn_edge_weights == 'per_edge':
+            self.edge_weights = PerEdgeWeight(num_edges)
         self.base = ResidualConvection(in_channels, hidden_channels,
                                        out_channels, num_layers=num_layers,
                                        T=T, act=act, norm=norm,
@@ -106,22 +131,28 @@ class COIN(torch.nn.Module):
         r"""Resets all learnable parameters of the module."""
         self.base.reset_parameters()
         self.diffusion.reset_parameters()
+        if self.edge_weights is not None:
+            self.edge_weights.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
+        if isinstance(self.edge_weights, KernelEdgeWeight):
+            edge_weight = self.edge_weights(x, edge_index, edge_weight)
+        elif isinstance(self.edge_weights, PerEdgeWeight):
+            edge_weight = self.edge_weights(edge_index, edge_weight)
         if self.diffuse == 'hidden':
-            h = self.base.encode(x)
-            h = self.diffusion(h, edge_index, edge_weight, h=x)
+            h = self.diffusion(self.base.encode(x), edge_index, edge_weight)
             return torch.log_softmax(self.base.decode(h), dim=-1)
         logits = self.base(x)
         if self.diffuse == 'logits':
-            out = self.diffusion(logits, edge_index, edge_weight, h=x)
+            out = self.diffusion(logits, edge_index, edge_weight)
             return torch.log_softmax(out, dim=-1)
-        prob = self.diffusion(logits.softmax(dim=-1), edge_index, edge_weight,
-                              h=x)
-        return safe_log(prob)
+        return safe_log(self.diffusion(logits.softmax(dim=-1), edge_index,
+                                       edge_weight))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.base.in_channels}, '
                 f'{self.base.out_channels}, diffuse={self.diffuse!r}, '
-                f'diffusion={self.diffusion})')
+                + (f'edge_weights={self.edge_weights}, '
+                   if self.edge_weights is not None else '')
+                + f'diffusion={self.diffusion})')

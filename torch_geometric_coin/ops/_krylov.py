@@ -1,4 +1,4 @@
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 from torch import Tensor
@@ -10,10 +10,10 @@ class ConvergenceError(RuntimeError):
 
 def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
                  diag: Tensor, symmetric: bool, tol: float = 1e-5,
-                 max_iter: int = 1000) -> Tensor:
-    r"""Solves :math:`\mathbf{A} \mathbf{X} = \mathbf{B}` column by column
-    (all columns at once) with Jacobi-preconditioned conjugate gradients
-    when :math:`\mathbf{A}` is symmetric positive definite, else with
+                 max_iter: int = 1000) -> Tuple[Tensor, int]:
+    r"""Solves :math:`\mathbf{A} \mathbf{X} = \mathbf{B}` for all columns at
+    once with Jacobi-preconditioned conjugate gradients when
+    :math:`\mathbf{A}` is symmetric positive definite, else with
     Jacobi-preconditioned BiCGSTAB, until
     :math:`\|\mathbf{b} - \mathbf{A}\mathbf{x}\| \leq \mathrm{tol} \cdot
     \|\mathbf{b}\|` in every column.
@@ -25,7 +25,12 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
         diag (torch.Tensor): The diagonal of :math:`\mathbf{A}` (positive).
         symmetric (bool): Whether :math:`\mathbf{A}` is symmetric.
         tol (float, optional): Relative residual tolerance.
-        max_iter (int, optional): Iteration limit.
+            (default: :obj:`1e-5`)
+        max_iter (int, optional): Iteration limit. (default: :obj:`1000`)
+
+    Returns:
+        (torch.Tensor, int): The solution and the number of iterations
+        (:obj:`0` when :obj:`x0` already meets the tolerance).
 
     Raises:
         ConvergenceError: if the tolerance is not met in :obj:`max_iter`
@@ -37,7 +42,7 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
     r = b - matvec(x)
     res = r.norm(dim=0)
     if bool((res <= bound).all()):
-        return x
+        return x, 0
     solver = _cg if symmetric else _bicgstab
     x, res, it = solver(matvec, x, r, dinv, bound, max_iter)
     if not bool((res <= bound).all()):
@@ -48,7 +53,7 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
             f"converge in {it} iterations (max_iter={max_iter}): relative "
             f"residual {rel:.3g} > tol={tol:g} in column {worst}. Raise "
             f"'max_iter' or 'tol', or lower 'sigma2'")
-    return x
+    return x, it
 
 
 def _safe_div(a: Tensor, b: Tensor) -> Tensor:

@@ -4,6 +4,8 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
+from torch_geometric_coin.utils._check_int import check_int
+
 
 class MonteCarloEstimate(NamedTuple):
     r"""A Monte Carlo estimate of an expectation.
@@ -83,13 +85,9 @@ def gaussian_smoothing(
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
             and sigma > 0):
         raise ValueError(f"'sigma' must be positive (got {sigma!r})")
-    if not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(f"'num_samples' must be an integer >= 2 "
-                         f"(got {num_samples!r})")
+    check_int('num_samples', num_samples, 2)
+    check_int('batch_size', batch_size, 1, optional=True)
     batch_size = num_samples if batch_size is None else batch_size
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"'batch_size' must be a positive integer "
-                         f"(got {batch_size!r})")
 
     scale = (torch.sqrt(2 * t) * sigma).reshape(-1, 1, 1)  # [B or 1, 1, 1]
 

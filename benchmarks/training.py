@@ -1,3 +1,6 @@
+"""The one training loop of the benchmarks: :func:`fit` trains a model on the
+nodes of one graph, full batch, and evaluates it at its best validation
+epoch (classification by accuracy, or regression by a loss)."""
 import copy
 import statistics
 import time
@@ -34,7 +37,7 @@ def _default_forward(model: torch.nn.Module, data: Any) -> Tensor:
     return model(data.x, data.edge_index, edge_weight)
 
 
-def fit_node_classifier(
+def fit(
     model: torch.nn.Module,
     data: Any,
     train_mask: Tensor,
@@ -51,10 +54,10 @@ def fit_node_classifier(
     param_groups: Optional[Iterable[Dict[str, Any]]] = None,
     metric: Optional[Callable[[Tensor, Tensor], float]] = None,
 ) -> Dict[str, float]:
-    r"""Trains a transductive node classifier that returns log-probabilities
-    with Adam and the negative log-likelihood, full batch, and evaluates it
-    at the epoch of best validation accuracy (ties: lower validation loss).
-    The one training loop of the examples and benchmarks.
+    r"""Trains a transductive node model with Adam, full batch: by default a
+    classifier that returns log-probabilities, with the negative
+    log-likelihood, evaluated at the epoch of best validation accuracy (ties:
+    lower validation loss). The one training loop of the benchmarks.
 
     With :obj:`patience`, training stops once neither the validation loss
     fell nor the validation accuracy rose for :obj:`patience` epochs (the

@@ -1,10 +1,25 @@
+"""The one owner of the benchmarks' results: summaries of repeated runs
+(:func:`summarize`), the Markdown table (:func:`markdown_table`), the result
+files (:func:`write_results`: JSON plus Markdown) and the closing "wrote"
+lines (:func:`wrote`)."""
 import json
 import math
 import os
 import os.path as osp
 import platform
+import statistics
 import time
-from typing import Callable, Dict, Iterable, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 
@@ -111,3 +126,71 @@ def write_results(
     with open(md_path, 'w') as f:
         f.write(text)
     return json_path, md_path
+
+
+def wrote(*paths: str) -> None:
+    r"""Prints one :obj:`wrote <path>` line per file a script wrote (the
+    closing lines of every benchmark)."""
+    for path in paths:
+        print(f'wrote {path}')
+
+
+def markdown_table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:
+    r"""The one Markdown table writer: a header row, a separator and one row
+    per entry of :obj:`rows` (cells are formatted with :obj:`str`)."""
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f'Row {i} has {len(row)} cells, the header '
+                             f'{len(header)}')
+    lines = ['| ' + ' | '.join(str(c) for c in header) + ' |',
+             '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def fmt_acc(s: Dict[str, float]) -> str:
+    r"""A :func:`summarize` of accuracies in %: mean ± std [95% CI]."""
+    return (f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
+            f"[{100 * s['ci_low']:.2f}, {100 * s['ci_high']:.2f}]")
+
+
+def fmt_mean(s: Dict[str, float], spread: str = 'std', scale: float = 1.,
+             digits: int = 4) -> str:
+    r"""A :func:`summarize` as :obj:`mean ± spread` (:obj:`'std'` or
+    :obj:`'ci95'`, the half-width of the 95% interval), times
+    :obj:`scale` (*e.g.*, 100 for %), with :obj:`digits` decimals."""
+    return (f"{scale * s['mean']:.{digits}f} ± "
+            f"{scale * s[spread]:.{digits}f}")
+
+
+def bold_best(cells: Sequence[str], values: Sequence[float],
+              best: Callable[[Iterable[float]], float] = max) -> List[str]:
+    r"""Returns :obj:`cells` with those whose value is the :obj:`best` of
+    :obj:`values` (:obj:`max` or :obj:`min`) in bold."""
+    top = best(values)
+    return [f'**{c}**' if v == top else c for c, v in zip(cells, values)]
+
+
+def summarize_runs(records: Dict[str, List[Dict]]) -> Dict[str, Dict]:
+    r"""Per model, from the results of :func:`training.fit` (plus
+    :obj:`peak_memory`): test and validation accuracy (:func:`summarize`),
+    the median time per epoch and number of epochs, the largest peak
+    memory (:obj:`None` where none was measured)."""
+    summary = {}
+    for model_name, recs in records.items():
+        peaks = [r['peak_memory'] for r in recs
+                 if r.get('peak_memory') is not None]
+        summary[model_name] = dict(
+            test_acc=summarize([r['test_acc'] for r in recs]),
+            val_acc=summarize([r['val_acc'] for r in recs]),
+            time_per_epoch=statistics.median(r['time_per_epoch']
+                                             for r in recs),
+            epochs=statistics.median(r['epochs'] for r in recs),
+            peak_memory=max(peaks) if peaks else None,
+        )
+    return summary
+
+
+def fmt_mib(nbytes: Optional[int]) -> str:
+    r"""Bytes in MiB with one decimal, :obj:`'-'` for :obj:`None`."""
+    return '-' if nbytes is None else f'{nbytes / 2**20:.1f}'

@@ -1,25 +1,25 @@
 """COVID-19 case forecasting with missing training data (England) with COIN.
 
-    python examples/covid_forecast.py                        # the benchmark
-    python examples/covid_forecast.py --days 20 --maskings 1 --inits 1
+    python benchmarks/covid_forecast.py                      # the benchmark
+    python benchmarks/covid_forecast.py --days 20 --maskings 1 --seeds 1
 
 The COIN authors' setting: each region's features are its cases of the
 previous 8 days, the target is the next day's cases, both standardised per
 region (as PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader`` does;
 the graph of a sample is the mobility graph of the first day of its window,
 as there). The samples are split in time, 20% train, 20% validation, 60%
-test, and ``--hidden`` (0.9) of each region's training targets are hidden,
+test, and ``--hidden-ratio`` (0.9) of each region's training targets are hidden,
 but every region keeps at least 2 (with England's 10 training days: 8 of 10
 hidden). COIN is a residual regressor followed by K=10 diffusion steps
 (sigma2=0.5, dropout 0.25 before each step) over each day's graph, trained on
 the MSE of the observed targets. Baselines in the same run: linear
 regression, an MLP, a GCN, and the residual regressor without diffusion
 (K=0). The test MSE is reported as mean ± std over maskings x initialisations.
-``--country France`` (or Italy, Spain) runs the same on the data of the
-pandemic_tgnn repository.
+``--dataset France`` (or Italy, Spain) runs the same on the data of another
+country of the pandemic_tgnn repository.
 """
-import argparse
 import os.path as osp
+import sys
 import time
 
 import torch
@@ -30,19 +30,15 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.models import MLP
 
-from torch_geometric_coin.datasets import (
-    load_england_covid,
-    load_pandemic_tgnn,
-)
+from torch_geometric_coin.datasets import PandemicTGNN
 from torch_geometric_coin.nn import CoinDiffusionConv, ResidualConvection
-from torch_geometric_coin.utils import (
-    fit_node_classifier,
-    summarize,
-    write_results,
-)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
-HERE = osp.dirname(osp.abspath(__file__))
 METHODS = ('Linear regression', 'MLP', 'GCN', 'Residual (K=0)', 'COIN')
+COUNTRIES = ('England', 'France', 'Italy', 'Spain')
 
 
 class CoinRegressor(torch.nn.Module):
@@ -74,17 +70,19 @@ class GCN(torch.nn.Module):
         return self.conv2(x, edge_index, edge_weight).view(-1)
 
 
-def build_snapshots(data, lags=8, days=None):
-    r"""Turns the daily series into one graph per forecast: features
-    :obj:`[N, lags]`, target :obj:`[N]`, standardised per region."""
-    cases = data.cases if days is None else data.cases[:days]
+def build_snapshots(dataset, lags=8, days=None):
+    r"""Turns the daily graphs of a :class:`PandemicTGNN` into one graph
+    per forecast: features :obj:`[N, lags]`, target :obj:`[N]`,
+    standardised per region."""
+    cases = torch.stack([data.y for data in dataset])
+    cases = cases if days is None else cases[:days]
     z = (cases - cases.mean(0)) / (cases.std(0, unbiased=False) + 1e-10)
     snapshots = []
     for t in range(cases.size(0) - lags):
         snapshots.append(Data(x=z[t:t + lags].t().contiguous(),
                               y=z[t + lags],
-                              edge_index=data.edge_indices[t],
-                              edge_weight=data.edge_weights[t]))
+                              edge_index=dataset[t].edge_index,
+                              edge_weight=dataset[t].edge_weight))
     return snapshots
 
 
@@ -124,13 +122,13 @@ def run(batch, observed, num_train, num_val, args, seed):
     }
 
     models = {
-        'MLP': lambda: MLP([args.lags, args.hidden, 1],
+        'MLP': lambda: MLP([args.lags, args.hidden_channels, 1],
                            dropout=args.dropout),
-        'GCN': lambda: GCN(args.lags, args.hidden, args.dropout),
-        'Residual (K=0)': lambda: CoinRegressor(args.lags, args.hidden, 0,
+        'GCN': lambda: GCN(args.lags, args.hidden_channels, args.dropout),
+        'Residual (K=0)': lambda: CoinRegressor(args.lags, args.hidden_channels, 0,
                                                 args.sigma2, args.dropout,
                                                 0.),
-        'COIN': lambda: CoinRegressor(args.lags, args.hidden, args.K,
+        'COIN': lambda: CoinRegressor(args.lags, args.hidden_channels, args.K,
                                       args.sigma2, args.dropout,
                                       args.diffusion_dropout),
     }
@@ -140,7 +138,7 @@ def run(batch, observed, num_train, num_val, args, seed):
     for name, make in models.items():
         torch.manual_seed(seed)
         model = make()
-        out = fit_node_classifier(
+        out = fit(
             model, batch, train_mask, val_mask, test_mask,
             epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
             patience=args.patience, forward=forwards.get(name),
@@ -151,65 +149,59 @@ def run(batch, observed, num_train, num_val, args, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=None,
-                        help='data-set folder (default: ../shared/datasets)')
-    parser.add_argument('--country', default='England',
-                        choices=['England', 'France', 'Italy', 'Spain'],
-                        help='England: england_covid.json; the others: '
-                        'pandemic_tgnn/')
+    parser = common.parser(
+        __doc__, dataset=dict(default='England', choices=COUNTRIES,
+                              help='the country (a folder of '
+                              'pandemic_tgnn/)'), root=common.SHARED,
+        seeds=dict(default=3, help='initialisations per masking'),
+        hidden_channels=64, K=10, sigma2=0.5, dropout=0., lr=0.01,
+        weight_decay=5e-4, epochs=300, patience=50, seed=0)
     parser.add_argument('--days', type=int, default=None,
                         help='use only the first DAYS days (smoke tests)')
-    parser.add_argument('--lags', type=int, default=8)
-    parser.add_argument('--train-ratio', type=float, default=0.2)
-    parser.add_argument('--val-ratio', type=float, default=0.2)
-    parser.add_argument('--hidden-ratio', type=float, default=0.9)
-    parser.add_argument('--min-keep', type=int, default=2)
-    parser.add_argument('--maskings', type=int, default=10)
-    parser.add_argument('--inits', type=int, default=3)
-    parser.add_argument('--hidden', type=int, default=64)
-    parser.add_argument('--K', type=int, default=10)
-    parser.add_argument('--sigma2', type=float, default=0.5)
-    parser.add_argument('--diffusion-dropout', type=float, default=0.25)
-    parser.add_argument('--dropout', type=float, default=0.)
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--weight-decay', type=float, default=5e-4)
-    parser.add_argument('--epochs', type=int, default=300)
-    parser.add_argument('--patience', type=int, default=50)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out-dir',
-                        default=osp.join(HERE, '..', 'benchmarks', 'results'))
+    parser.add_argument('--lags', type=int, default=8,
+                        help='days of cases in the features')
+    parser.add_argument('--train-ratio', type=float, default=0.2,
+                        help='first samples for training')
+    parser.add_argument('--val-ratio', type=float, default=0.2,
+                        help='next samples for validation')
+    parser.add_argument('--hidden-ratio', type=float, default=0.9,
+                        help="hidden part of each region's training targets")
+    parser.add_argument('--min-keep', type=int, default=2,
+                        help='training targets every region keeps')
+    parser.add_argument('--maskings', type=int, default=10,
+                        help='random maskings of the training targets')
+    parser.add_argument('--diffusion-dropout', type=float, default=0.25,
+                        help="dropout before each of COIN's diffusion steps")
     parser.add_argument('--name', default=None,
-                        help='output file stem (default: covid_forecast'
+                        help='output file stem (None: covid_forecast'
                         '[_<country>])')
-    args = parser.parse_args(argv)
+    args, command = common.parse_args(parser, argv, 'covid_forecast')
     if args.name is None:
-        args.name = 'covid_forecast' + ('' if args.country == 'England' else
-                                        f'_{args.country.lower()}')
+        args.name = 'covid_forecast' + ('' if args.dataset == 'England' else
+                                        f'_{args.dataset.lower()}')
     start = time.perf_counter()
 
-    if args.country == 'England':
-        data = load_england_covid(args.root)
-    else:
-        data = load_pandemic_tgnn(args.country, args.root)
-    snapshots = build_snapshots(data, args.lags, args.days)
+    root = common.writable_copy(
+        osp.join(common.dataset_root(args.root), 'pandemic_tgnn'))
+    snapshots = build_snapshots(PandemicTGNN(root, args.dataset),
+                                args.lags, args.days)
     T, N = len(snapshots), snapshots[0].num_nodes
     num_train = int(args.train_ratio * T)
     num_val = int(args.val_ratio * T)
     if num_train < 1 or num_val < 1 or num_train + num_val >= T:
         raise ValueError(f'{T} samples are too few for the split')
     batch = Batch.from_data_list(snapshots)
-    print(f'{args.country} COVID-19: {N} regions, {T} forecasts '
+    print(f'{args.dataset} COVID-19: {N} regions, {T} forecasts '
           f'({num_train} train / {num_val} val / '
           f'{T - num_train - num_val} test)')
 
     gen = torch.Generator().manual_seed(args.seed)
     runs = {m: [] for m in METHODS}
-    bar = tqdm(total=args.maskings * args.inits, desc='Runs')
+    bar = tqdm(total=args.maskings * args.seeds, desc='Runs')
     for masking in range(args.maskings):
         observed = hide_targets(num_train, N, args.hidden_ratio,
                                 args.min_keep, gen)
-        for init in range(args.inits):
+        for init in range(args.seeds):
             res = run(batch, observed, num_train, num_val, args,
                       seed=args.seed + 1000 * masking + init)
             for m in METHODS:
@@ -219,28 +211,29 @@ def main(argv=None):
 
     table = {
         m: {
-            'test_mse': summarize([r['test_mse'] for r in runs[m]]),
-            'val_mse': summarize([r['val_mse'] for r in runs[m]]),
+            'test_mse': reporting.summarize([r['test_mse'] for r in runs[m]]),
+            'val_mse': reporting.summarize([r['val_mse'] for r in runs[m]]),
         }
         for m in METHODS
     }
-    best = min(table[m]['test_mse']['mean'] for m in METHODS)
-    lines = ['| method | test MSE | val MSE |', '|---|---|---|']
-    for m in METHODS:
-        t, v = table[m]['test_mse'], table[m]['val_mse']
-        cell = f"{t['mean']:.4f} ± {t['std']:.4f}"
-        cell = f'**{cell}**' if t['mean'] == best else cell
-        lines.append(f"| {m} | {cell} | {v['mean']:.4f} ± {v['std']:.4f} |")
-    text = '\n'.join(lines) + '\n'
+    test = reporting.bold_best(
+        [reporting.fmt_mean(table[m]['test_mse']) for m in METHODS],
+        [table[m]['test_mse']['mean'] for m in METHODS], best=min)
+    text = reporting.markdown_table(
+        ['method', 'test MSE', 'val MSE'],
+        [[m, cell, reporting.fmt_mean(table[m]['val_mse'])]
+         for m, cell in zip(METHODS, test)])
     print(text)
 
     results = {
+        'command': command,
         'args': vars(args),
         'seconds': time.perf_counter() - start,
         'summary': table,
         'runs': runs,
     }
-    write_results(args.out_dir, args.name, results, text)
+    reporting.wrote(*reporting.write_results(args.out_dir, args.name,
+                                             results, text))
     return results
 
 

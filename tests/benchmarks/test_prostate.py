@@ -5,7 +5,8 @@ import os.path as osp
 import pytest
 import torch
 
-from torch_geometric_coin.datasets import dataset_root
+SHARED = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
+                  'shared', 'datasets')
 
 
 def test_random_split_and_scores(load_script):
@@ -26,7 +27,7 @@ def test_random_split_and_scores(load_script):
 
 
 def test_prostate_example_smoke(tmp_path, load_script):
-    file = osp.join(dataset_root(), 'prostate', 'Prostate_GE.mat')
+    file = osp.join(SHARED, 'prostate', 'Prostate_GE.mat')
     if not osp.isfile(file):
         pytest.skip(f'{file} is not available')
     pr = load_script('examples/prostate.py')

@@ -5,9 +5,11 @@ import os.path as osp
 import pytest
 import torch
 
-from torch_geometric_coin.datasets import dataset_root
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import gaussian_knn_graph
+
+SHARED = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
+                  'shared', 'datasets')
 
 
 def test_episode_coin_matches_one_coin_per_episode(load_script):
@@ -78,7 +80,7 @@ def test_sample_and_evaluate_episodes(load_script):
 
 
 def test_few_shot_example_smoke(tmp_path, load_script):
-    if not osp.isfile(osp.join(dataset_root(), 'omniglot', 'all_runs.zip')):
+    if not osp.isfile(osp.join(SHARED, 'omniglot', 'all_runs.zip')):
         pytest.skip('Omniglot is not available')
     fs = load_script('examples/few_shot.py')
     res = fs.main(['--epochs', '1', '--no-rotations', '--size', '16',

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from torch_geometric_coin.utils._check_int import check_int
+
 AXIOMS: Tuple[str, ...] = (
     'comparison',
     'constants',
@@ -226,12 +228,8 @@ def check_axioms(
     Returns:
         AxiomReport: per axiom, whether it holds and the worst violation.
     """
-    if not isinstance(num_channels, int) or num_channels < 1:
-        raise ValueError(f"'num_channels' must be a positive integer "
-                         f"(got {num_channels!r})")
-    if not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"'trials' must be a positive integer "
-                         f"(got {trials!r})")
+    check_int('num_channels', num_channels, 1)
+    check_int('trials', trials, 1)
     if not callable(operator):
         raise TypeError(f"'operator' must be an nn.Module or a callable "
                         f"(got {type(operator).__name__})")

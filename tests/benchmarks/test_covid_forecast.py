@@ -5,7 +5,8 @@ import os.path as osp
 import pytest
 import torch
 
-from torch_geometric_coin.datasets import dataset_root
+SHARED = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
+                  'shared', 'datasets')
 
 
 def test_hide_targets(load_script):
@@ -22,9 +23,9 @@ def test_hide_targets(load_script):
 
 
 def test_covid_forecast_example_smoke(tmp_path, load_script):
-    file = osp.join(dataset_root(), 'england_covid', 'england_covid.json')
-    if not osp.isfile(file):
-        pytest.skip(f'{file} is not available')
+    folder = osp.join(SHARED, 'pandemic_tgnn', 'England')
+    if not osp.isdir(folder):
+        pytest.skip(f'{folder} is not available')
     cf = load_script('examples/covid_forecast.py')
     res = cf.main(['--days', '24', '--maskings', '1', '--inits', '1',
                    '--epochs', '5', '--out-dir', str(tmp_path)])
@@ -42,7 +43,7 @@ def test_covid_forecast_example_smoke(tmp_path, load_script):
 
 
 def test_covid_forecast_example_other_country(tmp_path, load_script):
-    folder = osp.join(dataset_root(), 'pandemic_tgnn', 'Spain')
+    folder = osp.join(SHARED, 'pandemic_tgnn', 'Spain')
     if not osp.isdir(folder):
         pytest.skip(f'{folder} is not available')
     res = load_script('examples/covid_forecast.py').main([

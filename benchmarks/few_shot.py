@@ -1,7 +1,7 @@
 """Transductive few-shot classification on Omniglot with COIN.
 
-    python examples/few_shot.py                       # the full benchmark
-    python examples/few_shot.py --epochs 1 --episodes 4 --ways 5 --shots 1
+    python benchmarks/few_shot.py                     # the full benchmark
+    python benchmarks/few_shot.py --epochs 1 --episodes 4 --ways 5 --shots 1
 
 A small CNN is trained on the characters of some Omniglot background alphabets
 (``--base-alphabets``); test episodes (N-way, k-shot, 15 queries per class)
@@ -20,9 +20,9 @@ Heads of many episodes are trained at once (one set of weights per episode,
 vectorised with ``torch.func.vmap``; the graphs of the episodes form one
 disjoint graph).
 """
-import argparse
 import copy
 import os.path as osp
+import sys
 import time
 
 import torch
@@ -32,16 +32,15 @@ from tqdm import tqdm
 from torch_geometric.data import Data
 from torch_geometric.nn.models import LabelPropagation
 
-from torch_geometric_coin.datasets import load_omniglot, load_omniglot_runs
+from torch_geometric_coin.datasets import Omniglot
 from torch_geometric_coin.nn import COIN, safe_log
-from torch_geometric_coin.utils import (
-    fit_node_classifier,
-    gaussian_knn_graph,
-    summarize,
-    write_results,
-)
+from torch_geometric_coin.utils import gaussian_knn_graph
 
-HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import common  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
+
 BASE_ALPHABETS = ('Balinese', 'Early_Aramaic', 'Greek', 'Korean', 'Latin')
 METHODS = ('NCM', 'Head (K=0)', 'LabelProp', 'COIN')
 
@@ -179,9 +178,9 @@ def train_episodes(model, data, is_support, steps, lr, weight_decay):
     mean over all support nodes, so that each episode gets the gradient it
     would get alone, against the same weight decay."""
     B = model.num_episodes
-    return fit_node_classifier(model, data, is_support, None, ~is_support,
-                               epochs=steps, lr=lr, weight_decay=weight_decay,
-                               loss_fn=lambda out, y: B * F.nll_loss(out, y))
+    return fit(model, data, is_support, None, ~is_support, epochs=steps,
+               lr=lr, weight_decay=weight_decay,
+               loss_fn=lambda out, y: B * F.nll_loss(out, y))
 
 
 def evaluate_episodes(x, y, shots, ways, center=None, K=10, sigma2=0.5, k=6,
@@ -234,7 +233,7 @@ def run_episodes(embeddings, labels, ways, shots, queries=15,
     :obj:`batch_episodes`, scores every method on them with
     :func:`evaluate_episodes` (:obj:`kwargs` go there, *e.g.*,
     :obj:`center`) and returns per method the
-    :func:`~torch_geometric_coin.utils.summarize` of the query accuracies
+    :func:`reporting.summarize` of the query accuracies
     (mean, :obj:`ci95`: half-width of the 95% confidence interval, :obj:`n`:
     episodes)."""
     accs = {m: [] for m in METHODS}
@@ -247,77 +246,80 @@ def run_episodes(embeddings, labels, ways, shots, queries=15,
         res = evaluate_episodes(x, y, shots, ways, **kwargs)
         for m in METHODS:
             accs[m] += res[m].tolist()
-    return {m: summarize(accs[m]) for m in METHODS}
+    return {m: reporting.summarize(accs[m]) for m in METHODS}
 
 
-def markdown_table(results):
+def fmt_row(row):
+    r"""Per method the mean query accuracy ± the half-width of its 95%
+    confidence interval (in %)."""
+    return [reporting.fmt_mean(row[m], 'ci95', 100, 2) for m in METHODS]
+
+
+def markdown(results):
     r"""The Markdown table of :obj:`results['settings']`: per setting the
-    number of episodes and per method the mean accuracy ± the half-width of
-    its 95% confidence interval (in %), the best in bold."""
-    lines = [
-        '| setting | episodes | ' + ' | '.join(METHODS) + ' |',
-        '|---' * (len(METHODS) + 2) + '|',
-    ]
-    for setting, row in results['settings'].items():
-        cells = []
-        best = max(row[m]['mean'] for m in METHODS)
-        for m in METHODS:
-            cell = f"{100 * row[m]['mean']:.2f} ± {100 * row[m]['ci95']:.2f}"
-            cells.append(f'**{cell}**' if row[m]['mean'] == best else cell)
-        episodes = row[METHODS[0]]['n']
-        lines.append(f'| {setting} | {episodes} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+    number of episodes and :func:`fmt_row`, the best in bold."""
+    return reporting.markdown_table(
+        ['setting', 'episodes'] + list(METHODS),
+        [[setting, row[METHODS[0]]['n']] + reporting.bold_best(
+            fmt_row(row), [row[m]['mean'] for m in METHODS])
+         for setting, row in results['settings'].items()])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=None,
-                        help='data-set folder (default: ../shared/datasets)')
-    parser.add_argument('--size', type=int, default=28)
+    parser = common.parser(
+        __doc__, root=common.SHARED,
+        epochs=dict(default=6, help='epochs of the backbone'), K=10,
+        sigma2=0.5, k=6, bandwidth_k=3,
+        lr=dict(default=0.02, help="Adam learning rate of the episodes' "
+                "heads"), dropout=0., seed=0)
+    parser.add_argument('--size', type=int, default=28,
+                        help='side of the images in pixels')
     parser.add_argument('--base-alphabets', nargs='+',
-                        default=list(BASE_ALPHABETS))
-    parser.add_argument('--epochs', type=int, default=6)
-    parser.add_argument('--no-rotations', action='store_true')
+                        default=list(BASE_ALPHABETS),
+                        help='the alphabets the backbone is trained on')
+    parser.add_argument('--no-rotations', action='store_true',
+                        help='no rotated copies as extra base classes')
     parser.add_argument('--ways', type=int, nargs='+', default=[5, 20])
     parser.add_argument('--shots', type=int, nargs='+', default=[1, 5])
-    parser.add_argument('--queries', type=int, default=15)
-    parser.add_argument('--episodes', type=int, default=1000)
-    parser.add_argument('--batch-episodes', type=int, default=100)
-    parser.add_argument('--K', type=int, default=10)
-    parser.add_argument('--sigma2', type=float, default=0.5)
-    parser.add_argument('--k', type=int, default=6)
-    parser.add_argument('--bandwidth-k', type=int, default=3)
-    parser.add_argument('--steps', type=int, default=50)
-    parser.add_argument('--lr', type=float, default=0.02)
-    parser.add_argument('--dropout', type=float, default=0.)
-    parser.add_argument('--lp-alpha', type=float, default=0.9)
-    parser.add_argument('--lp-layers', type=int, default=50)
-    parser.add_argument('--no-official-runs', action='store_true')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out-dir',
-                        default=osp.join(HERE, '..', 'benchmarks', 'results'))
-    parser.add_argument('--name', default='few_shot')
-    args = parser.parse_args(argv)
+    parser.add_argument('--queries', type=int, default=15,
+                        help='query samples per class')
+    parser.add_argument('--episodes', type=int, default=1000,
+                        help='episodes per setting')
+    parser.add_argument('--batch-episodes', type=int, default=100,
+                        help='episodes trained at once')
+    parser.add_argument('--steps', type=int, default=50,
+                        help="training steps of the episodes' heads")
+    parser.add_argument('--lp-alpha', type=float, default=0.9,
+                        help='label propagation: alpha')
+    parser.add_argument('--lp-layers', type=int, default=50,
+                        help='label propagation: steps')
+    parser.add_argument('--no-official-runs', action='store_true',
+                        help='skip the 20 official 20-way 1-shot runs')
+    parser.add_argument('--name', default='few_shot',
+                        help='the stem of the result files')
+    args, command = common.parse_args(parser, argv, 'few_shot')
     if args.size < 16:
-        raise ValueError(f"'--size' must be at least 16 for the four "
-                         f"pooling layers (got {args.size})")
+        parser.error(f'--size must be at least 16 for the four pooling '
+                     f'layers (got {args.size})')
     start = time.perf_counter()
 
-    data = load_omniglot(args.root, size=args.size)
+    root = common.writable_copy(
+        osp.join(common.dataset_root(args.root), 'omniglot'))
+    data = Omniglot(root, size=args.size)[0]
     is_base = torch.tensor([data.alphabets[c] in args.base_alphabets
-                            for c in data.labels.tolist()])
+                            for c in data.y.tolist()])
     if not bool(is_base.any()) or bool(is_base.all()):
         raise ValueError(f"'--base-alphabets' must name some but not all of "
                          f"{sorted(set(data.alphabets))}")
-    base_y = data.labels[is_base].unique(return_inverse=True)[1]
+    base_y = data.y[is_base].unique(return_inverse=True)[1]
     print(f'Omniglot: {int(is_base.sum())} base images '
           f'({base_y.max() + 1} classes), {int((~is_base).sum())} novel '
-          f'images ({data.labels[~is_base].unique().numel()} classes)')
-    backbone = train_backbone(data.images[is_base], base_y, args.epochs,
+          f'images ({data.y[~is_base].unique().numel()} classes)')
+    backbone = train_backbone(data.x[is_base], base_y, args.epochs,
                               rotations=not args.no_rotations, seed=args.seed)
-    center = embed(backbone, data.images[is_base]).mean(0)
-    novel_x = embed(backbone, data.images[~is_base])
-    novel_y = data.labels[~is_base]
+    center = embed(backbone, data.x[is_base]).mean(0)
+    novel_x = embed(backbone, data.x[~is_base])
+    novel_y = data.y[~is_base]
 
     kwargs = dict(center=center, K=args.K, sigma2=args.sigma2, k=args.k,
                   bandwidth_k=args.bandwidth_k, steps=args.steps, lr=args.lr,
@@ -333,30 +335,32 @@ def main(argv=None):
                 novel_x, novel_y, ways, shots, args.queries, args.episodes,
                 args.batch_episodes, gen, desc=setting, **kwargs)
             print(f'{setting}: ' + ', '.join(
-                f"{m} {100 * s['mean']:.2f} ± {100 * s['ci95']:.2f}"
-                for m, s in settings[setting].items()))
+                f'{m} {cell}' for m, cell in zip(METHODS,
+                                                 fmt_row(settings[setting]))))
 
     if not args.no_official_runs:
-        runs = load_omniglot_runs(args.root, size=args.size)
-        x = torch.stack([embed(backbone, torch.cat([r.support, r.query]))
-                         for r in runs])
-        y = torch.stack([torch.cat([torch.arange(20), r.query_labels])
-                         for r in runs])
+        # Per run: the 20 support drawings, then the 20 queries.
+        runs = Omniglot(root, split='runs', size=args.size)
+        x = torch.stack([embed(backbone, r.x) for r in runs])
+        y = torch.stack([r.y for r in runs])
         res = evaluate_episodes(x, y, 1, 20, **kwargs)
         setting = 'official 20-way 1-shot runs'
-        settings[setting] = {m: summarize(res[m]) for m in METHODS}
+        settings[setting] = {m: reporting.summarize(res[m])
+                             for m in METHODS}
         print(f'{setting}: ' + ', '.join(
-            f"{m} {100 * s['mean']:.2f} ± {100 * s['ci95']:.2f}"
-            for m, s in settings[setting].items()))
+            f'{m} {cell}' for m, cell in zip(METHODS,
+                                             fmt_row(settings[setting]))))
 
     results = {
+        'command': command,
         'args': vars(args),
         'seconds': time.perf_counter() - start,
         'settings': settings,
     }
-    text = markdown_table(results)
-    write_results(args.out_dir, args.name, results, text)
+    text = markdown(results)
+    paths = reporting.write_results(args.out_dir, args.name, results, text)
     print(text)
+    reporting.wrote(*paths)
     return results
 
 

@@ -1,7 +1,7 @@
 """Prostate cancer classification from gene expression with few labels (COIN).
 
-    python examples/prostate.py                  # the benchmark (30 splits)
-    python examples/prostate.py --splits 1 --epochs 5
+    python benchmarks/prostate.py                  # the benchmark (30 splits)
+    python benchmarks/prostate.py --splits 1 --epochs 5
 
 102 patients x 5,966 genes (Singh et al. 2002), tumour vs normal. The genes
 are standardised, a Gaussian kNN graph is built over all patients
@@ -12,8 +12,8 @@ probabilities are diffused over the graph) is compared, on the same splits,
 with the same model without diffusion (K=0), an MLP and logistic regression;
 accuracy, ROC AUC and average precision on the test patients, mean ± std.
 """
-import argparse
 import os.path as osp
+import sys
 import time
 
 import torch
@@ -24,31 +24,18 @@ from tqdm import tqdm
 from torch_geometric.data import Data
 from torch_geometric.nn.models import MLP
 
-from torch_geometric_coin.datasets import load_prostate
+from torch_geometric_coin.datasets import Prostate
 from torch_geometric_coin.nn import COIN
-from torch_geometric_coin.utils import (
-    fit_node_classifier,
-    gaussian_knn_graph,
-    summarize,
-    write_results,
-)
+from torch_geometric_coin.utils import gaussian_knn_graph
 
 HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, HERE)
+import common  # noqa: E402
+import reporting  # noqa: E402
+from training import fit  # noqa: E402
+
 METHODS = ('Logistic regression', 'MLP', 'COIN (K=0)', 'COIN')
 METRICS = ('accuracy', 'roc_auc', 'average_precision')
-
-
-def random_split(y, per_class, val_per_class, generator):
-    train = torch.zeros_like(y, dtype=torch.bool)
-    val = torch.zeros_like(train)
-    for c in y.unique().tolist():
-        idx = torch.nonzero(y == c).view(-1)
-        idx = idx[torch.randperm(idx.numel(), generator=generator)]
-        if idx.numel() <= per_class + val_per_class:
-            raise ValueError(f'Class {c} has only {idx.numel()} samples')
-        train[idx[:per_class]] = True
-        val[idx[per_class:per_class + val_per_class]] = True
-    return train, val, ~(train | val)
 
 
 def scores(prob, y):
@@ -71,10 +58,10 @@ def run(data, split, args, seed):
 
     F_in = data.num_features
     models = {
-        'MLP': lambda: MLP([F_in, args.hidden, 2], dropout=args.dropout),
-        'COIN (K=0)': lambda: COIN(F_in, 2, args.hidden, K=0,
+        'MLP': lambda: MLP([F_in, args.hidden_channels, 2], dropout=args.dropout),
+        'COIN (K=0)': lambda: COIN(F_in, 2, args.hidden_channels, K=0,
                                    dropout=args.dropout),
-        'COIN': lambda: COIN(F_in, 2, args.hidden, K=args.K,
+        'COIN': lambda: COIN(F_in, 2, args.hidden_channels, K=args.K,
                              sigma2=args.sigma2, normalization=None,
                              dropout=args.dropout),
     }
@@ -83,9 +70,9 @@ def run(data, split, args, seed):
         torch.manual_seed(seed)
         model = make()
         forward = forwards.get(name)
-        fit_node_classifier(model, data, train, val, test, epochs=args.epochs,
-                            lr=args.lr, weight_decay=args.weight_decay,
-                            patience=args.patience, forward=forward)
+        fit(model, data, train, val, test, epochs=args.epochs, lr=args.lr,
+            weight_decay=args.weight_decay, patience=args.patience,
+            forward=forward)
         model.eval()
         with torch.no_grad():
             out = forward(model, data) if forward else model(
@@ -95,32 +82,24 @@ def run(data, split, args, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=None,
-                        help='data-set folder (default: ../shared/datasets)')
-    parser.add_argument('--splits', type=int, default=30)
-    parser.add_argument('--per-class', type=int, default=10)
-    parser.add_argument('--val-per-class', type=int, default=10)
-    parser.add_argument('--k', type=int, default=6)
-    parser.add_argument('--bandwidth-k', type=int, default=3)
-    parser.add_argument('--K', type=int, default=10)
-    parser.add_argument('--sigma2', type=float, default=0.5)
-    parser.add_argument('--hidden', type=int, default=64)
-    parser.add_argument('--dropout', type=float, default=0.5)
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--weight-decay', type=float, default=5e-4)
-    parser.add_argument('--epochs', type=int, default=200)
-    parser.add_argument('--patience', type=int, default=50)
+    parser = common.parser(
+        __doc__, root=common.SHARED, splits=30, K=10, sigma2=0.5,
+        hidden_channels=64, dropout=0.5, lr=0.01, weight_decay=5e-4,
+        epochs=200, patience=50, seed=0, k=6, bandwidth_k=3)
+    parser.add_argument('--per-class', type=int, default=10,
+                        help='training patients per class')
+    parser.add_argument('--val-per-class', type=int, default=10,
+                        help='validation patients per class')
     parser.add_argument('--C', type=float, default=1.0,
                         help='inverse L2 strength of logistic regression')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out-dir',
-                        default=osp.join(HERE, '..', 'benchmarks', 'results'))
-    parser.add_argument('--name', default='prostate')
-    args = parser.parse_args(argv)
+    parser.add_argument('--name', default='prostate',
+                        help='the stem of the result files')
+    args, _ = common.parse_args(parser, argv, 'prostate')
     start = time.perf_counter()
 
-    x, y = load_prostate(args.root)
+    data = Prostate(common.writable_copy(
+        osp.join(common.dataset_root(args.root), 'prostate')))[0]
+    x, y = data.x, data.y
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     edge_index, edge_weight = gaussian_knn_graph(x, args.k, args.bandwidth_k)
     data = Data(x=x, y=y, edge_index=edge_index, edge_weight=edge_weight)
@@ -132,25 +111,21 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     runs = {m: [] for m in METHODS}
     for i in tqdm(range(args.splits), desc='Splits'):
-        split = random_split(y, args.per_class, args.val_per_class, gen)
+        split = common.random_split(y, args.per_class, args.val_per_class,
+                                    generator=gen)
         res = run(data, split, args, seed=args.seed + i)
         for m in METHODS:
             runs[m].append(res[m])
 
-    table = {m: {metric: summarize([r[metric] for r in runs[m]])
+    table = {m: {metric: reporting.summarize([r[metric] for r in runs[m]])
                  for metric in METRICS}
              for m in METHODS}
-    lines = ['| method | accuracy | ROC AUC | average precision |',
-             '|---|---|---|---|']
-    for m in METHODS:
-        cells = []
-        for metric in METRICS:
-            s = table[m][metric]
-            cell = f"{s['mean']:.4f} ± {s['std']:.4f}"
-            best = max(table[n][metric]['mean'] for n in METHODS)
-            cells.append(f'**{cell}**' if s['mean'] == best else cell)
-        lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
-    text = '\n'.join(lines) + '\n'
+    columns = [reporting.bold_best(
+        [reporting.fmt_mean(table[m][metric]) for m in METHODS],
+        [table[m][metric]['mean'] for m in METHODS]) for metric in METRICS]
+    text = reporting.markdown_table(
+        ['method', 'accuracy', 'ROC AUC', 'average precision'],
+        [[m] + [col[i] for col in columns] for i, m in enumerate(METHODS)])
     print(text)
 
     results = {
@@ -160,7 +135,8 @@ def main(argv=None):
         'summary': table,
         'runs': runs,
     }
-    write_results(args.out_dir, args.name, results, text)
+    reporting.wrote(*reporting.write_results(args.out_dir, args.name,
+                                             results, text))
     return results
 
 

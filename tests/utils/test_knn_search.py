@@ -1,0 +1,312 @@
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from torch_geometric_coin.utils import knn_search
+
+# The private module, to shrink its tiles and spy on its fallbacks:
+search_module = importlib.import_module(
+    'torch_geometric_coin.utils._knn_search')
+
+
+def reference(x, k, y=None, batch=None, batch_y=None):
+    r"""Brute force in float64: distances and indices of the k nearest rows
+    of x for every row of y (without y: every row of x, itself excluded)."""
+    x64 = x.double()
+    y64 = x64 if y is None else y.double()
+    dist = torch.cdist(y64, x64)
+    if y is None:
+        dist.fill_diagonal_(float('inf'))
+    if batch is not None:
+        by = batch if y is None else batch_y
+        dist[by.view(-1, 1) != batch.view(1, -1)] = float('inf')
+    return dist.topk(k, dim=1, largest=False)
+
+
+def assert_exact(out, ref, atol):
+    dist, index = out
+    assert torch.equal(index, ref.indices)
+    torch.testing.assert_close(dist.double(), ref.values, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5),
+                                        (torch.float64, 1e-12)])
+def test_self_and_query_search(dtype, atol):
+    torch.manual_seed(0)
+    x = torch.randn(400, 6, dtype=dtype)
+    y = torch.randn(70, 6, dtype=dtype) * 1.5
+    out = knn_search(x, 7)
+    assert out[0].dtype == dtype and out[1].shape == (400, 7)
+    assert_exact(out, reference(x, 7), atol)
+    out = knn_search(x, 7, y=y)
+    assert out[1].shape == (70, 7)
+    assert_exact(out, reference(x, 7, y), atol)
+    # Ascending distances, as documented:
+    assert bool((out[0][:, 1:] >= out[0][:, :-1]).all())
+
+
+def test_query_is_not_excluded():
+    # With y, a query equal to a point of x finds that point at distance 0
+    # (as torch_geometric.nn.knn); without y, it is left out.
+    torch.manual_seed(1)
+    x = torch.randn(200, 4, dtype=torch.float64)
+    dist, index = knn_search(x, 5, y=x)
+    assert torch.equal(index[:, 0], torch.arange(200))
+    assert bool((dist[:, 0] == 0).all())
+    dist_other, index_other = knn_search(x, 4)
+    assert torch.equal(index[:, 1:], index_other)
+    torch.testing.assert_close(dist[:, 1:], dist_other, rtol=0, atol=1e-12)
+
+
+def test_same_neighbours_as_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+    torch.manual_seed(2)
+    x, y = torch.randn(600, 16), torch.randn(50, 16)
+    nn = NearestNeighbors(n_neighbors=11).fit(x.double().numpy())
+    _, ref = nn.kneighbors(x.double().numpy())
+    _, ours = knn_search(x, 10)
+    for i in range(600):
+        assert set(ours[i].tolist()) == set(ref[i].tolist()) - {i}
+    _, ref = nn.kneighbors(y.double().numpy(), n_neighbors=10)
+    _, ours = knn_search(x, 10, y=y)
+    assert np.array_equal(ours.numpy(), ref)
+
+
+def test_batch():
+    torch.manual_seed(3)
+    x = torch.randn(90, 3, dtype=torch.float64)
+    batch = torch.randint(0, 4, (90, ))  # Unsorted.
+    batch[:4] = torch.arange(4)
+    batch[batch == 2] = 1  # Graph 2 has no points in x.
+    y = torch.randn(40, 3, dtype=torch.float64)
+    batch_y = torch.tensor([0, 1, 3]).repeat(14)[:40]  # No queries in 2.
+    out = knn_search(x, 5, batch)
+    assert_exact(out, reference(x, 5, batch=batch), 1e-12)
+    assert bool((batch[out[1]] == batch.view(-1, 1)).all())
+    out = knn_search(x, 5, batch, y=y, batch_y=batch_y)
+    assert_exact(out, reference(x, 5, y, batch, batch_y), 1e-12)
+    assert bool((batch[out[1]] == batch_y.view(-1, 1)).all())
+    # A graph of x without queries, and queries that see all of their graph:
+    small = int((batch == 3).sum())
+    out = knn_search(x, small, batch, y=y[:5], batch_y=torch.full((5, ), 3))
+    assert_exact(out, reference(x, small, y[:5], batch, torch.full((5, ), 3)),
+                 1e-12)
+    assert set(out[1][0].tolist()) == set((batch == 3).nonzero().view(-1)
+                                          .tolist())
+
+
+@pytest.mark.parametrize('query', [False, True])
+def test_chunking_and_tiling(monkeypatch, query):
+    torch.manual_seed(4)
+    x = torch.randn(500, 8)
+    batch = torch.cat([torch.zeros(300), torch.ones(150),
+                       torch.arange(2, 7).repeat_interleave(10)]).long()
+    y = batch_y = None
+    if query:
+        y = torch.randn(120, 8)
+        batch_y = torch.randint(0, 7, (120, )).sort().values
+    ref = reference(x, 6, y, batch, batch_y)
+    assert_exact(knn_search(x, 6, batch, y, batch_y, chunk_size=10**6), ref,
+                 1e-5)
+    # Small tiles and groups exercise the tile merge and block minima:
+    monkeypatch.setattr(search_module, '_TILE', 64)
+    monkeypatch.setattr(search_module, '_GROUP', 4)
+    for chunk_size in [1, 7, 64, None]:
+        for num_workers in [1, 2]:
+            out = knn_search(x, 6, batch, y, batch_y, chunk_size=chunk_size,
+                             max_memory=2**16, num_workers=num_workers)
+            assert_exact(out, ref, 1e-5)
+
+
+@pytest.mark.parametrize('query', [False, True])
+def test_block_minima_candidates(monkeypatch, query):
+    # Tiles wide enough for the block-minima shortcut of `_candidates` (the
+    # path of every graph of more than ~8,000 nodes with the default tile):
+    torch.manual_seed(6)
+    x = torch.randn(500, 8)
+    y = torch.randn(90, 8) if query else None
+    monkeypatch.setattr(search_module, '_TILE', 256)
+    monkeypatch.setattr(search_module, '_GROUP', 4)
+    shortcut = []
+    candidates = search_module._candidates
+
+    def spy(s, kq):
+        shortcut.append(s.size(1) // 4 > 4 * kq and s.size(1) % 4 == 0)
+        return candidates(s, kq)
+
+    monkeypatch.setattr(search_module, '_candidates', spy)
+    out = knn_search(x, 6, y=y, max_memory=2**16)
+    assert any(shortcut)
+    assert_exact(out, reference(x, 6, y), 1e-5)
+
+
+def test_candidates_keep_the_smallest_entries():
+    torch.manual_seed(7)
+    s = torch.rand(3, 256)
+    _, i = search_module._candidates(s, 14)
+    for row in range(3):
+        assert set(torch.topk(s[row], 14, largest=False).indices.tolist()) <= \
+            set(i[row].tolist())
+
+
+@pytest.mark.parametrize('query', [False, True])
+@pytest.mark.parametrize('batched', [False, True])
+def test_certification_fallback(monkeypatch, query, batched):
+    # A tiny cluster next to far away points: the matrix form cannot resolve
+    # the cluster in float32, the fallback must recompute it exactly (within
+    # the query's graph, with two interleaved graphs).
+    gen = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(50, 4, generator=gen) * 1e-4,
+                   torch.randn(50, 4, generator=gen) * 1e4])
+    y = torch.randn(20, 4, generator=gen) * 1e-4 if query else None
+    batch = torch.arange(100) % 2 if batched else None
+    batch_y = torch.arange(20) % 2 if batched and query else None
+    calls = []
+    brute_force = search_module._brute_force
+
+    def spy(*args, **kwargs):
+        calls.append(args[2].size(0))
+        return brute_force(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, '_brute_force', spy)
+    dist, index = knn_search(x, 5, batch, y, batch_y)
+    assert sum(calls) > 0
+    ref = reference(x, 5, y, batch, batch_y)
+    rows = 20 if query else 50  # The queries in the cluster (far points see
+    # the cluster as ties in float32).
+    assert torch.equal(index[:rows].sort(1).values,
+                       ref.indices[:rows].sort(1).values)
+    torch.testing.assert_close(dist.double(), ref.values, rtol=1e-6, atol=0)
+
+
+def test_cosine_metric():
+    torch.manual_seed(8)
+    x, y = torch.randn(100, 6, dtype=torch.float64), torch.randn(30, 6)
+    y = y.double()
+    xn, yn = x / x.norm(dim=1, keepdim=True), y / y.norm(dim=1, keepdim=True)
+    ref = (1 - yn @ xn.t()).topk(4, dim=1, largest=False)
+    dist, index = knn_search(x, 4, y=y * 3, metric='cosine')
+    assert torch.equal(index, ref.indices)
+    torch.testing.assert_close(dist, ref.values, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="all-zero .* in 'y'"):
+        knn_search(x, 4, y=torch.zeros(2, 6, dtype=torch.float64),
+                   metric='cosine')
+
+
+def test_half_precision_input():
+    torch.manual_seed(9)
+    x = torch.randn(100, 4).to(torch.bfloat16)
+    y = torch.randn(10, 4).to(torch.bfloat16)
+    dist, index = knn_search(x, 3, y=y)
+    assert dist.dtype == torch.bfloat16
+    assert torch.equal(index, reference(x, 3, y).indices)
+
+
+@pytest.mark.parametrize('args,kwargs,error,match', [
+    ((torch.randn(5, 2), 5), {}, ValueError,
+     'smaller than the number of nodes'),
+    ((torch.randn(5, 2), 6), dict(y=torch.randn(2, 2)), ValueError,
+     r"not exceed the number of points of 'x' \(got k=6 for 5"),
+    ((torch.randn(6, 2), 3), dict(batch=torch.tensor([0, 0, 0, 0, 1, 1]),
+                                  y=torch.randn(2, 2),
+                                  batch_y=torch.tensor([0, 1])), ValueError,
+     "graph 1 has 2 points in 'x'"),
+    ((torch.randn(5, 2), 0), {}, ValueError, "'k' must be at least 1"),
+    ((torch.randn(5, 2), 2.0), {}, TypeError, "'k' must be an integer"),
+    ((torch.arange(10).view(5, 2), 2), {}, TypeError, 'floating point'),
+    ((torch.randn(5, 2), 2), dict(y=torch.arange(2)), TypeError,
+     "'y' must be a floating point"),
+    ((torch.randn(5, 2), 2), dict(y=torch.randn(3, 3)), ValueError,
+     "'y' must have the 2 features"),
+    ((torch.randn(5, 2), 2), dict(y=torch.randn(3, 2).double()), ValueError,
+     'dtype and device'),
+    ((torch.randn(5, 2), 2), dict(y=torch.empty(0, 2)), ValueError,
+     "'y' is empty"),
+    ((torch.randn(5, 2), 2), dict(y=torch.tensor([[0., float('nan')]])),
+     ValueError, "'y' contains NaN"),
+    ((torch.randn(5, 2), 2), dict(batch=torch.zeros(5).long(),
+                                  y=torch.randn(3, 2)), ValueError,
+     'given together'),
+    ((torch.randn(5, 2), 2), dict(batch_y=torch.zeros(3).long()), ValueError,
+     "'batch_y' is given without 'y'"),
+    ((torch.randn(5, 2), 2), dict(batch=torch.zeros(5).long(),
+                                  y=torch.randn(3, 2),
+                                  batch_y=torch.zeros(2).long()), ValueError,
+     "'batch_y' must be a vector of length 3 to match 'y'"),
+    ((torch.randn(5, 2), 2), dict(batch=torch.zeros(5)), ValueError,
+     'integer graph ids'),
+    ((torch.randn(5, 2), 2), dict(batch=-torch.ones(5).long()), ValueError,
+     'negative'),
+    ((torch.randn(5, 2), 2), dict(metric='manhattan'), ValueError, 'metric'),
+    ((torch.randn(5, 2), 2), dict(backend='annoy'), ValueError, 'backend'),
+    ((torch.randn(5, 2), 2), dict(chunk_size=0), ValueError, 'chunk_size'),
+    ((torch.randn(5, 2), 2), dict(max_memory=0), ValueError, 'max_memory'),
+    ((torch.randn(5, 2), 2), dict(num_workers=0), ValueError, 'num_workers'),
+])
+def test_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        knn_search(*args, **kwargs)
+
+
+def test_faiss_backend_with_a_stand_in(monkeypatch):
+    # A brute-force stand-in with faiss's interface (squared distances,
+    # self included, ascending) runs the candidate handling of the faiss
+    # path (self-exclusion, batch offsets, exact re-ranking) here too.
+    import sys
+    import types
+
+    class IndexFlatL2:
+        def __init__(self, d):
+            self.xb = np.empty((0, d), dtype=np.float32)
+
+        def add(self, xb):
+            self.xb = np.concatenate([self.xb, xb])
+
+        def search(self, xq, k):
+            d2 = ((xq[:, None, :] - self.xb[None]) ** 2).sum(-1)
+            i = np.argsort(d2, axis=1, kind='stable')[:, :k]
+            return np.take_along_axis(d2, i, 1), i
+
+    monkeypatch.setitem(sys.modules, 'faiss',
+                        types.SimpleNamespace(IndexFlatL2=IndexFlatL2))
+    torch.manual_seed(11)
+    x, y = torch.randn(120, 4), torch.randn(30, 4)
+    batch = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)
+    batch_y = torch.tensor([2, 0] * 15)
+    for b, q, bq in [(None, None, None), (batch, None, None), (None, y, None),
+                     (batch, y, batch_y)]:
+        out = knn_search(x, 6, b, q, bq, backend='faiss')
+        assert_exact(out, reference(x, 6, q, b, bq), 1e-5)
+
+
+@pytest.mark.parametrize('backend', ['faiss', 'pyg_lib'])
+def test_optional_backends(backend):
+    torch.manual_seed(10)
+    x, y = torch.randn(100, 4), torch.randn(20, 4)
+    try:
+        out = knn_search(x, 6, backend=backend)
+    except ImportError as e:
+        assert backend.split('_')[0] in str(e)
+        pytest.skip(f'{backend} not installed')
+    assert_exact(out, reference(x, 6), 1e-5)
+    assert_exact(knn_search(x, 6, y=y, backend=backend), reference(x, 6, y),
+                 1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA needed')
+def test_cuda():
+    torch.manual_seed(11)
+    x, y = torch.randn(3000, 16), torch.randn(500, 16)
+    batch = torch.arange(3).repeat_interleave(1000)
+    batch_y = torch.arange(3).repeat(167)[:500]
+    for dtype, atol in [(torch.float32, 1e-4), (torch.float64, 1e-12)]:
+        xc, yc = x.to('cuda', dtype), y.to('cuda', dtype)
+        out = knn_search(xc, 6, batch.cuda())
+        assert_exact((out[0].cpu(), out[1].cpu()),
+                     reference(x.to(dtype), 6, batch=batch), atol)
+        out = knn_search(xc, 6, batch.cuda(), yc, batch_y.cuda())
+        assert_exact((out[0].cpu(), out[1].cpu()),
+                     reference(x.to(dtype), 6, y.to(dtype), batch, batch_y),
+                     atol)

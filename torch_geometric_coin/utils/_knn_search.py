@@ -1,0 +1,503 @@
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from torch_geometric_coin.utils._check_int import check_int
+
+METRICS = ('euclidean', 'cosine')
+BACKENDS = ('exact', 'faiss', 'pyg_lib')
+
+# Columns of the score matrix processed at once inside a query chunk, and the
+# group size of the block-minimum pre-selection that makes top-k cheap:
+_TILE = 8192
+_GROUP = 16
+_ROWS = 256
+
+
+def knn_search(
+    x: Tensor,
+    k: int,
+    batch: Optional[Tensor] = None,
+    y: Optional[Tensor] = None,
+    batch_y: Optional[Tensor] = None,
+    metric: str = 'euclidean',
+    chunk_size: Optional[int] = None,
+    max_memory: int = 256 * 2**20,
+    backend: str = 'exact',
+    num_workers: Optional[int] = None,
+) -> Tuple[Tensor, Tensor]:
+    r"""Finds for each query point the :obj:`k` nearest points of
+    :obj:`x` within the same graph, exactly.
+
+    Without :obj:`y`, the queries are the points of :obj:`x` themselves and
+    each query's own point is excluded (its :obj:`k` nearest *other*
+    points, the neighbourhoods of a :math:`k`-NN graph). With :obj:`y`, as
+    in :func:`torch_geometric.nn.knn`, the queries are the rows of
+    :obj:`y` and nothing is excluded (so :obj:`knn_search(x, k, y=x)`
+    returns every point as its own nearest neighbour). The distance is
+
+    .. math::
+        d(\mathbf{y}_i, \mathbf{x}_j) = \|\mathbf{y}_i - \mathbf{x}_j\|_2
+        \quad \textrm{(euclidean)} \qquad
+        d(\mathbf{y}_i, \mathbf{x}_j) = 1 - \cos(\mathbf{y}_i,
+        \mathbf{x}_j) \quad \textrm{(cosine)}.
+
+    The search never needs :math:`O(N M)` memory: query chunks are scored
+    against all points of their graph with the matrix form
+    :math:`\|\mathbf{x}_j\|^2 - 2\,\mathbf{y}_i^{\top}\mathbf{x}_j`, a few
+    extra candidates are kept with :meth:`torch.topk`, their distances are
+    recomputed exactly from the differences :math:`\mathbf{y}_i -
+    \mathbf{x}_j`, and queries whose result is not certified by a
+    rounding-error bound are recomputed by exhaustive exact search.
+
+    Args:
+        x (torch.Tensor): The points searched, :math:`\mathbf{X} \in
+            \mathbb{R}^{N \times F}` (floating point, CPU or CUDA).
+        k (int): The number of neighbours, :obj:`k >= 1`: smaller than the
+            number of points of each graph of :obj:`x` without :obj:`y`,
+            at most that number with :obj:`y`.
+        batch (torch.Tensor, optional): Batch vector :math:`\mathbf{b} \in
+            {\{ 0, \ldots, B-1\}}^N` of :obj:`x`, which assigns each point to
+            a specific graph; neighbours come from the query's graph only.
+            (default: :obj:`None`)
+        y (torch.Tensor, optional): The query points :math:`\mathbf{Y} \in
+            \mathbb{R}^{M \times F}`, in the dtype and on the device of
+            :obj:`x`. If :obj:`None`, the points of :obj:`x` search their
+            nearest other points. (default: :obj:`None`)
+        batch_y (torch.Tensor, optional): Batch vector of :obj:`y`, given
+            together with :obj:`batch`. (default: :obj:`None`)
+        metric (str, optional): :obj:`"euclidean"` or :obj:`"cosine"`.
+            (default: :obj:`"euclidean"`)
+        chunk_size (int, optional): The number of queries scored at once.
+            If :obj:`None`, it is chosen from :obj:`max_memory`.
+            (default: :obj:`None`)
+        max_memory (int, optional): Approximate memory budget in bytes of the
+            temporary score matrices. (default: :obj:`256 MiB`)
+        backend (str, optional): :obj:`"exact"`, or :obj:`"faiss"` /
+            :obj:`"pyg_lib"` to generate the candidates with these libraries
+            when installed (their candidates are re-ranked by exact distances,
+            but, unlike :obj:`"exact"`, not certified).
+            (default: :obj:`"exact"`)
+        num_workers (int, optional): On CPU, the number of threads that
+            search query chunks in parallel, each running single-threaded
+            PyTorch operations (PyTorch's intra-op thread count is set to 1
+            for the duration of the search and restored afterwards); this is
+            much faster than fine-grained parallelism when the cores are
+            shared. If :obj:`None`, uses :meth:`torch.get_num_threads`.
+            (default: :obj:`None`)
+
+    Returns:
+        (torch.Tensor, torch.Tensor): The distances, in the dtype of
+        :obj:`x`, and the indices into :obj:`x` of the neighbours of each
+        query, both of shape :obj:`[M, k]` (:obj:`[N, k]` without :obj:`y`),
+        sorted by ascending distance.
+
+    Example:
+        >>> x, y = torch.randn(1000, 16), torch.randn(10, 16)
+        >>> dist, index = knn_search(x, 5, y=y)  # 5 nearest rows of x
+        >>> dist, index = knn_search(x, 5)  # 5 nearest other rows of x
+    """
+    x, batch, y, batch_y = _check_input(x, k, batch, y, batch_y, metric,
+                                        chunk_size, max_memory, backend,
+                                        num_workers)
+    self_search = y is None
+    if metric == 'cosine':
+        x = _unit_rows(x, 'x')
+        y = None if self_search else _unit_rows(y, 'y')
+
+    orig_dtype = x.dtype
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+        y = None if self_search else y.float()
+
+    perm_x, x, batch = _sort_by_graph(x, batch)
+    if self_search:
+        perm_y, y, batch_y = perm_x, x, batch
+    else:
+        perm_y, y, batch_y = _sort_by_graph(y, batch_y)
+    ptr_x, ptr_y = _graph_ptr(x, y, batch, batch_y)
+
+    if backend == 'exact':
+        d2, idx = _exact_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
+                             self_search, chunk_size, max_memory,
+                             num_workers)
+    else:
+        d2, idx = _library_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
+                               self_search, backend)
+
+    if perm_x is not None:
+        idx = perm_x[idx]
+    if perm_y is not None:  # Back to the order of the queries:
+        out_d2, out_idx = torch.empty_like(d2), torch.empty_like(idx)
+        out_d2[perm_y], out_idx[perm_y] = d2, idx
+        d2, idx = out_d2, out_idx
+
+    dist = d2 / 2 if metric == 'cosine' else d2.sqrt()
+    return dist.to(orig_dtype), idx
+
+
+def _check_points(t, name: str) -> Tensor:
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"'{name}' must be a floating point tensor "
+                        f"(got {got})")
+    if t.dim() == 1:
+        t = t.view(-1, 1)
+    if t.dim() != 2:
+        raise ValueError(f"'{name}' must be of shape [N, F] "
+                         f"(got {tuple(t.shape)})")
+    if t.size(0) == 0 or t.size(1) == 0:
+        raise ValueError(f"'{name}' is empty (shape {tuple(t.shape)})")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"'{name}' contains NaN or infinite values")
+    return t
+
+
+def _check_batch(batch, t: Tensor, name: str, of: str) -> Optional[Tensor]:
+    if batch is None:
+        return None
+    N = t.size(0)
+    if not isinstance(batch, Tensor) or batch.dim() != 1 \
+            or batch.numel() != N:
+        shape = tuple(batch.shape) if isinstance(batch, Tensor) else batch
+        raise ValueError(f"'{name}' must be a vector of length {N} to match "
+                         f"'{of}' (got {shape})")
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        raise ValueError(f"'{name}' must hold integer graph ids "
+                         f"(got {batch.dtype})")
+    if batch.device != t.device:
+        raise ValueError(f"'{name}' is on {batch.device} but '{of}' on "
+                         f"{t.device}")
+    batch = batch.long()
+    if int(batch.min()) < 0:
+        raise ValueError(f"'{name}' contains negative graph ids")
+    return batch
+
+
+def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
+                 backend, num_workers):
+    x = _check_points(x, 'x')
+    check_int('k', k, 1)
+    if metric not in METRICS:
+        raise ValueError(f"'metric' must be one of {METRICS} (got {metric!r})")
+    if backend not in BACKENDS:
+        raise ValueError(f"'backend' must be one of {BACKENDS} "
+                         f"(got {backend!r})")
+    check_int('chunk_size', chunk_size, 1, optional=True)
+    check_int('num_workers', num_workers, 1, optional=True)
+    check_int('max_memory', max_memory, 1)
+
+    if y is None:
+        if batch_y is not None:
+            raise ValueError("'batch_y' is given without 'y'")
+    else:
+        y = _check_points(y, 'y')
+        if y.size(1) != x.size(1):
+            raise ValueError(f"'y' must have the {x.size(1)} features of "
+                             f"'x' (got {y.size(1)})")
+        if y.dtype != x.dtype or y.device != x.device:
+            raise ValueError(f"'y' ({y.dtype} on {y.device}) must have the "
+                             f"dtype and device of 'x' ({x.dtype} on "
+                             f"{x.device})")
+        if (batch is None) != (batch_y is None):
+            raise ValueError("'batch' and 'batch_y' must be given together")
+    batch = _check_batch(batch, x, 'batch', 'x')
+    if y is not None:
+        batch_y = _check_batch(batch_y, y, 'batch_y', 'y')
+    _check_sizes(k, x, batch, y, batch_y)
+    return x, batch, y, batch_y
+
+
+def _check_sizes(k: int, x: Tensor, batch: Optional[Tensor],
+                 y: Optional[Tensor], batch_y: Optional[Tensor]):
+    r"""Checks that the graph of every query has enough points in :obj:`x`
+    (the query itself excluded without :obj:`y`)."""
+    excluded = int(y is None)
+    if batch is None:
+        count, queries = torch.tensor([x.size(0)]), torch.ones(1)
+    else:
+        size = int(batch.max()) + 1
+        if batch_y is not None:
+            size = max(size, int(batch_y.max()) + 1)
+        count = torch.bincount(batch, minlength=size)
+        queries = count if y is None else torch.bincount(batch_y,
+                                                         minlength=size)
+    small = ((queries > 0) & (count < k + excluded)).nonzero().view(-1)
+    if small.numel() == 0:
+        return
+    g, n = int(small[0]), int(count[small[0]])
+    if y is None and batch is None:
+        raise ValueError(f"'k' must be smaller than the number of nodes "
+                         f"(got k={k} for {n} nodes)")
+    if y is None:
+        raise ValueError(f"'k' must be smaller than the number of nodes of "
+                         f"every graph (got k={k}, but graph {g} has {n} "
+                         f"nodes)")
+    if batch is None:
+        raise ValueError(f"'k' must not exceed the number of points of 'x' "
+                         f"(got k={k} for {n} points)")
+    raise ValueError(f"'k' must not exceed the number of points of 'x' in "
+                     f"the graph of every query (got k={k}, but graph {g} "
+                     f"has {n} points in 'x')")
+
+
+def _unit_rows(t: Tensor, name: str) -> Tensor:
+    norm = t.norm(dim=1, keepdim=True)
+    if bool((norm == 0).any()):
+        raise ValueError(f"The cosine metric is undefined for all-zero "
+                         f"feature vectors (found in '{name}')")
+    return t / norm
+
+
+def _sort_by_graph(
+    t: Tensor, batch: Optional[Tensor]
+) -> Tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+    if batch is None or not bool((batch[1:] < batch[:-1]).any()):
+        return None, t, batch
+    perm = torch.argsort(batch, stable=True)
+    return perm, t[perm], batch[perm]
+
+
+def _graph_ptr(x: Tensor, y: Tensor, batch: Optional[Tensor],
+               batch_y: Optional[Tensor]) -> Tuple[List[int], List[int]]:
+    r"""The node ranges of the graphs of the sorted :obj:`x` and :obj:`y`
+    that have points in :obj:`x`, aligned (graph :obj:`g` is
+    :obj:`x[ptr_x[g]:ptr_x[g + 1]]` and :obj:`y[ptr_y[g]:ptr_y[g + 1]]`)."""
+    if batch is None:
+        return [0, x.size(0)], [0, y.size(0)]
+    size = max(int(batch[-1]), int(batch_y[-1])) + 1
+    count_x = torch.bincount(batch, minlength=size)
+    count_y = torch.bincount(batch_y, minlength=size)
+    keep = count_x > 0  # Graphs without points have no queries either.
+    ptr = torch.stack([count_x.cumsum(0), count_y.cumsum(0)])[:, keep]
+    ptr_x, ptr_y = ptr.tolist()
+    return [0] + ptr_x, [0] + ptr_y
+
+
+def _groups(ptr: List[int], rows: int) -> List[Tuple[int, int]]:
+    r"""Splits the graphs, whose node ranges :obj:`ptr` gives, into groups
+    :obj:`(g0, g1)` of consecutive graphs :obj:`g0 <= g < g1`: a single
+    graph of at least :obj:`rows` nodes, or consecutive smaller graphs
+    collected up to about :obj:`rows` nodes."""
+    out: List[Tuple[int, int]] = []
+    g0 = 0
+    for g in range(len(ptr) - 1):
+        if g > g0 and (ptr[g + 1] - ptr[g] >= rows
+                       or ptr[g + 1] - ptr[g0] > rows):
+            out.append((g0, g))
+            g0 = g
+    out.append((g0, len(ptr) - 1))
+    return out
+
+
+def _exact_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
+               batch_y: Optional[Tensor], ptr_x: List[int],
+               ptr_y: List[int], self_search: bool,
+               chunk_size: Optional[int], max_memory: int,
+               num_workers: Optional[int]) -> Tuple[Tensor, Tensor]:
+    F = x.size(1)
+    device, dtype = x.device, x.dtype
+    kk = k + max(8, k // 2)  # Candidates kept from the matrix form.
+    excluded = int(self_search)
+
+    tile, rows_max = _TILE, _ROWS
+    if device.type != 'cpu':  # Fewer, larger kernels on accelerators.
+        num_workers, tile, rows_max = 1, 8 * _TILE, 16 * _ROWS
+    elif num_workers is None:
+        num_workers = torch.get_num_threads()
+    if chunk_size is None:  # Score tile + block minima + masks per row.
+        chunk_size = max_memory // (3 * tile * x.element_size() *
+                                    num_workers)
+        chunk_size = max(1, min(rows_max, chunk_size))
+
+    out_d2 = x.new_empty(y.size(0), k)
+    out_idx = torch.empty(y.size(0), k, dtype=torch.long, device=device)
+    rel_tol = (2 * F + 16) * torch.finfo(dtype).eps
+    inf = float('inf')
+
+    def search(ctx, a):
+        xg, xc_t, sq, yg, yc, sq_q, tol, bx, by, x0, y0, kq = ctx
+        n = xg.size(0)
+        b = min(a + chunk_size, yg.size(0))
+        q = yc[a:b]
+        rows = torch.arange(b - a, device=device)
+        vs: List[Tensor] = []
+        ids: List[Tensor] = []
+        width = 0
+        for t0 in range(0, n, tile):
+            t1 = min(t0 + tile, n)
+            s = torch.addmm(sq[t0:t1].view(1, -1), q, xc_t[:, t0:t1],
+                            alpha=-2)
+            if self_search and a < t1 and t0 < b:  # Exclude the query.
+                self_col = rows + a - t0
+                m = (self_col >= 0) & (self_col < t1 - t0)
+                s[rows[m], self_col[m]] = inf
+            if bx is not None:
+                s.masked_fill_(by[a:b].view(-1, 1) != bx[t0:t1].view(1, -1),
+                               inf)
+            v, i = _candidates(s, kq)
+            vs.append(v)
+            ids.append(i + t0)
+            width += v.size(1)
+            if width > 4096 or t1 == n:  # Merge the candidates of the tiles:
+                v, i = torch.cat(vs, 1), torch.cat(ids, 1)
+                v, j = torch.topk(v, min(kq, v.size(1)), dim=1,
+                                  largest=False, sorted=False)
+                vs, ids, width = [v], [i.gather(1, j)], v.size(1)
+        best_v, best_i = vs[0], ids[0]
+
+        # Exact squared distances of the candidates (on the input data):
+        valid = best_v < inf
+        d2 = _exact_sq_dist(yg[a:b], xg, best_i).masked_fill(~valid, inf)
+        d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        idx = best_i.gather(1, j)
+
+        # Certify: every point left out has a score >= the largest kept one
+        # (unless all valid points were kept), hence a true squared distance
+        # >= that score + |q|^2 - tol.
+        bound = best_v.max(dim=1).values + sq_q[a:b] - 2 * tol[a:b]
+        bad = (valid.all(dim=1) & (d2[:, -1] > bound)).nonzero().view(-1)
+        if kq < n - excluded and bad.numel() > 0:
+            rows_bad = a + bad
+            d2[bad], idx[bad] = _brute_force(
+                xg, bx, yg[rows_bad], None if by is None else by[rows_bad],
+                rows_bad if self_search else None, k, max_memory)
+        out_d2[y0 + a:y0 + b] = d2
+        out_idx[y0 + a:y0 + b] = idx + x0
+
+    num_threads = torch.get_num_threads()
+    executor = None
+    if num_workers > 1:  # Coarse-grained parallelism over query chunks:
+        torch.set_num_threads(1)
+        executor = ThreadPoolExecutor(num_workers)
+    try:
+        for g0, g1 in _groups(ptr_x, chunk_size):
+            x0, x1, y0, y1 = ptr_x[g0], ptr_x[g1], ptr_y[g0], ptr_y[g1]
+            if y1 == y0:  # No queries in these graphs.
+                continue
+            xg = x[x0:x1]
+            mean = xg.mean(dim=0, keepdim=True)
+            xc = xg - mean  # Less cancellation.
+            sq = (xc * xc).sum(dim=1)
+            if self_search:
+                yg, yc, sq_q = xg, xc, sq
+            else:
+                yg = y[y0:y1]
+                yc = yg - mean
+                sq_q = (yc * yc).sum(dim=1)
+            tol = rel_tol * (sq.max() + sq_q)  # Bounds the error of scores.
+            mixed = g1 - g0 > 1
+            ctx = (xg, xc.t().contiguous(), sq, yg, yc, sq_q, tol,
+                   batch[x0:x1] if mixed else None,
+                   batch_y[y0:y1] if mixed else None, x0, y0,
+                   min(kk, x1 - x0 - excluded))
+            chunks = range(0, y1 - y0, chunk_size)
+            if executor is None:
+                for a in chunks:
+                    search(ctx, a)
+            else:
+                list(executor.map(lambda a: search(ctx, a), chunks))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+            torch.set_num_threads(num_threads)
+
+    return out_d2, out_idx
+
+
+def _candidates(s: Tensor, kq: int) -> Tuple[Tensor, Tensor]:
+    r"""Returns a subset of the columns of :obj:`s` (values and indices) that
+    contains the :obj:`kq` smallest entries of every row, using block minima
+    over :obj:`_GROUP` strided column slices to avoid a top-k over all."""
+    c, T = s.size()
+    m = T // _GROUP
+    if m <= 4 * kq or T % _GROUP != 0:
+        v, i = torch.topk(s, min(kq, T), dim=1, largest=False, sorted=False)
+        return v, i
+    # Each of the kq smallest entries lies in a column block whose minimum is
+    # among the kq smallest block minima.
+    block_min = s.view(c, _GROUP, m).amin(dim=1)
+    _, blocks = torch.topk(block_min, kq, dim=1, largest=False, sorted=False)
+    offset = torch.arange(_GROUP, device=s.device).view(1, -1, 1) * m
+    cols = (blocks.view(c, 1, kq) + offset).view(c, -1)
+    return s.gather(1, cols), cols
+
+
+def _exact_sq_dist(q: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+    diff = x[idx] - q.unsqueeze(1)
+    return (diff * diff).sum(dim=-1)
+
+
+def _brute_force(x: Tensor, batch: Optional[Tensor], q: Tensor,
+                 batch_q: Optional[Tensor], self_index: Optional[Tensor],
+                 k: int, max_memory: int) -> Tuple[Tensor, Tensor]:
+    r"""Exhaustive exact search from the differences, for the few queries
+    :obj:`q` the matrix form cannot certify (:obj:`self_index`: the row of
+    :obj:`x` each query must not return, if any)."""
+    n, F = x.size()
+    step = max(1, max_memory // (q.size(0) * F * x.element_size()))
+    best_d = best_i = None
+    for t0 in range(0, n, step):
+        t1 = min(t0 + step, n)
+        diff = x[t0:t1].unsqueeze(0) - q.unsqueeze(1)
+        d2 = (diff * diff).sum(dim=-1)
+        cols = torch.arange(t0, t1, device=x.device)
+        if self_index is not None:
+            d2.masked_fill_(cols.view(1, -1) == self_index.view(-1, 1),
+                            float('inf'))
+        if batch is not None:
+            d2.masked_fill_(batch[t0:t1].view(1, -1)
+                            != batch_q.view(-1, 1), float('inf'))
+        i = cols.view(1, -1).expand_as(d2)
+        if best_d is not None:
+            d2, i = torch.cat([best_d, d2], 1), torch.cat([best_i, i], 1)
+        best_d, j = torch.topk(d2, min(k, d2.size(1)), dim=1, largest=False,
+                               sorted=True)
+        best_i = i.gather(1, j)
+    return best_d, best_i
+
+
+def _library_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
+                 batch_y: Optional[Tensor], ptr_x: List[int],
+                 ptr_y: List[int], self_search: bool,
+                 backend: str) -> Tuple[Tensor, Tensor]:
+    r"""Candidates from faiss or pyg-lib (both use the matrix form too), with
+    the query itself excluded (without :obj:`y`) and re-ranked by exact
+    distances."""
+    graphs = [g for g in range(len(ptr_x) - 1) if ptr_y[g + 1] > ptr_y[g]]
+    min_size = min(ptr_x[g + 1] - ptr_x[g] for g in graphs)
+    kq = min(k + max(8, k // 2) + int(self_search), min_size)
+
+    if backend == 'faiss':
+        try:
+            import faiss
+        except ImportError as e:
+            raise ImportError("backend='faiss' requires the 'faiss' package "
+                              "(pip install faiss-cpu)") from e
+        parts = []
+        for g in graphs:
+            xg = x[ptr_x[g]:ptr_x[g + 1]].detach().cpu().float().contiguous()
+            yg = y[ptr_y[g]:ptr_y[g + 1]].detach().cpu().float().contiguous()
+            index = faiss.IndexFlatL2(xg.size(1))
+            index.add(xg.numpy())
+            _, i = index.search(yg.numpy(), kq)
+            parts.append(torch.from_numpy(i).long() + ptr_x[g])
+        cand = torch.cat(parts, 0).to(x.device)
+    else:
+        import torch_geometric.typing
+        if not torch_geometric.typing.WITH_KNN:
+            raise ImportError("backend='pyg_lib' requires 'pyg-lib>=0.6.0'")
+        from torch_geometric.nn import knn
+        assign = knn(x, y, kq, batch, batch_y)
+        perm = torch.argsort(assign[0], stable=True)
+        cand = assign[1][perm].view(y.size(0), kq)
+
+    d2 = _exact_sq_dist(y, x, cand)
+    mask = cand < 0
+    if self_search:
+        mask |= cand == torch.arange(y.size(0), device=x.device).view(-1, 1)
+    d2 = d2.masked_fill(mask, float('inf'))
+    d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    return d2, cand.gather(1, j)
