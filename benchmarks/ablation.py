@@ -20,9 +20,7 @@ import sys
 
 import matplotlib
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import eigsh
 from tqdm import tqdm
 
 matplotlib.use('Agg')
@@ -34,25 +32,20 @@ import reporting  # noqa: E402
 from training import fit  # noqa: E402
 
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv  # noqa: E402
-from torch_geometric_coin.utils import (  # noqa: E402
-    diffusion_laplacian,
-)
+from torch_geometric_coin.ops import DiffusionOperator  # noqa: E402
+from torch_geometric_coin.utils import coin_norm  # noqa: E402
 
 PARTS = ('grid', 'diffuse', 'edges', 'sigma2', 'smoothing', 'cost')
 
 
 def laplacian(data):
-    r"""The :obj:`'coin'` Laplacian on the graph's edges as :obj:`(adj,
-    diag)` and its largest eigenvalue."""
-    adj, diag = diffusion_laplacian(data.edge_index, None, data.num_nodes,
-                                    'coin')
-    src, dst = data.edge_index.numpy()
+    r"""The off-diagonal entries of the :obj:`'coin'` Laplacian as
+    :obj:`(edge_index, adj)` (:math:`A_{ij} = -L_{ij}`) and the estimate of
+    its largest eigenvalue that :class:`CoinDiffusionConv` checks."""
     n = data.num_nodes
-    L = sp.diags(diag.numpy().astype(np.float64)) - sp.coo_matrix(
-        (adj.numpy().astype(np.float64), (dst, src)), shape=(n, n))
-    lam = float(eigsh(L.tocsr(), k=1, which='LA',
-                      return_eigenvectors=False)[0])
-    return adj, diag, lam
+    index, value = coin_norm(data.edge_index, None, n, 'coin')
+    lam = DiffusionOperator(index, value, n).lambda_max()
+    return index[:, :-n], -value[:-n], lam
 
 
 def dirichlet_energy(u, edge_index, adj):
@@ -188,10 +181,10 @@ def part_bars(run, args, variants, title, out):
     rows = [[n, pct(r), '-' if r['diverged'] else
              f"{1000 * r['time_per_epoch']:.1f}"] for n, r in res.items()]
     return res, reporting.markdown_table(['variant', 'test acc %',
-                                       'ms / epoch'], rows)
+                                          'ms / epoch'], rows)
 
 
-def part_smoothing(run, args, data, adj, out):
+def part_smoothing(run, args, data, edges, adj, out):
     r"""Trains COIN (diffusing probabilities) once per seed and follows its
     output through :obj:`2 K` explicit steps."""
     steps = 2 * run.cfg['K']
@@ -208,7 +201,7 @@ def part_smoothing(run, args, data, adj, out):
         with torch.no_grad():
             u = model.base(data.x).softmax(dim=-1)
             for k in range(steps + 1):
-                energy.append(dirichlet_energy(u, data.edge_index, adj))
+                energy.append(dirichlet_energy(u, edges, adj))
                 pred = u.argmax(dim=-1)
                 acc.append(float((pred[data.test_mask] ==
                                   data.y[data.test_mask]).float().mean()))
@@ -237,7 +230,7 @@ def part_smoothing(run, args, data, adj, out):
             for k in range(steps + 1)]
     return dict(energy=energy.tolist(), test_acc=acc.tolist()), \
         reporting.markdown_table(['step k', 'Dirichlet energy / node',
-                               'test acc %'], rows)
+                                  'test acc %'], rows)
 
 
 def part_cost(cells, args, out):
@@ -273,7 +266,7 @@ def part_cost(cells, args, out):
     plt.close(fig)
     return dict(sigma2=s2, K=Ks, time_ratio=ratios_t, memory_ratio=ratios_m), \
         reporting.markdown_table(['K', 'ms / epoch', 'time ratio vs K=0',
-                               'peak MiB', 'memory ratio vs K=0'], rows)
+                                  'peak MiB', 'memory ratio vs K=0'], rows)
 
 
 def main(argv=None):
@@ -293,7 +286,7 @@ def main(argv=None):
 
     data = common.load_planetoid(args.root, args.dataset, 'public')
     cfg = common.load_coin_config(args.dataset, args.coin_config)
-    adj, _, lam = laplacian(data)
+    edges, adj, lam = laplacian(data)
     run = Runner(args, data, cfg)
     stem = f'ablation_{args.dataset}'
     if set(args.parts) != set(PARTS):
@@ -340,8 +333,8 @@ def main(argv=None):
         results[part] = res
         sections.append((title, table, part))
     if 'smoothing' in args.parts:
-        results['smoothing'], table = part_smoothing(run, args, data, adj,
-                                                     png['smoothing'])
+        results['smoothing'], table = part_smoothing(
+            run, args, data, edges, adj, png['smoothing'])
         sections.append(('over-smoothing: the output after each step', table,
                          'smoothing'))
     if 'cost' in args.parts:

@@ -8,8 +8,8 @@ previous 8 days, the target is the next day's cases, both standardised per
 region (as PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader`` does;
 the graph of a sample is the mobility graph of the first day of its window,
 as there). The samples are split in time, 20% train, 20% validation, 60%
-test, and ``--hidden-ratio`` (0.9) of each region's training targets are hidden,
-but every region keeps at least 2 (with England's 10 training days: 8 of 10
+test, and ``--hidden-ratio`` (0.9) of each region's training targets are
+hidden, but every region keeps at least 2 (with England's 10 training days: 8 of 10
 hidden). COIN is a residual regressor followed by K=10 diffusion steps
 (sigma2=0.5, dropout 0.25 before each step) over each day's graph, trained on
 the MSE of the observed targets. Baselines in the same run: linear
@@ -121,14 +121,14 @@ def run(batch, observed, num_train, num_val, args, seed):
         'test_mse': float(F.mse_loss(pred[test_mask], batch.y[test_mask])),
     }
 
+    hidden = args.hidden_channels
     models = {
-        'MLP': lambda: MLP([args.lags, args.hidden_channels, 1],
-                           dropout=args.dropout),
-        'GCN': lambda: GCN(args.lags, args.hidden_channels, args.dropout),
-        'Residual (K=0)': lambda: CoinRegressor(args.lags, args.hidden_channels, 0,
+        'MLP': lambda: MLP([args.lags, hidden, 1], dropout=args.dropout),
+        'GCN': lambda: GCN(args.lags, hidden, args.dropout),
+        'Residual (K=0)': lambda: CoinRegressor(args.lags, hidden, 0,
                                                 args.sigma2, args.dropout,
                                                 0.),
-        'COIN': lambda: CoinRegressor(args.lags, args.hidden_channels, args.K,
+        'COIN': lambda: CoinRegressor(args.lags, hidden, args.K,
                                       args.sigma2, args.dropout,
                                       args.diffusion_dropout),
     }

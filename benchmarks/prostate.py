@@ -56,12 +56,12 @@ def run(data, split, args, seed):
     prob = torch.from_numpy(clf.predict_proba(data.x.numpy())[:, 1])
     res['Logistic regression'] = scores(prob[test], data.y[test])
 
-    F_in = data.num_features
+    F_in, hidden = data.num_features, args.hidden_channels
     models = {
-        'MLP': lambda: MLP([F_in, args.hidden_channels, 2], dropout=args.dropout),
-        'COIN (K=0)': lambda: COIN(F_in, 2, args.hidden_channels, K=0,
+        'MLP': lambda: MLP([F_in, hidden, 2], dropout=args.dropout),
+        'COIN (K=0)': lambda: COIN(F_in, 2, hidden, K=0,
                                    dropout=args.dropout),
-        'COIN': lambda: COIN(F_in, 2, args.hidden_channels, K=args.K,
+        'COIN': lambda: COIN(F_in, 2, hidden, K=args.K,
                              sigma2=args.sigma2, normalization=None,
                              dropout=args.dropout),
     }

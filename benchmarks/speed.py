@@ -13,8 +13,6 @@ above its level before one further call (``common.measure_peak_memory``:
 recorded by ``torch.profiler`` on CPU); the process peak is ``ru_maxrss`` on
 CPU.
 """
-import argparse
-import importlib
 import os.path as osp
 import statistics
 import sys
@@ -29,10 +27,11 @@ from torch_geometric.nn import APPNP
 from torch_geometric.utils import to_undirected
 
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
-from torch_geometric_coin.utils import write_results
+from torch_geometric_coin.ops import DiffusionOperator, SolverStats
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import reporting  # noqa: E402
 
 warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
 warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
@@ -136,49 +135,30 @@ def diffusion_cases(edge_index, num_nodes, channels, K, device, appnp):
 
 
 def implicit_sweep(edge_index, num_nodes, channels, device, sigma2s, K):
-    r"""Implicit scheme, forward plus backward against a random upstream
-    gradient (an all-ones one would make every adjoint solve trivial, since
-    :math:`\mathbf{L}^{\top} \mathbf{1} = \mathbf{0}`), with growing CG
-    iterations (larger sigma2): time, peak memory and the iterations of each
-    forward and adjoint solve, counted inside the solver."""
+    r"""Implicit scheme (the operator of :class:`CoinDiffusionConv` with
+    :obj:`scheme='implicit'` and a learnable sigma2), forward plus backward
+    against a random upstream gradient (an all-ones one would make every
+    adjoint solve trivial, since :math:`\mathbf{L}^{\top} \mathbf{1} =
+    \mathbf{0}`), with growing CG iterations (larger sigma2): time, peak
+    memory and the iterations of each forward and adjoint solve, as the
+    solver reports them (:class:`SolverStats`)."""
     x = torch.randn(num_nodes, channels, device=device)
     grad = torch.randn(num_nodes, channels, device=device)
-    iterations = []
-
-    def counting_solve(matvec, *args, **kwargs):
-        calls = [0]
-
-        def counted(v):
-            calls[0] += 1
-            return matvec(v)
-        out = solve(counted, *args, **kwargs)
-        iterations.append(calls[0] - 1)  # minus the initial residual
-        return out
-
-    # The module (``torch_geometric_coin.ops.implicit_diffusion`` is also the
-    # name of its function there).
-    module = importlib.import_module('torch_geometric_coin.ops.'
-                                     'implicit_diffusion')
-    solve = module.krylov_solve
+    op = DiffusionOperator.from_graph(edge_index, None, num_nodes)
     rows = []
     for sigma2 in sigma2s:
-        conv = CoinDiffusionConv(K, sigma2, cached=True, scheme='implicit',
-                                 tol=1e-5, learn_sigma2=True).to(device)
+        sigma = torch.tensor(sigma2, device=device, requires_grad=True)
 
-        def run():
-            conv(x.detach().requires_grad_(), edge_index).backward(grad)
-        run()  # builds the cache
-        module.krylov_solve = counting_solve
-        try:
-            iterations.clear()
-            run()
-        finally:
-            module.krylov_solve = solve
-        assert len(iterations) == 2 * K, iterations
+        def run(stats=None):
+            op.implicit(x.detach().requires_grad_(), K, sigma, tol=1e-5,
+                        stats=stats).backward(grad)
+        stats = SolverStats()
+        run(stats)
+        assert len(stats.forward) == len(stats.adjoint) == K, stats
         res = measure({'implicit': run}, 1, device)['implicit']
         rows.append(dict(sigma2=sigma2, seconds=res[0], peak_mib=res[1],
-                         forward_iterations=statistics.fmean(iterations[:K]),
-                         adjoint_iterations=statistics.fmean(iterations[K:])))
+                         forward_iterations=statistics.fmean(stats.forward),
+                         adjoint_iterations=statistics.fmean(stats.adjoint)))
     return rows
 
 
@@ -201,16 +181,13 @@ def training_step(num_nodes, num_edges, channels, K, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--device', default='cpu')
+    parser = common.parser(__doc__, device='cpu',
+                           datasets=['Cora', 'PubMed', 'Physics'], root=None)
     parser.set_defaults(threads=2)  # common.parse_args adds --threads
     parser.add_argument('--sizes', nargs='*', default=[
         '10000:100000:16', '100000:1000000:16', '200000:2000000:16',
         '1000000:10000000:16'
     ], help='synthetic graphs as NODES:EDGES:CHANNELS')
-    parser.add_argument('--datasets', nargs='*',
-                        default=['Cora', 'PubMed', 'Physics'])
-    parser.add_argument('--root', default=common.SHARED)
     parser.add_argument('--K', type=int, nargs='+', default=[10, 20])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--appnp-max-nodes', type=int, default=300000)
@@ -234,9 +211,10 @@ def main(argv=None):
     graphs = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            data = load_real(name, args.root, tmp)
+            data = load_real(name, common.dataset_root(args.root), tmp)
             if data is None:
-                print(f'{name}: not found under {args.root}, skipped')
+                print(f'{name}: not found under '
+                      f'{common.dataset_root(args.root)}, skipped')
                 continue
             graphs.append((name, data.edge_index.to(device), data.num_nodes,
                            16))
@@ -279,17 +257,21 @@ def main(argv=None):
         n, e, c = (int(v) for v in args.train_step.split(':'))
         results['training_step'] = training_step(n, e, c, 20, device)
 
-    print(save(results, args.out_dir, device, final=True))
+    print(markdown(results))
+    reporting.wrote(*save(results, args.out_dir, device, final=True))
+    return results
 
 
 def save(results, out_dir, device, final):
     r"""Writes the JSON and Markdown table (after every graph, so that a
     long run leaves its rows behind) and, at the end, the plot."""
     tag = device.type
-    write_results(out_dir, f'speed_{tag}', results, markdown)
+    paths = list(reporting.write_results(out_dir, f'speed_{tag}', results,
+                                         markdown))
     if final:
-        plot(results, osp.join(out_dir, f'speed_{tag}.png'))
-    return markdown(results)
+        paths.append(osp.join(out_dir, f'speed_{tag}.png'))
+        plot(results, paths[-1])
+    return paths
 
 
 def vs_coin(t, coin):
@@ -304,56 +286,52 @@ def peaks(mib):
 
 
 def markdown(results):
-    lines = [f"Command: `{results['command']}`", '',
-             f"Device: {results['device']} ({results['machine']}, "
-             f"{results['torch_threads']} threads), "
-             f"{results['date']}. Forward plus backward, median seconds; "
-             f"x floor = ratio to 2K forward CSR products in the same run; "
-             f"peak MiB = tensor memory above its level before one call "
-             f"(common.measure_peak_memory) of COIN (fixed sigma2), the "
-             f"autograd loop and APPNP on CSR.", '',
-             '| graph | nodes | edges | C | K | floor s | '
-             'COIN fixed s (x floor) | COIN learn s (x floor) | '
-             'autograd loop s | APPNP ei s (/COIN) | APPNP CSR s (/COIN) | '
-             'peak MiB COIN / loop / APPNP CSR |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    head = (f"Command: `{results['command']}`\n\n"
+            f"Device: {results['device']} ({results['machine']}, "
+            f"{results['torch_threads']} threads), "
+            f"{results['date']}. Forward plus backward, median seconds; "
+            f"x floor = ratio to 2K forward CSR products in the same run; "
+            f"peak MiB = tensor memory above its level before one call "
+            f"(common.measure_peak_memory) of COIN (fixed sigma2), the "
+            f"autograd loop and APPNP on CSR.\n\n")
+    rows = []
     for r in results['graphs']:
         s, q = r['seconds'], r['vs_floor']
         loop = s.get('autograd loop of CSR products')
         ap_ei, ap_csr = s.get('APPNP edge_index'), s.get('APPNP CSR adj_t')
         fx = s['COIN fixed sigma2']
-        lines.append(
-            f"| {r['graph']} | {r['nodes']:,} | {r['edges']:,} | "
-            f"{r['channels']} | {r['K']} | "
-            f"{s['floor (2K CSR products)']:.4f} | "
-            f"{fx:.4f} ({q['COIN fixed sigma2']:.2f}x) | "
+        rows.append([
+            r['graph'], f"{r['nodes']:,}", f"{r['edges']:,}", r['channels'],
+            r['K'], f"{s['floor (2K CSR products)']:.4f}",
+            f"{fx:.4f} ({q['COIN fixed sigma2']:.2f}x)",
             f"{s['COIN learnable sigma2']:.4f} "
-            f"({q['COIN learnable sigma2']:.2f}x) | "
-            f"{'-' if loop is None else f'{loop:.4f}'} | "
-            f"{vs_coin(ap_ei, fx)} | {vs_coin(ap_csr, fx)}"
-            f" | {peaks(r['peak_mib'])} |")
+            f"({q['COIN learnable sigma2']:.2f}x)",
+            '-' if loop is None else f'{loop:.4f}', vs_coin(ap_ei, fx),
+            vs_coin(ap_csr, fx), peaks(r['peak_mib'])])
+    text = head + reporting.markdown_table(
+        ['graph', 'nodes', 'edges', 'C', 'K', 'floor s',
+         'COIN fixed s (x floor)', 'COIN learn s (x floor)',
+         'autograd loop s', 'APPNP ei s (/COIN)', 'APPNP CSR s (/COIN)',
+         'peak MiB COIN / loop / APPNP CSR'], rows)
     if 'implicit' in results:
         imp = results['implicit']
-        lines += ['', f"Implicit scheme (K={imp['K']}, {imp['nodes']:,} "
-                  f"nodes, {imp['edges']:,} edges, {imp['channels']} "
-                  f"channels, tol 1e-5, learnable sigma2), forward plus "
-                  f"backward:", '',
-                  '| sigma2 | CG iterations per forward solve | '
-                  'per adjoint solve | seconds | peak MiB |',
-                  '|---|---|---|---|---|']
-        for r in imp['rows']:
-            lines.append(f"| {r['sigma2']:g} | "
-                         f"{r['forward_iterations']:.1f} | "
-                         f"{r['adjoint_iterations']:.1f} | "
-                         f"{r['seconds']:.3f} | {r['peak_mib']:.0f} |")
+        text += (f"\nImplicit scheme (K={imp['K']}, {imp['nodes']:,} nodes, "
+                 f"{imp['edges']:,} edges, {imp['channels']} channels, tol "
+                 f"1e-5, learnable sigma2), forward plus backward:\n\n")
+        text += reporting.markdown_table(
+            ['sigma2', 'CG iterations per forward solve',
+             'per adjoint solve', 'seconds', 'peak MiB'],
+            [[f"{r['sigma2']:g}", f"{r['forward_iterations']:.1f}",
+              f"{r['adjoint_iterations']:.1f}", f"{r['seconds']:.3f}",
+              f"{r['peak_mib']:.0f}"] for r in imp['rows']])
     if 'training_step' in results:
         t = results['training_step']
-        lines += ['', f"Full-batch COIN training step (K={t['K']}, "
-                  f"{t['nodes']:,} nodes, {t['edges']:,} edges, "
-                  f"{t['channels']} features and classes): "
-                  f"{t['seconds']:.2f} s, peak tensor memory "
-                  f"{t['peak_mib']:.0f} MiB.", '']
-    return '\n'.join(lines) + '\n'
+        text += (f"\nFull-batch COIN training step (K={t['K']}, "
+                 f"{t['nodes']:,} nodes, {t['edges']:,} edges, "
+                 f"{t['channels']} features and classes): "
+                 f"{t['seconds']:.2f} s, peak tensor memory "
+                 f"{t['peak_mib']:.0f} MiB.\n")
+    return text
 
 
 def plot(results, path):

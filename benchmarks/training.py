@@ -134,7 +134,7 @@ def fit(
         out = forward(model, data)
         loss = loss_fn(out[train_mask], y[train_mask])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"The training loss is {float(loss)} "
+            raise FloatingPointError(f"The training loss is {loss.item()} "
                                      f"at epoch {epoch}")
         loss.backward()
         optimizer.step()
@@ -144,7 +144,7 @@ def fit(
 
         if val_mask is None:
             if progress is not None:
-                progress(epoch, {'train_loss': float(loss)})
+                progress(epoch, {'train_loss': loss.item()})
             continue
         metrics = _evaluate(model, forward, data, y, masks, loss_fn,
                             accuracy, metric)

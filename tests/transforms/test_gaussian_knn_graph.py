@@ -9,9 +9,7 @@ from torch_geometric_coin.utils import gaussian_knn_graph
 def test_gaussian_knn_graph_transform():
     torch.manual_seed(0)
     transform = GaussianKNNGraph(k=6, bandwidth_k=3)
-    assert str(transform) == ("GaussianKNNGraph(k=6, bandwidth_k=3, "
-                              "attr='x', metric='euclidean', "
-                              "kernel='gaussian')")
+    assert str(transform) == "GaussianKNNGraph(k=6, bandwidth_k=3, attr='x')"
     x = torch.randn(50, 4)
     data = transform(Data(x=x))
     edge_index, edge_weight = gaussian_knn_graph(x, 6, 3)
@@ -20,8 +18,10 @@ def test_gaussian_knn_graph_transform():
 
     # From positions, with the self-tuning kernel:
     pos = torch.randn(40, 3)
-    data = GaussianKNNGraph(5, 2, attr='pos', kernel='self_tuning')(
-        Data(x=torch.randn(40, 7), pos=pos))
+    transform = GaussianKNNGraph(5, 2, attr='pos', kernel='self_tuning')
+    assert str(transform) == ("GaussianKNNGraph(k=5, bandwidth_k=2, "
+                              "attr='pos', kernel='self_tuning')")
+    data = transform(Data(x=torch.randn(40, 7), pos=pos))
     edge_index, edge_weight = gaussian_knn_graph(pos, 5, 2,
                                                  kernel='self_tuning')
     assert torch.equal(data.edge_index, edge_index)
@@ -32,6 +32,8 @@ def test_gaussian_knn_graph_transform():
     dict(loop=False), dict(normalize=False), dict(symmetrize=False),
     dict(metric='cosine'), dict(loop=False, normalize=False,
                                 symmetrize=False, metric='cosine'),
+    dict(kernel='self_tuning', chunk_size=7, max_memory=2**16,
+         backend='exact', num_workers=1),
 ])
 def test_gaussian_knn_graph_transform_options(kwargs):
     # Every option reaches the function (and changes the graph):
@@ -62,6 +64,12 @@ def test_gaussian_knn_graph_transform_batch():
 def test_gaussian_knn_graph_transform_errors():
     with pytest.raises(ValueError, match="'x' or 'pos'"):
         GaussianKNNGraph(attr='edge_attr')
+    with pytest.raises(TypeError, match="'kernal' is not an argument"):
+        GaussianKNNGraph(kernal='self_tuning')  # A typo is not ignored.
+    with pytest.raises(TypeError, match="'batch' is not an argument"):
+        GaussianKNNGraph(batch=None)  # Taken from 'data.batch'.
+    with pytest.raises(ValueError, match="'bandwidth_k' must be an integer"):
+        GaussianKNNGraph(bandwidth_k=0)
     with pytest.raises(ValueError, match='data.pos'):
         GaussianKNNGraph(attr='pos')(Data(x=torch.randn(10, 2)))
     with pytest.raises(ValueError, match='smaller than the number of nodes'):

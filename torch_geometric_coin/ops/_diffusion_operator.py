@@ -6,7 +6,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
-from torch_geometric.utils import is_torch_sparse_tensor, scatter, to_edge_index
+from torch_geometric.utils import (
+    is_torch_sparse_tensor,
+    scatter,
+    to_edge_index,
+)
 
 from torch_geometric_coin.ops._krylov import krylov_solve
 from torch_geometric_coin.utils import coin_norm
@@ -500,4 +504,3 @@ def _check_square(size, num_nodes: int):
         raise ValueError(f"The sparse adjacency must have shape "
                          f"[{num_nodes}, {num_nodes}] to match 'x' "
                          f"(got {list(size)})")
-

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 
 AXIOMS: Tuple[str, ...] = (
     'comparison',
@@ -228,8 +228,8 @@ def check_axioms(
     Returns:
         AxiomReport: per axiom, whether it holds and the worst violation.
     """
-    check_int('num_channels', num_channels, 1)
-    check_int('trials', trials, 1)
+    check_number('num_channels', num_channels, integer=True, low=1)
+    check_number('trials', trials, integer=True, low=1)
     if not callable(operator):
         raise TypeError(f"'operator' must be an nn.Module or a callable "
                         f"(got {type(operator).__name__})")

@@ -4,7 +4,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 
 
 class MonteCarloEstimate(NamedTuple):
@@ -85,9 +85,9 @@ def gaussian_smoothing(
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
             and sigma > 0):
         raise ValueError(f"'sigma' must be positive (got {sigma!r})")
-    check_int('num_samples', num_samples, 2)
-    check_int('batch_size', batch_size, 1, optional=True)
+    check_number('num_samples', num_samples, integer=True, low=2)
     batch_size = num_samples if batch_size is None else batch_size
+    check_number('batch_size', batch_size, integer=True, low=1)
 
     scale = (torch.sqrt(2 * t) * sigma).reshape(-1, 1, 1)  # [B or 1, 1, 1]
 

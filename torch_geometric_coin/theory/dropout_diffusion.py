@@ -4,7 +4,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 
 from ._gaussian_smoothing import apply_batched, monte_carlo_mean
 
@@ -107,8 +107,8 @@ def dropout_diffusion_term(
         raise ValueError(f"Exact enumeration of 2^{n} masks is too costly; "
                          f"use at most {MAX_EXACT_UNITS} units or "
                          f"exact=False")
-    check_int('num_samples', num_samples, 2)
-    check_int('batch_size', batch_size, 1)
+    check_number('num_samples', num_samples, integer=True, low=2)
+    check_number('batch_size', batch_size, integer=True, low=1)
 
     with torch.no_grad():
         base = apply_batched(f, h, 'activations', 'n')  # [B, *out]

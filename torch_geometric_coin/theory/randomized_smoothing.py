@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 
 
 class RandomizedSmoothing(torch.nn.Module):
@@ -55,7 +55,7 @@ class RandomizedSmoothing(torch.nn.Module):
         super().__init__()
         if not callable(model):
             raise TypeError("'model' must be a module or a callable")
-        check_int('num_classes', num_classes, 2)
+        check_number('num_classes', num_classes, integer=True, low=2)
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
                 and sigma > 0):
             raise ValueError(f"'sigma' must be positive (got {sigma!r})")
@@ -175,7 +175,7 @@ class RandomizedSmoothing(torch.nn.Module):
         if not isinstance(num, int) or num < 1:
             raise ValueError(f"The number of draws must be a positive "
                              f"integer (got {num!r})")
-        check_int('batch_size', batch_size, 1)
+        check_number('batch_size', batch_size, integer=True, low=1)
         if self.forward_fn is None and args:
             raise TypeError("Extra arguments need 'forward_fn' to say how "
                             "the model uses them")

@@ -1,10 +1,16 @@
-from typing import Optional
+import inspect
+from typing import Any
 
 from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_coin.utils import gaussian_knn_graph
+from torch_geometric_coin._checks import check_number
+
+# The arguments of `gaussian_knn_graph` that `**kwargs` may set:
+_OPTIONS = tuple(name for name in inspect.signature(gaussian_knn_graph)
+                 .parameters if name not in ('x', 'k', 'bandwidth_k', 'batch'))
 
 
 @functional_transform('gaussian_knn_graph')
@@ -25,72 +31,45 @@ class GaussianKNNGraph(BaseTransform):
             bandwidth. (default: :obj:`3`)
         attr (str, optional): The node attribute to build the graph from,
             :obj:`"x"` or :obj:`"pos"`. (default: :obj:`"x"`)
-        loop (bool, optional): Adds self weights before normalization.
-            (default: :obj:`True`)
-        normalize (bool, optional): Symmetric degree normalization.
-            (default: :obj:`True`)
-        symmetrize (bool, optional): Returns :math:`(\mathbf{W} +
-            \mathbf{W}^{\top}) / 2`. (default: :obj:`True`)
-        metric (str, optional): :obj:`"euclidean"` or :obj:`"cosine"`.
-            (default: :obj:`"euclidean"`)
-        kernel (str, optional): :obj:`"gaussian"` or :obj:`"self_tuning"`.
-            (default: :obj:`"gaussian"`)
-        chunk_size (int, optional): Query nodes scored at once.
-            (default: :obj:`None`, chosen from :obj:`max_memory`)
-        max_memory (int, optional): Memory budget in bytes of the temporary
-            score matrices. (default: :obj:`256 MiB`)
-        backend (str, optional): :obj:`"exact"`, :obj:`"faiss"` or
-            :obj:`"pyg_lib"`. (default: :obj:`"exact"`)
-        num_workers (int, optional): CPU threads searching query chunks in
-            parallel. (default: :obj:`None`, :meth:`torch.get_num_threads`)
+        **kwargs (optional): Additional arguments of
+            :func:`~torch_geometric_coin.utils.gaussian_knn_graph`
+            (:obj:`loop`, :obj:`normalize`, :obj:`symmetrize`, :obj:`metric`,
+            :obj:`kernel`, :obj:`chunk_size`, :obj:`max_memory`,
+            :obj:`backend`, :obj:`num_workers`).
     """
     def __init__(
         self,
         k: int = 6,
         bandwidth_k: int = 3,
         attr: str = 'x',
-        loop: bool = True,
-        normalize: bool = True,
-        symmetrize: bool = True,
-        metric: str = 'euclidean',
-        kernel: str = 'gaussian',
-        chunk_size: Optional[int] = None,
-        max_memory: int = 256 * 2**20,
-        backend: str = 'exact',
-        num_workers: Optional[int] = None,
+        **kwargs: Any,
     ) -> None:
+        check_number('k', k, integer=True, low=1)
+        check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
         if attr not in ('x', 'pos'):
             raise ValueError(f"'attr' must be 'x' or 'pos' (got {attr!r})")
+        unknown = sorted(set(kwargs) - set(_OPTIONS))
+        if unknown:
+            raise TypeError(f"'{unknown[0]}' is not an argument of "
+                            f"'gaussian_knn_graph' (choose from {_OPTIONS})")
         self.k = k
         self.bandwidth_k = bandwidth_k
         self.attr = attr
-        self.loop = loop
-        self.normalize = normalize
-        self.symmetrize = symmetrize
-        self.metric = metric
-        self.kernel = kernel
-        self.chunk_size = chunk_size
-        self.max_memory = max_memory
-        self.backend = backend
-        self.num_workers = num_workers
+        self.kwargs = kwargs
 
     def forward(self, data: Data) -> Data:
         x = getattr(data, self.attr, None)
         if x is None:
             raise ValueError(f"'{self.__class__.__name__}' needs "
                              f"'data.{self.attr}'")
-        edge_index, edge_weight = gaussian_knn_graph(
+        data.edge_index, data.edge_weight = gaussian_knn_graph(
             x, self.k, self.bandwidth_k, batch=getattr(data, 'batch', None),
-            loop=self.loop, normalize=self.normalize,
-            symmetrize=self.symmetrize, metric=self.metric,
-            kernel=self.kernel, chunk_size=self.chunk_size,
-            max_memory=self.max_memory, backend=self.backend,
-            num_workers=self.num_workers)
-        data.edge_index = edge_index
-        data.edge_weight = edge_weight
+            **self.kwargs)
         return data
 
     def __repr__(self) -> str:
+        options = ''.join(f', {key}={value!r}'
+                          for key, value in self.kwargs.items())
         return (f'{self.__class__.__name__}(k={self.k}, '
-                f'bandwidth_k={self.bandwidth_k}, attr={self.attr!r}, '
-                f'metric={self.metric!r}, kernel={self.kernel!r})')
+                f'bandwidth_k={self.bandwidth_k}, attr={self.attr!r}'
+                f'{options})')

@@ -5,7 +5,7 @@ from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import coalesce
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.utils._knn_search import knn_search
 
 KERNELS = ('gaussian', 'self_tuning')
@@ -111,8 +111,8 @@ def gaussian_knn_graph(
         >>> conv = CoinDiffusionConv(K=10, normalization=None)
         >>> out = conv(x, edge_index, edge_weight)
     """
-    check_int('k', k, 1)
-    check_int('bandwidth_k', bandwidth_k, 1)
+    check_number('k', k, integer=True, low=1)
+    check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
     if bandwidth_k > k:
         raise ValueError(f"'bandwidth_k' must lie in [1, k={k}] "
                          f"(got {bandwidth_k})")
@@ -156,4 +156,3 @@ def gaussian_knn_graph(
     edge_index, weight = coalesce(torch.stack([col, row]), weight, N,
                                   reduce='sum')
     return edge_index, weight
-

@@ -4,7 +4,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from torch_geometric_coin.utils._check_int import check_int
+from torch_geometric_coin._checks import check_number
 
 METRICS = ('euclidean', 'cosine')
 BACKENDS = ('exact', 'faiss', 'pyg_lib')
@@ -179,15 +179,17 @@ def _check_batch(batch, t: Tensor, name: str, of: str) -> Optional[Tensor]:
 def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
                  backend, num_workers):
     x = _check_points(x, 'x')
-    check_int('k', k, 1)
+    check_number('k', k, integer=True, low=1)
     if metric not in METRICS:
         raise ValueError(f"'metric' must be one of {METRICS} (got {metric!r})")
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS} "
                          f"(got {backend!r})")
-    check_int('chunk_size', chunk_size, 1, optional=True)
-    check_int('num_workers', num_workers, 1, optional=True)
-    check_int('max_memory', max_memory, 1)
+    for name, value in (('chunk_size', chunk_size),
+                        ('num_workers', num_workers)):
+        if value is not None:
+            check_number(name, value, integer=True, low=1)
+    check_number('max_memory', max_memory, integer=True, low=1)
 
     if y is None:
         if batch_y is not None:

@@ -1,8 +1,4 @@
 import math
-import numbers
-import os.path as osp
-import sys
-import warnings
 from typing import Optional, Union
 
 import torch
@@ -14,10 +10,14 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
-import torch_geometric
-import torch_geometric_coin
+from torch_geometric_coin._checks import check_number, warn_at_caller
 from torch_geometric_coin.ops import DiffusionOperator
 from torch_geometric_coin.utils import coin_norm
+
+
+SCHEMES = ('explicit', 'implicit')
+STABILITY = ('warn', 'raise', 'ignore')
+_LEARNED = object()  # the cached operator was built from learned weights
 
 
 class CoinDiffusionConv(MessagePassing):
@@ -116,11 +116,11 @@ class CoinDiffusionConv(MessagePassing):
             raise ValueError(f"'{self.__class__.__name__}' only supports "
                              f"aggr='add' and flow='source_to_target'")
         super().__init__(**kwargs)
-        _check_number('K', K, integer=True, low=0)
-        _check_number('sigma2', sigma2, low=0, open_low=True)
-        _check_number('dropout', dropout, low=0, high=1)
-        _check_number('tol', tol, low=0, high=1, open_low=True)
-        _check_number('max_iter', max_iter, integer=True, low=1)
+        check_number('K', K, integer=True, low=0)
+        check_number('sigma2', sigma2, low=0, open_low=True)
+        check_number('dropout', dropout, low=0, high=1)
+        check_number('tol', tol, low=0, high=1, open_low=True)
+        check_number('max_iter', max_iter, integer=True, low=1)
         coin_norm(torch.empty(2, 0, dtype=torch.long), None, 0, normalization)
         for name, value, choices in [('scheme', scheme, SCHEMES),
                                      ('stability', stability, STABILITY)]:
@@ -249,7 +249,7 @@ class CoinDiffusionConv(MessagePassing):
                    f"scheme='implicit')")
             if self.stability == 'raise':
                 raise ValueError(msg)
-            _warn_at_caller(msg)
+            warn_at_caller(msg)
         return False
 
     def _propagate_steps(self, x: Tensor, op: DiffusionOperator,
@@ -309,36 +309,3 @@ class CoinDiffusionConv(MessagePassing):
             if getattr(self, name) != default:
                 args.append(f'{name}={getattr(self, name)!r}')
         return f'{self.__class__.__name__}({", ".join(args)})'
-
-
-SCHEMES = ('explicit', 'implicit')
-STABILITY = ('warn', 'raise', 'ignore')
-
-
-def _check_number(name: str, value, integer: bool = False, low=None,
-                  high=None, open_low: bool = False):
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)
-    ok = ok and (low is None or value > low or (value == low and not
-                                                open_low))
-    ok = ok and (high is None or value < high)
-    if not ok:
-        what = 'an integer' if integer else 'a finite number'
-        lo = '' if low is None else f" {'>' if open_low else '>='} {low}"
-        hi = '' if high is None else f" and < {high}"
-        raise ValueError(f"'{name}' must be {what}{lo}{hi} (got {value!r})")
-
-
-_LEARNED = object()  # the cached operator was built from learned weights
-_SKIP = tuple(osp.dirname(module.__file__) + osp.sep for module in
-              (torch, torch_geometric, torch_geometric_coin))
-
-
-def _warn_at_caller(msg: str):
-    r"""Warns at the first frame outside :obj:`torch` and this package (the
-    user's line that called the model)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(msg, UserWarning, stacklevel=level + 1)
