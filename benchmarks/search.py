@@ -7,11 +7,13 @@ Trains COIN for every (K, sigma2) of the grid on the same random splits as
 ``planetoid.py --protocol paper`` (or the public split), keeps the pair of
 best mean validation accuracy (test accuracy is never looked at) and writes
 ``--config`` (``benchmarks/configs/coin.json``) updated with it and this
-command as ``--out-dir/coin.json`` (``--out-dir benchmarks/configs`` updates
-the committed one), and the grid as ``--out-dir/search_<dataset>.{json,md}``.
+command to ``--config-out`` (by default a file of the same name in
+``--out-dir``; pass the ``--config`` path to update a committed one), and the
+grid as ``--out-dir/search_<dataset>.{json,md}``.
 """
 import itertools
 import json
+import os
 import os.path as osp
 import statistics
 import sys
@@ -34,7 +36,10 @@ def main(argv=None):
         device='cpu', protocol='paper')
     parser.add_argument('--config', default=osp.join(common.CONFIGS,
                                                      'coin.json'),
-                        help='the configuration to update (read only)')
+                        help='the configuration to start from')
+    parser.add_argument('--config-out', default=None,
+                        help='where the updated configuration goes (None: '
+                        'the name of --config in --out-dir)')
     args, command = common.parse_args(parser, argv, 'search')
 
     with open(args.config) as f:
@@ -86,7 +91,9 @@ def main(argv=None):
         tqdm.write(md)
     bar.close()
     config['command'] = 'see each entry'
-    path = osp.join(args.out_dir, 'coin.json')
+    path = args.config_out or osp.join(args.out_dir,
+                                       osp.basename(args.config))
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         json.dump(config, f, indent=2)
         f.write('\n')

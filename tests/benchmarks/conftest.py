@@ -7,16 +7,25 @@ import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BENCHMARKS = osp.join(ROOT, 'benchmarks')
-PLANETOID = osp.join(ROOT, '..', 'shared', 'datasets', 'planetoid')
+# The scripts import their shared modules (common, reporting, training) by
+# name, as the tests do.
+sys.path.insert(0, BENCHMARKS)
+
+import common  # noqa: E402
 
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
+def tmp_cache(tmp_path, monkeypatch):
+    r"""Puts the writable data cache (:func:`common.writable_copy`) in
+    :obj:`tmp_path`."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def bench(tmp_cache):
     r"""Imports a script of :obj:`benchmarks/` by name, with the writable
     data cache in :obj:`tmp_path`."""
-    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
-    monkeypatch.syspath_prepend(BENCHMARKS)
-
     def load(name):
         spec = importlib.util.spec_from_file_location(
             f'bench_{name}', osp.join(BENCHMARKS, f'{name}.py'))
@@ -27,14 +36,22 @@ def bench(tmp_path, monkeypatch):
     return load
 
 
+def _shared(*path):
+    folder = osp.join(common.dataset_root(), *path)
+    if not osp.exists(folder):
+        pytest.skip(f'{folder} is not available')
+    return folder
+
+
+@pytest.fixture
+def shared():
+    r"""Returns :obj:`shared(*path)`: :obj:`<dataset root>/<path>` of the
+    offline data sets (:func:`common.dataset_root`), or skips the test where
+    it is absent."""
+    return _shared
+
+
 @pytest.fixture
 def planetoid_root():
-    if not osp.isdir(osp.join(PLANETOID, 'Cora')):
-        pytest.skip(f'{PLANETOID} is not available')
-    return PLANETOID
-
-
-@pytest.fixture
-def common(bench):
-    sys.modules.pop('common', None)
-    return bench('common')
+    _shared('planetoid', 'Cora')
+    return _shared('planetoid')

@@ -1,9 +1,14 @@
+import os
+import os.path as osp
+import stat
+import subprocess
 
+import common
 import pytest
 import torch
 
 
-def test_random_split(common):
+def test_random_split():
     y = torch.arange(5).repeat_interleave(torch.tensor([60, 55, 70, 50, 80]))
     train, val, test = common.random_split(y, 20, 30, seed=3)
     for c in range(5):
@@ -15,9 +20,15 @@ def test_random_split(common):
     assert torch.equal(train, again[0]) and not torch.equal(train, other[0])
     with pytest.raises(ValueError, match='Class 3 has 50 nodes'):
         common.random_split(y, 26, 26)
+    # Successive splits from one generator: the first equals the split of a
+    # generator with the same seed, the second differs from it.
+    gen = torch.Generator().manual_seed(3)
+    first = common.random_split(y, 20, 30, generator=gen)
+    second = common.random_split(y, 20, 30, generator=gen)
+    assert torch.equal(first[0], train) and not torch.equal(second[0], train)
 
 
-def test_measure_peak_memory(common):
+def test_measure_peak_memory():
     MiB = 2**20
     held = torch.ones(8 * MiB // 4)
 
@@ -53,7 +64,7 @@ def test_measure_peak_memory(common):
                                       torch.device('cpu'))[1] == 0
 
 
-def test_load_planetoid_paper_protocol(common, planetoid_root):
+def test_load_planetoid_paper_protocol(tmp_cache, planetoid_root):
     data = common.load_planetoid(planetoid_root, 'Cora', 'paper')
     assert data.num_nodes == 2485  # largest connected component of Cora
     assert 'train_mask' not in data
@@ -66,11 +77,16 @@ def test_load_planetoid_paper_protocol(common, planetoid_root):
     assert public.num_nodes == 2708 and int(public.train_mask.sum()) == 140
     with pytest.raises(ValueError, match='Unknown protocol'):
         common.load_planetoid(planetoid_root, 'Cora', 'full')
+    raw = common.load_planetoid(planetoid_root, 'Cora', 'public',
+                                normalize=False)
+    assert raw.x.max() == 1 and raw.x.sum() > raw.num_nodes  # bag of words
+    with pytest.raises(FileNotFoundError, match="No 'Cora/raw' under"):
+        common.load_planetoid(str(tmp_cache / 'nowhere'), 'Cora', 'public')
 
 
 @pytest.mark.parametrize('name', ['MLP', 'GCN', 'GAT', 'APPNP', 'SGC',
                                   'GCNII', 'COIN', 'ResNet'])
-def test_build_model(common, name):
+def test_build_model(name):
     model, train = common.build_model(name, 'Cora', 12, 3,
                                       dict(K=3, sigma2=0.1))
     x = torch.rand(10, 12)
@@ -83,3 +99,86 @@ def test_build_model(common, name):
         assert model.diffusion.K == 0
     with pytest.raises(ValueError, match='Unknown model'):
         common.build_model('GIN', 'Cora', 12, 3)
+
+
+def test_dataset_root(monkeypatch, tmp_path):
+    monkeypatch.delenv('TORCH_GEOMETRIC_COIN_DATASETS', raising=False)
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    assert common.dataset_root() == osp.normpath(
+        osp.join(repo, '..', 'shared', 'datasets'))
+    monkeypatch.setenv('TORCH_GEOMETRIC_COIN_DATASETS', str(tmp_path))
+    assert common.dataset_root() == str(tmp_path)
+    assert common.dataset_root('/some/where') == '/some/where'
+
+
+def test_writable_copy(tmp_path):
+    src = tmp_path / 'shared' / 'Toy'
+    (src / 'raw').mkdir(parents=True)
+    (src / 'raw' / 'a.txt').write_text('x')
+    for path in [src / 'raw' / 'a.txt', src / 'raw', src]:  # read-only
+        path.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        dst = common.writable_copy(str(src), str(tmp_path / 'cache'))
+        assert dst == str(tmp_path / 'cache' / 'Toy')
+        assert (tmp_path / 'cache' / 'Toy' / 'raw' / 'a.txt').read_text() \
+            == 'x'
+        os.makedirs(osp.join(dst, 'processed'))  # PyG can write beside raw/
+        (tmp_path / 'cache' / 'Toy' / 'raw' / 'a.txt').write_text('y')
+        # A second call reuses the copy:
+        assert common.writable_copy(str(src), str(tmp_path / 'cache')) == dst
+        assert osp.isdir(osp.join(dst, 'processed'))
+        # By default, the cache of each source folder is its own:
+        other = tmp_path / 'elsewhere' / 'Toy'
+        other.mkdir(parents=True)
+        a = common.writable_copy(str(src))
+        b = common.writable_copy(str(other))
+        assert osp.basename(a) == osp.basename(b) == 'Toy' and a != b
+    finally:
+        for path in [src, src / 'raw', src / 'raw' / 'a.txt']:
+            path.chmod(stat.S_IRWXU)
+    with pytest.raises(FileNotFoundError, match='missing'):
+        common.writable_copy(str(tmp_path / 'missing'))
+
+
+def test_parser_shares_names_and_shows_defaults(capsys):
+    parser = common.parser(
+        'First line.\n\nMore.', dataset=dict(default='Cora',
+                                             choices=common.PLANETOID),
+        seeds=3, K=[1, 2], hidden_channels=16)
+    args, command = common.parse_args(parser, ['--K', '4', '8'], 'tool')
+    assert args.dataset == 'Cora' and args.seeds == 3 and args.K == [4, 8]
+    assert args.hidden_channels == 16 and args.threads is None
+    assert args.out_dir == common.RUNS
+    assert command == 'python benchmarks/tool.py --K 4 8'
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--help'])
+    help_text = capsys.readouterr().out
+    assert help_text.count('(default:') >= 6 and 'First line.' in help_text
+    assert 'More.' not in help_text and '--hidden-channels' in help_text
+    assert '(default: ' + common.RUNS in ' '.join(help_text.split())
+    with pytest.raises(ValueError, match="Unknown shared option 'hiden'"):
+        common.parser('x', hiden=3)
+    # Counts must be positive:
+    parser = common.parser('x', seeds=3)
+    with pytest.raises(SystemExit):
+        common.parse_args(parser, ['--seeds', '0'], 'tool')
+    assert '--seeds must be positive (got 0)' in capsys.readouterr().err
+    # A script's own defaults of the common options:
+    parser = common.parser('x')
+    parser.set_defaults(threads=1)
+    threads = torch.get_num_threads()
+    try:
+        assert common.parse_args(parser, [], 'tool')[0].threads == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_default_out_dir_is_ignored_by_git():
+    # Scripts never overwrite a tracked file by default.
+    if not osp.isdir(osp.join(common.REPO, '.git')):
+        pytest.skip('not a git checkout')
+    out = subprocess.run(['git', 'check-ignore', '-q',
+                          osp.join(common.RUNS, 'x.json')],
+                         cwd=common.REPO)
+    assert out.returncode == 0

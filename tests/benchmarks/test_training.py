@@ -4,19 +4,20 @@ import torch
 from torch_geometric.data import Data
 
 from torch_geometric_coin.nn import COIN
-from torch_geometric_coin.utils import fit_node_classifier
+
+from training import fit  # noqa: I001 (benchmarks/, on sys.path)
 
 
-def test_fit_node_classifier_early_stopping():
+def test_fit_early_stopping():
     torch.manual_seed(0)
     data = Data(x=torch.randn(30, 4), edge_index=torch.empty(2, 0).long(),
                 y=torch.randint(2, (30, )))
     mask = torch.rand(30) < 0.5
     model = COIN(4, 2, K=0)
     calls = []
-    res = fit_node_classifier(model, data, mask, ~mask, ~mask, epochs=500,
-                              patience=5,
-                              progress=lambda e, m: calls.append(m))
+    res = fit(model, data, mask, ~mask, ~mask, epochs=500,
+                patience=5,
+                progress=lambda e, m: calls.append(m))
     assert res['epochs'] < 500 and len(calls) == res['epochs']
     assert 1 <= res['epoch'] <= res['epochs']
     # The reported epoch is the first one of best validation accuracy, ties
@@ -45,7 +46,7 @@ def test_fit_node_classifier_early_stopping():
         pytest.approx(res['test_acc'])
     assert res['time_per_epoch'] > 0
     with pytest.raises(ValueError, match="'epochs' must be positive"):
-        fit_node_classifier(model, data, mask, ~mask, ~mask, epochs=0)
+        fit(model, data, mask, ~mask, ~mask, epochs=0)
 
 
 class Scripted(torch.nn.Module):
@@ -68,7 +69,7 @@ class Scripted(torch.nn.Module):
         return prob.log() + 0 * self.p
 
 
-def test_fit_node_classifier_tie_break_and_patience():
+def test_fit_tie_break_and_patience():
     data = Data(x=torch.zeros(8, 1), edge_index=torch.empty(2, 0).long(),
                 y=torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]))
     train = torch.arange(8) < 4
@@ -78,8 +79,8 @@ def test_fit_node_classifier_tie_break_and_patience():
         [0.6, 0.6, 0.6, 0.1],  # 3: acc 0.75, loss 0.96: a tie, lower loss
         [0.4, 0.4, 0.9, 0.1],  # 4 on: acc 0.25, loss 1.06
     ]
-    res = fit_node_classifier(Scripted(script), data, train, ~train, ~train,
-                              epochs=50, patience=3)
+    res = fit(Scripted(script), data, train, ~train, ~train,
+                epochs=50, patience=3)
     assert res['epoch'] == 3  # epoch 2's accuracy, with a lower loss
     assert res['val_acc'] == 0.75
     # Epoch 2 resets the patience (accuracy rose though the loss did not
@@ -87,7 +88,7 @@ def test_fit_node_classifier_tie_break_and_patience():
     assert res['epochs'] == 5
 
 
-def test_fit_node_classifier_regression_selects_lowest_val_loss():
+def test_fit_regression_selects_lowest_val_loss():
     import torch.nn.functional as F
     torch.manual_seed(0)
     x = torch.randn(40, 3)
@@ -96,7 +97,7 @@ def test_fit_node_classifier_regression_selects_lowest_val_loss():
     mask = torch.arange(40) < 20
     model = torch.nn.Linear(3, 1)
     calls = []
-    res = fit_node_classifier(
+    res = fit(
         model, data, mask, ~mask, ~mask, epochs=60, lr=0.05,
         weight_decay=0., loss_fn=F.mse_loss, accuracy=False,
         forward=lambda m, d: m(d.x).view(-1),
@@ -111,15 +112,15 @@ def test_fit_node_classifier_regression_selects_lowest_val_loss():
     assert abs(float(mse) - res['test_loss']) < 1e-6
 
 
-def test_fit_node_classifier_without_validation():
+def test_fit_without_validation():
     torch.manual_seed(0)
     data = Data(x=torch.randn(30, 4), edge_index=torch.empty(2, 0).long(),
                 y=torch.randint(2, (30, )))
     mask = torch.rand(30) < 0.5
     model = COIN(4, 2, K=0, dropout=0.)
     calls = []
-    res = fit_node_classifier(model, data, mask, None, ~mask, epochs=7,
-                              progress=lambda e, m: calls.append(m))
+    res = fit(model, data, mask, None, ~mask, epochs=7,
+                progress=lambda e, m: calls.append(m))
     assert len(calls) == 7 and res['epochs'] == res['epoch'] == 7
     assert 'val_acc' not in res
     with torch.no_grad():
@@ -127,4 +128,4 @@ def test_fit_node_classifier_without_validation():
     acc = float((pred[~mask] == data.y[~mask]).float().mean())
     assert res['test_acc'] == acc
     with pytest.raises(ValueError, match="'patience' needs a 'val_mask'"):
-        fit_node_classifier(model, data, mask, None, ~mask, patience=3)
+        fit(model, data, mask, None, ~mask, patience=3)

@@ -343,16 +343,14 @@ class _ExplicitDiffusion(torch.autograd.Function):
             if need_value or (need_sigma2 and k == K - 1):
                 saved.append(u)
             u = M.mm(u)
-        ctx.M, ctx.layout, ctx.K = M, layout, K
-        ctx.save_for_backward(value, sigma2, *saved)
+        _save(ctx, M, layout, K, value, sigma2, saved)
         return u
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        need_x, need_value, need_sigma2 = ctx.needs_input_grad[:3]
-        value, sigma2, *saved = ctx.saved_tensors
-        M, layout, K = ctx.M, ctx.layout, ctx.K
+        need, M, layout, K, value, sigma2, saved = _saved(ctx)
+        need_x, need_value, need_sigma2 = need
         grad_value = grad_sigma2 = None
         g = grad_out
         if need_value:
@@ -393,18 +391,16 @@ class _ImplicitDiffusion(torch.autograd.Function):
                 saved.append(u)
         if need_sigma2 and not need_value:
             saved.append(u)
-        ctx.A, ctx.layout, ctx.K, ctx.stats = A, layout, K, stats
-        ctx.tol, ctx.max_iter = tol, max_iter
-        ctx.save_for_backward(value, sigma2, *saved)
+        ctx.tol, ctx.max_iter, ctx.stats = tol, max_iter, stats
+        _save(ctx, A, layout, K, value, sigma2, saved)
         return u
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        need_x, need_value, need_sigma2 = ctx.needs_input_grad[:3]
-        value, sigma2, *saved = ctx.saved_tensors
-        A, layout, K, stats = ctx.A, ctx.layout, ctx.K, ctx.stats
-        diag = A.diagonal()
+        need, A, layout, K, value, sigma2, saved = _saved(ctx)
+        diag, stats = A.diagonal(), ctx.stats
+        need_x, need_value, need_sigma2 = need
         grad_value = grad_sigma2 = dvalue = None
         if need_value:
             dvalue = torch.zeros_like(value)
@@ -430,6 +426,17 @@ class _ImplicitDiffusion(torch.autograd.Function):
                 grad_sigma2 = (value * dvalue).sum()
         return (lam if need_x else None, grad_value, grad_sigma2, None, None,
                 None, None, None, None)
+
+
+def _save(ctx, matrix, layout, K, value, sigma2, saved):
+    ctx.matrix, ctx.layout, ctx.K = matrix, layout, K
+    ctx.save_for_backward(value, sigma2, *saved)
+
+
+def _saved(ctx):
+    value, sigma2, *saved = ctx.saved_tensors
+    return (ctx.needs_input_grad[:3], ctx.matrix, ctx.layout, ctx.K, value,
+            sigma2, saved)
 
 
 def _as_tensor(sigma2: Union[float, Tensor], x: Tensor) -> Tensor:

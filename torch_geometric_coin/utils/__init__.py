@@ -6,4 +6,5 @@ from ._knn_search import knn_search
 __all__ = [
     'coin_norm',
     'gaussian_knn_graph',
+    'knn_search',
 ]
