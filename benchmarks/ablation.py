@@ -346,11 +346,11 @@ def main(argv=None):
     run.bar.close()
     md = head + ''.join(f'\n*{t}* (`{osp.basename(png[p])}`)\n\n{tab}'
                         for t, tab, p in sections)
-    paths = reporting.write_results(args.out_dir, stem, dict(
-        dataset=args.dataset, command=command, config=cfg,
-        lambda_max=lam, args=vars(args), results=results), md)
     print(md)
-    reporting.wrote(*paths, *(png[p] for p in PARTS if p in args.parts))
+    reporting.save(args.out_dir, stem, dict(
+        dataset=args.dataset, command=command, config=cfg, lambda_max=lam,
+        args=vars(args), results=results), md,
+        *(png[p] for p in PARTS if p in args.parts))
     return results
 
 

@@ -133,13 +133,12 @@ def main(argv=None):
         for (label, report), row in zip(reports.items(), rows)
     ]
     atol = next(iter(reports.values())).atol
-    paths = reporting.write_results(
+    return reporting.save(
         args.out_dir, 'axioms', dict(meta, results=results),
         f"{graph}; {probe['trials']} random probes per axiom, "
         f"{C} channels, float64, atol {atol:g}; semigroup "
         f"K={args.steps[0]}+{args.steps[1]}; cells: verdict (worst "
         f"scaled violation). {meta['regimes']}.\n\n{table}\n")
-    reporting.wrote(*paths)
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ radius >= r) against r, as JSON, a Markdown table and a plot.
 The features are the raw bag-of-words (not row-normalised), so that the noise
 has the same scale on every node.
 """
+import os
 import os.path as osp
 import sys
 import time
@@ -155,7 +156,6 @@ def main(argv=None):
         f'feature perturbation.\n\n' + reporting.markdown_table(
             ['model', 'clean acc', 'abstain'] +
             [f'r={r:g}' for r in args.radii], rows))
-    paths = reporting.write_results(args.out_dir, 'certify', result, table)
     print(table)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -172,9 +172,9 @@ def main(argv=None):
     ax.legend()
     fig.tight_layout()
     png = osp.join(args.out_dir, 'certify.png')
+    os.makedirs(args.out_dir, exist_ok=True)
     fig.savefig(png, dpi=120)
-    reporting.wrote(*paths, png)
-    return result
+    return reporting.save(args.out_dir, 'certify', result, table, png)
 
 
 if __name__ == '__main__':

@@ -58,7 +58,8 @@ def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
     a writable cache and returns the copy, so that PyG and OGB can write
     :obj:`processed/` beside :obj:`raw/`. The copy keeps the folder's name
     and lives under :obj:`cache_dir` (default:
-    :obj:`$TMPDIR/torch_geometric_coin/<hash of src>`), so data sets from
+    :obj:`$TMPDIR/torch-geometric-coin-data/<hash of src>`: not a Python
+    identifier, so that it never shadows the package), so data sets from
     different roots never mix.
 
     Raises a :class:`FileNotFoundError` naming :obj:`src` if it is absent.
@@ -68,8 +69,8 @@ def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
         raise FileNotFoundError(f"The data set folder '{src}' does not exist")
     if cache_dir is None:
         key = hashlib.sha1(src.encode()).hexdigest()[:12]
-        cache_dir = osp.join(tempfile.gettempdir(), 'torch_geometric_coin',
-                             key)
+        cache_dir = osp.join(tempfile.gettempdir(),
+                             'torch-geometric-coin-data', key)
     dst = osp.join(cache_dir, osp.basename(src))
     if not osp.isdir(dst):
         os.makedirs(cache_dir, exist_ok=True)
@@ -112,12 +113,17 @@ OPTIONS = {
     'K': dict(type=int, help='COIN diffusion steps'),
     'sigma2': dict(type=float, help='COIN diffusion coefficient sigma2'),
     'device': dict(default='cpu', help="torch device, e.g. 'cuda'"),
+    'per_class': dict(type=int, help='training labels per class'),
+    'name': dict(help='the stem of the result files'),
     'protocol': dict(default='paper', choices=PROTOCOLS,
                      help="Planetoid protocol (see load_planetoid)"),
     'coin_config': dict(default=None, help='COIN hyper-parameters per data '
                         'set (None: benchmarks/configs/coin.json)'),
 }
-POSITIVE = ('splits', 'seeds', 'epochs', 'patience')
+# Counts of any script that must be positive (checked by parse_args):
+POSITIVE = ('splits', 'seeds', 'epochs', 'patience', 'maskings', 'episodes',
+            'batch_episodes', 'queries', 'trials', 'n0', 'n', 'num_nodes',
+            'threads')
 
 
 def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
@@ -163,7 +169,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
     args = parser.parse_args(argv)
     for name in POSITIVE:
         value = getattr(args, name, None)
-        if value is not None and value < 1:
+        if isinstance(value, int) and value < 1:
             parser.error(f"--{name} must be positive (got {value})")
     if args.threads:
         torch.set_num_threads(args.threads)

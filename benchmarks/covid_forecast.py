@@ -9,8 +9,8 @@ region (as PyTorch Geometric Temporal's ``EnglandCovidDatasetLoader`` does;
 the graph of a sample is the mobility graph of the first day of its window,
 as there). The samples are split in time, 20% train, 20% validation, 60%
 test, and ``--hidden-ratio`` (0.9) of each region's training targets are
-hidden, but every region keeps at least 2 (with England's 10 training days: 8 of 10
-hidden). COIN is a residual regressor followed by K=10 diffusion steps
+hidden, but every region keeps at least 2 (with England's 10 training days:
+8 of 10 hidden). COIN is a residual regressor followed by K=10 diffusion steps
 (sigma2=0.5, dropout 0.25 before each step) over each day's graph, trained on
 the MSE of the observed targets. Baselines in the same run: linear
 regression, an MLP, a GCN, and the residual regressor without diffusion
@@ -155,7 +155,9 @@ def main(argv=None):
                               'pandemic_tgnn/)'), root=common.SHARED,
         seeds=dict(default=3, help='initialisations per masking'),
         hidden_channels=64, K=10, sigma2=0.5, dropout=0., lr=0.01,
-        weight_decay=5e-4, epochs=300, patience=50, seed=0)
+        weight_decay=5e-4, epochs=300, patience=50, seed=0,
+        name=dict(default=None, help='the stem of the result files (None: '
+                  'covid_forecast[_<country>])'))
     parser.add_argument('--days', type=int, default=None,
                         help='use only the first DAYS days (smoke tests)')
     parser.add_argument('--lags', type=int, default=8,
@@ -172,9 +174,6 @@ def main(argv=None):
                         help='random maskings of the training targets')
     parser.add_argument('--diffusion-dropout', type=float, default=0.25,
                         help="dropout before each of COIN's diffusion steps")
-    parser.add_argument('--name', default=None,
-                        help='output file stem (None: covid_forecast'
-                        '[_<country>])')
     args, command = common.parse_args(parser, argv, 'covid_forecast')
     if args.name is None:
         args.name = 'covid_forecast' + ('' if args.dataset == 'England' else
@@ -225,16 +224,9 @@ def main(argv=None):
          for m, cell in zip(METHODS, test)])
     print(text)
 
-    results = {
-        'command': command,
-        'args': vars(args),
-        'seconds': time.perf_counter() - start,
-        'summary': table,
-        'runs': runs,
-    }
-    reporting.wrote(*reporting.write_results(args.out_dir, args.name,
-                                             results, text))
-    return results
+    return reporting.save(args.out_dir, args.name, dict(
+        command=command, args=vars(args), summary=table, runs=runs,
+        seconds=time.perf_counter() - start), text)
 
 
 if __name__ == '__main__':

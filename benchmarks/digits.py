@@ -40,10 +40,9 @@ from training import fit  # noqa: E402
 def main(argv=None):
     parser = common.parser(
         __doc__, splits=dict(default=5, help='random label draws'), k=6,
-        bandwidth_k=3, K=20, sigma2=0.5, epochs=100, lr=0.01, seed=0)
-    parser.add_argument('--per-class', type=int, default=10,
-                        help='training (and as many validation) images per '
-                        'class')
+        bandwidth_k=3, K=20, sigma2=0.5, epochs=100, lr=0.01, seed=0,
+        per_class=dict(default=10, help='training (and as many validation) '
+                       'images per class'))
     parser.add_argument('--alpha', type=float, default=0.99,
                         help='label propagation')
     # A graph this small runs fastest on one thread (and much faster on a
@@ -102,12 +101,10 @@ def main(argv=None):
                 [[r['method'], reporting.fmt_mean(r, scale=100, digits=2)]
                  for r in rows]))
 
-    result = dict(command=command, args=vars(args), num_nodes=x.size(0),
-                  num_edges=edge_index.size(1), graph_seconds=graph_s,
-                  results=rows)
-    reporting.wrote(*reporting.write_results(args.out_dir, 'digits', result,
-                                             markdown))
-    return result
+    return reporting.save(args.out_dir, 'digits', dict(
+        command=command, args=vars(args), num_nodes=x.size(0),
+        num_edges=edge_index.size(1), graph_seconds=graph_s, results=rows),
+        markdown)
 
 
 if __name__ == '__main__':

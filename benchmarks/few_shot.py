@@ -271,7 +271,7 @@ def main(argv=None):
         epochs=dict(default=6, help='epochs of the backbone'), K=10,
         sigma2=0.5, k=6, bandwidth_k=3,
         lr=dict(default=0.02, help="Adam learning rate of the episodes' "
-                "heads"), dropout=0., seed=0)
+                "heads"), dropout=0., seed=0, name='few_shot')
     parser.add_argument('--size', type=int, default=28,
                         help='side of the images in pixels')
     parser.add_argument('--base-alphabets', nargs='+',
@@ -295,8 +295,6 @@ def main(argv=None):
                         help='label propagation: steps')
     parser.add_argument('--no-official-runs', action='store_true',
                         help='skip the 20 official 20-way 1-shot runs')
-    parser.add_argument('--name', default='few_shot',
-                        help='the stem of the result files')
     args, command = common.parse_args(parser, argv, 'few_shot')
     if args.size < 16:
         parser.error(f'--size must be at least 16 for the four pooling '
@@ -351,17 +349,10 @@ def main(argv=None):
             f'{m} {cell}' for m, cell in zip(METHODS,
                                              fmt_row(settings[setting]))))
 
-    results = {
-        'command': command,
-        'args': vars(args),
-        'seconds': time.perf_counter() - start,
-        'settings': settings,
-    }
-    text = markdown(results)
-    paths = reporting.write_results(args.out_dir, args.name, results, text)
-    print(text)
-    reporting.wrote(*paths)
-    return results
+    results = dict(command=command, args=vars(args), settings=settings,
+                   seconds=time.perf_counter() - start)
+    print(markdown(results))
+    return reporting.save(args.out_dir, args.name, results, markdown)
 
 
 if __name__ == '__main__':

@@ -238,12 +238,11 @@ def main(argv=None):
                   torch_threads=torch.get_num_threads())
     result['exactness'] = exactness(args)
     result['speed'] = speed(args)
-    paths = reporting.write_results(args.out_dir, 'knn', result, markdown)
+    print(markdown(reporting.stamp(result)))
     png = osp.join(args.out_dir, 'knn.png')
+    os.makedirs(args.out_dir, exist_ok=True)
     plot(result, png)
-    print(markdown(result))
-    reporting.wrote(*paths, png)
-    return result
+    return reporting.save(args.out_dir, 'knn', result, markdown, png)
 
 
 if __name__ == '__main__':

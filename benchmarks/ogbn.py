@@ -125,28 +125,19 @@ def main(argv=None):
                 bar.set_postfix(model=name, acc=f"{res['test_acc']:.3f}")
                 bar.update()
 
-    rows, summary = [], reporting.summarize_runs(records)
-    for name, s in summary.items():
-        rows.append([name, reporting.fmt_acc(s['test_acc']),
-                     f"{100 * s['val_acc']['mean']:.2f}",
-                     f"{1000 * s['time_per_epoch']:.1f}",
-                     reporting.fmt_mib(s['peak_memory'])])
+    summary = reporting.summarize_runs(records)
     md = (f"**{args.dataset}** ({data.num_nodes} nodes, {data.adj_t.nnz()} "
           f"adjacency entries, official split), {args.seeds} seeds x "
           f"{args.epochs} epochs, full batch, {dataset.eval_metric} from "
           f"OGB's Evaluator at the best validation epoch; COIN K={args.K}, "
           f"sigma2={args.sigma2}. Peak memory: {mem_method} during "
           f"training, max over runs.\n\nCommand: `{command}`\n\n" +
-          reporting.markdown_table(
-              ['model', f'test {dataset.eval_metric} % (mean ± std [95% '
-               'CI])', 'val %', 'ms / epoch (median)', 'peak MiB'], rows))
-    paths = reporting.write_results(
+          reporting.runs_table(summary, dataset.eval_metric))
+    print(md)
+    return reporting.save(
         args.out_dir, f"ogbn_{args.dataset.replace('-', '_')}",
         dict(dataset=args.dataset, command=command, args=vars(args),
              memory=mem_method, summary=summary, runs=records), md)
-    print(md)
-    reporting.wrote(*paths)
-    return summary
 
 
 if __name__ == '__main__':

@@ -86,12 +86,6 @@ def markdown(args, result, command):
     proto = PROTOCOL_TEXT[args.protocol].format(
         splits=args.splits, seeds=args.seeds, epochs=args.epochs,
         patience=args.patience)
-    rows = []
-    for m, s in result['summary'].items():
-        rows.append([m, reporting.fmt_acc(s['test_acc']),
-                     f"{100 * s['val_acc']['mean']:.2f}",
-                     f"{1000 * s['time_per_epoch']:.1f}", f"{s['epochs']:.0f}",
-                     reporting.fmt_mib(s['peak_memory'])])
     head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
             f"{result['num_edges']} edges), {proto}; COIN K="
             f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
@@ -99,9 +93,7 @@ def markdown(args, result, command):
             f"{result['completed_runs']} runs. Peak memory: "
             f"{result['memory']} during training, max over runs.\n\n"
             f"Command: `{command}`\n\n")
-    return head + reporting.markdown_table(
-        ['model', 'test acc % (mean ± std [95% CI])', 'val acc %',
-         'ms / epoch (median)', 'epochs (median)', 'peak MiB'], rows)
+    return head + reporting.runs_table(result['summary'])
 
 
 def main(argv=None):

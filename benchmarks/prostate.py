@@ -85,16 +85,13 @@ def main(argv=None):
     parser = common.parser(
         __doc__, root=common.SHARED, splits=30, K=10, sigma2=0.5,
         hidden_channels=64, dropout=0.5, lr=0.01, weight_decay=5e-4,
-        epochs=200, patience=50, seed=0, k=6, bandwidth_k=3)
-    parser.add_argument('--per-class', type=int, default=10,
-                        help='training patients per class')
+        epochs=200, patience=50, seed=0, k=6, bandwidth_k=3, per_class=10,
+        name='prostate')
     parser.add_argument('--val-per-class', type=int, default=10,
                         help='validation patients per class')
     parser.add_argument('--C', type=float, default=1.0,
                         help='inverse L2 strength of logistic regression')
-    parser.add_argument('--name', default='prostate',
-                        help='the stem of the result files')
-    args, _ = common.parse_args(parser, argv, 'prostate')
+    args, command = common.parse_args(parser, argv, 'prostate')
     start = time.perf_counter()
 
     data = Prostate(common.writable_copy(
@@ -128,16 +125,10 @@ def main(argv=None):
         [[m] + [col[i] for col in columns] for i, m in enumerate(METHODS)])
     print(text)
 
-    results = {
-        'args': vars(args),
-        'seconds': time.perf_counter() - start,
-        'within_class_edge_fraction': float(same),
-        'summary': table,
-        'runs': runs,
-    }
-    reporting.wrote(*reporting.write_results(args.out_dir, args.name,
-                                             results, text))
-    return results
+    return reporting.save(args.out_dir, args.name, dict(
+        command=command, args=vars(args), summary=table, runs=runs,
+        within_class_edge_fraction=float(same),
+        seconds=time.perf_counter() - start), text)
 
 
 if __name__ == '__main__':

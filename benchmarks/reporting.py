@@ -1,7 +1,8 @@
 """The one owner of the benchmarks' results: summaries of repeated runs
-(:func:`summarize`), the Markdown table (:func:`markdown_table`), the result
-files (:func:`write_results`: JSON plus Markdown) and the closing "wrote"
-lines (:func:`wrote`)."""
+(:func:`summarize`, :func:`summarize_runs`), the Markdown table
+(:func:`markdown_table`) and its cell formats, the result files
+(:func:`write_results`: JSON plus Markdown) and the closing "wrote <path>"
+lines (:func:`wrote`; :func:`save` does both at the end of a script)."""
 import json
 import math
 import os
@@ -85,6 +86,18 @@ def machine_info() -> str:
     return ', '.join(parts)
 
 
+def stamp(payload: dict) -> dict:
+    r"""Adds :obj:`machine` (:func:`machine_info`) and :obj:`date`
+    (:obj:`YYYY-MM-DD`, today) to :obj:`payload` where it has no such keys
+    (in place) and returns it."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"'payload' must be a dict "
+                        f"(got {type(payload).__name__})")
+    payload.setdefault('machine', machine_info())
+    payload.setdefault('date', time.strftime('%Y-%m-%d'))
+    return payload
+
+
 def write_results(
     out_dir: str,
     stem: str,
@@ -109,11 +122,7 @@ def write_results(
     Returns:
         (str, str): The paths of the JSON and the Markdown file.
     """
-    if not isinstance(payload, dict):
-        raise TypeError(f"'payload' must be a dict "
-                        f"(got {type(payload).__name__})")
-    payload.setdefault('machine', machine_info())
-    payload.setdefault('date', time.strftime('%Y-%m-%d'))
+    stamp(payload)
     text = markdown(payload) if callable(markdown) else markdown
     if not isinstance(text, str):
         raise TypeError(f"'markdown' must be a str or give one "
@@ -191,6 +200,28 @@ def summarize_runs(records: Dict[str, List[Dict]]) -> Dict[str, Dict]:
     return summary
 
 
+def runs_table(summary: Dict[str, Dict], metric: str = 'acc') -> str:
+    r"""The Markdown table of :func:`summarize_runs`: per model the test
+    :obj:`metric` in % (:func:`fmt_acc`), the mean validation one, the
+    median time per epoch and number of epochs, and the peak memory."""
+    rows = [[m, fmt_acc(s['test_acc']), f"{100 * s['val_acc']['mean']:.2f}",
+             f"{1000 * s['time_per_epoch']:.1f}", f"{s['epochs']:.0f}",
+             fmt_mib(s['peak_memory'])] for m, s in summary.items()]
+    return markdown_table(
+        ['model', f'test {metric} % (mean ± std [95% CI])', f'val {metric} %',
+         'ms / epoch (median)', 'epochs (median)', 'peak MiB'], rows)
+
+
 def fmt_mib(nbytes: Optional[int]) -> str:
     r"""Bytes in MiB with one decimal, :obj:`'-'` for :obj:`None`."""
     return '-' if nbytes is None else f'{nbytes / 2**20:.1f}'
+
+
+def save(out_dir: str, stem: str, payload: dict,
+         markdown: Union[str, Callable[[dict], str]], *also: str) -> dict:
+    r"""The end of a benchmark: writes its result files
+    (:func:`write_results`), prints the :func:`wrote` line of each and of
+    the files :obj:`also` written (*e.g.*, plots) and returns
+    :obj:`payload`."""
+    wrote(*write_results(out_dir, stem, payload, markdown), *also)
+    return payload

@@ -1,7 +1,7 @@
 """COIN on a Planetoid graph (Cora by default), like PyG's examples/gcn.py.
 
     python examples/coin.py
-    python examples/coin.py --dataset CiteSeer --root ../shared/datasets/planetoid
+    python examples/coin.py --dataset CiteSeer --root DIR  # DIR/CiteSeer/raw
 
 The data set is read from ``<root>/<dataset>`` (a read-only folder is copied
 to a temporary one first, since PyG writes ``processed/`` beside ``raw/``) or
@@ -13,6 +13,7 @@ import argparse
 import os
 import os.path as osp
 import shutil
+import stat
 import tempfile
 import time
 
@@ -29,16 +30,20 @@ from torch_geometric_coin.transforms import GaussianKNNGraph
 
 def load_planetoid(root, name):
     folder = osp.join(root, name)
-    if osp.isdir(folder) and not os.access(folder, os.W_OK):
-        root = tempfile.mkdtemp()
-        shutil.copytree(folder, osp.join(root, name))
-    dataset = Planetoid(root, name, transform=T.NormalizeFeatures())
-    return dataset[0], dataset.num_classes
+    with tempfile.TemporaryDirectory() as tmp:
+        if osp.isdir(folder) and not (os.access(folder, os.W_OK) and
+                                      os.stat(folder).st_mode & stat.S_IWUSR):
+            # Read-only: PyG writes processed/ beside raw/, so use a copy.
+            shutil.copytree(osp.join(folder, 'raw'),
+                            osp.join(tmp, name, 'raw'))
+            root = tmp
+        dataset = Planetoid(root, name, transform=T.NormalizeFeatures())
+        return dataset[0], dataset.num_classes
 
 
 def synthetic(num_nodes=2000, num_classes=7, num_features=32):
     y = torch.arange(num_nodes) % num_classes
-    x = torch.randn(num_classes, num_features)[y] + 1.5 * torch.randn(
+    x = torch.randn(num_classes, num_features)[y] + 2.5 * torch.randn(
         num_nodes, num_features)
     transform = T.Compose([
         GaussianKNNGraph(k=6, bandwidth_k=3),  # Normalised edge weights.

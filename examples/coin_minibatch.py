@@ -1,21 +1,20 @@
 """COIN trained in mini-batches with PyG's NeighborLoader (Coauthor-Physics).
 
-    python examples/coin_minibatch.py --root ../shared/datasets/coauthor
+    python examples/coin_minibatch.py --root ./data/Coauthor
     python examples/coin_minibatch.py --max-nodes 3000 --epochs 1   # smoke
 
 Each mini-batch diffuses over its sampled subgraph: K diffusion steps reach
 K hops, so the loader samples K + 1 hops (fewer neighbours per hop trade
 accuracy for memory); the loss is taken on the batch's seed nodes, which come
-first. Evaluation runs full batch. The data set is read from
-``<root>/Physics`` (a read-only folder is copied to a temporary one first) or
-downloaded there. Split: 20 training nodes per class, 500 validation nodes,
-the rest for testing. Needs tqdm (pip install '.[bench]').
+first. Evaluation runs full batch. The data set is read from (or downloaded
+into) ``<root>/Physics``, a writable folder. Split: 20 training nodes per
+class, 500 validation nodes, the rest for testing. Needs tqdm
+(pip install '.[bench]').
 """
 import argparse
 import os
 import os.path as osp
-import shutil
-import tempfile
+import stat
 
 import torch
 import torch.nn.functional as F
@@ -50,12 +49,13 @@ def main(argv=None):
 
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.manual_seed(args.seed)
-    root, folder = args.root, osp.join(args.root, 'Physics')
-    if osp.isdir(folder) and not os.access(folder, os.W_OK):
-        root = tempfile.mkdtemp()  # PyG writes processed/ beside raw/.
-        shutil.copytree(folder, osp.join(root, 'Physics'))
+    folder = osp.join(args.root, 'Physics')
+    if osp.isdir(folder) and not os.stat(folder).st_mode & stat.S_IWUSR:
+        parser.error(f'{folder} is read-only, but PyG writes processed/ '
+                     f'beside raw/: copy it and pass the copy\'s parent '
+                     f'folder as --root')
     try:
-        data = Coauthor(root, 'Physics')[0]
+        data = Coauthor(args.root, 'Physics')[0]
     except OSError as e:  # Not there, and no network to download it.
         parser.error(f'Coauthor-Physics is not in {args.root} and could not '
                      f'be downloaded ({type(e).__name__}): pass --root')

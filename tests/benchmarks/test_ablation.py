@@ -13,7 +13,7 @@ def test_dirichlet_energy(bench):
     assert ablation.dirichlet_energy(u, edge_index, adj) == 3.0
 
 
-def test_ablation_tiny(bench, planetoid_root, tmp_path):
+def test_ablation_tiny(bench, planetoid_root, tmp_path, capsys):
     ablation = bench('ablation')
     config = tmp_path / 'coin.json'
     config.write_text(json.dumps({
@@ -40,3 +40,9 @@ def test_ablation_tiny(bench, planetoid_root, tmp_path):
     for part in ablation.PARTS:
         assert (tmp_path / f'ablation_Cora_{part}.png').stat().st_size > 1000
     assert (tmp_path / 'ablation_Cora.md').exists()
+    written = [line[len('wrote '):] for line in
+               capsys.readouterr().out.splitlines()[-8:]]
+    assert written == [str(tmp_path / f'ablation_Cora.{ext}')
+                       for ext in ('json', 'md')] + [
+        str(tmp_path / f'ablation_Cora_{part}.png')
+        for part in ablation.PARTS]

@@ -1,16 +1,12 @@
 import json
 import math
-import os.path as osp
 
 import pytest
 import torch
 
-SHARED = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
-                  'shared', 'datasets')
 
-
-def test_hide_targets(load_script):
-    cf = load_script('examples/covid_forecast.py')
+def test_hide_targets(bench):
+    cf = bench('covid_forecast')
     gen = torch.Generator().manual_seed(0)
     mask = cf.hide_targets(10, 50, 0.9, 2, gen)
     assert mask.shape == (10, 50) and mask.sum(0).eq(2).all()
@@ -22,12 +18,10 @@ def test_hide_targets(load_script):
         cf.hide_targets(1, 5, 0.9, 2, gen)
 
 
-def test_covid_forecast_example_smoke(tmp_path, load_script):
-    folder = osp.join(SHARED, 'pandemic_tgnn', 'England')
-    if not osp.isdir(folder):
-        pytest.skip(f'{folder} is not available')
-    cf = load_script('examples/covid_forecast.py')
-    res = cf.main(['--days', '24', '--maskings', '1', '--inits', '1',
+def test_covid_forecast_smoke(tmp_path, bench, shared):
+    shared('pandemic_tgnn', 'England')
+    cf = bench('covid_forecast')
+    res = cf.main(['--days', '24', '--maskings', '1', '--seeds', '1',
                    '--epochs', '5', '--out-dir', str(tmp_path)])
     for method in cf.METHODS:
         assert math.isfinite(res['summary'][method]['test_mse']['mean'])
@@ -42,12 +36,10 @@ def test_covid_forecast_example_smoke(tmp_path, load_script):
     assert '| COIN |' in (tmp_path / 'covid_forecast.md').read_text()
 
 
-def test_covid_forecast_example_other_country(tmp_path, load_script):
-    folder = osp.join(SHARED, 'pandemic_tgnn', 'Spain')
-    if not osp.isdir(folder):
-        pytest.skip(f'{folder} is not available')
-    res = load_script('examples/covid_forecast.py').main([
-        '--country', 'Spain', '--days', '24', '--maskings', '1', '--inits',
+def test_covid_forecast_other_country(tmp_path, bench, shared):
+    shared('pandemic_tgnn', 'Spain')
+    res = bench('covid_forecast').main([
+        '--dataset', 'Spain', '--days', '24', '--maskings', '1', '--seeds',
         '1', '--epochs', '3', '--out-dir', str(tmp_path)])
     assert math.isfinite(res['summary']['COIN']['test_mse']['mean'])
     assert (tmp_path / 'covid_forecast_spain.json').is_file()

@@ -2,9 +2,9 @@ import json
 import math
 
 
-def test_digits_example_tiny(tmp_path, capsys, load_script):
-    result = load_script('examples/digits.py').main(
-        ['--runs', '2', '--epochs', '5', '--out', str(tmp_path)])
+def test_digits_tiny(tmp_path, capsys, bench):
+    result = bench('digits').main(
+        ['--splits', '2', '--epochs', '5', '--out-dir', str(tmp_path)])
     methods = [r['method'] for r in result['results']]
     assert methods == ['ResNet', 'COIN', 'LabelPropagation']
     for r in result['results']:
@@ -15,4 +15,7 @@ def test_digits_example_tiny(tmp_path, capsys, load_script):
     with open(tmp_path / 'digits.json') as f:
         assert json.load(f)['num_nodes'] == 1797
     assert '| COIN |' in (tmp_path / 'digits.md').read_text()
-    assert 'LabelPropagation: test accuracy' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'LabelPropagation: test accuracy' in out
+    assert out.splitlines()[-2:] == [f"wrote {tmp_path / 'digits.json'}",
+                                     f"wrote {tmp_path / 'digits.md'}"]

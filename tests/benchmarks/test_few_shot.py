@@ -1,6 +1,5 @@
 import json
 import math
-import os.path as osp
 
 import pytest
 import torch
@@ -8,12 +7,9 @@ import torch
 from torch_geometric_coin.nn import COIN
 from torch_geometric_coin.utils import gaussian_knn_graph
 
-SHARED = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', '..',
-                  'shared', 'datasets')
 
-
-def test_episode_coin_matches_one_coin_per_episode(load_script):
-    fs = load_script('examples/few_shot.py')
+def test_episode_coin_matches_one_coin_per_episode(bench):
+    fs = bench('few_shot')
     torch.manual_seed(0)
     B, n, d, ways = 3, 12, 5, 4
     x = torch.randn(B * n, d)
@@ -33,11 +29,11 @@ def test_episode_coin_matches_one_coin_per_episode(load_script):
     assert all(p.size(0) == B for p in model.parameters())
 
 
-def test_batched_episodes_train_as_if_alone(load_script):
+def test_batched_episodes_train_as_if_alone(bench):
     # Two copies of one episode trained together end where the episode
     # trained alone ends: the batch size does not scale the weight decay.
     from torch_geometric.data import Data
-    fs = load_script('examples/few_shot.py')
+    fs = bench('few_shot')
     torch.manual_seed(0)
     n, d, ways = 12, 5, 3
     x = torch.randn(n, d)
@@ -61,8 +57,8 @@ def test_batched_episodes_train_as_if_alone(load_script):
         torch.testing.assert_close(p[1], q[0])
 
 
-def test_sample_and_evaluate_episodes(load_script):
-    fs = load_script('examples/few_shot.py')
+def test_sample_and_evaluate_episodes(bench):
+    fs = bench('few_shot')
     torch.manual_seed(0)
     # Well separated classes: every method must be (almost) perfect.
     labels = torch.arange(8).repeat_interleave(20)
@@ -79,10 +75,9 @@ def test_sample_and_evaluate_episodes(load_script):
         fs.sample_episodes(emb, labels, 9, 2, 3, 1)
 
 
-def test_few_shot_example_smoke(tmp_path, load_script):
-    if not osp.isfile(osp.join(SHARED, 'omniglot', 'all_runs.zip')):
-        pytest.skip('Omniglot is not available')
-    fs = load_script('examples/few_shot.py')
+def test_few_shot_smoke(tmp_path, bench, shared):
+    shared('omniglot', 'all_runs.zip')
+    fs = bench('few_shot')
     res = fs.main(['--epochs', '1', '--no-rotations', '--size', '16',
                    '--episodes', '3', '--ways', '5', '--shots', '1',
                    '--steps', '5', '--out-dir', str(tmp_path)])

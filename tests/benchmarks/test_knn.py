@@ -3,12 +3,12 @@ import math
 import os.path as osp
 
 
-def test_knn_benchmark_tiny(tmp_path, load_script):
+def test_knn_tiny(tmp_path, bench):
     # Time cap 0: the method runs once on the probe queries and is
     # extrapolated (one subprocess), which keeps the test short.
-    result = load_script('benchmarks/knn.py').main([
+    result = bench('knn').main([
         '--sizes', '1500', '--exact-sizes', '300', '--dim', '8', '--k', '5',
-        '--methods', 'ours', '--time-cap', '0', '--probe', '200', '--out',
+        '--methods', 'ours', '--time-cap', '0', '--probe', '200', '--out-dir',
         str(tmp_path)
     ])
     assert [r['recall'] for r in result['exactness']] == [1.0]

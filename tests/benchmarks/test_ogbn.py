@@ -57,7 +57,7 @@ def test_ogbn_tiny(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
     proc = subprocess.run(
         [sys.executable, osp.join(ROOT, 'benchmarks', 'ogbn.py'), '--root',
-         root, '--runs', '2', '--epochs', '5', '--hidden-channels', '16',
+         root, '--seeds', '2', '--epochs', '5', '--hidden-channels', '16',
          '--K', '2', '--out-dir', str(out)],
         env=env, capture_output=True, text=True, timeout=120,
         stdin=subprocess.DEVNULL)
@@ -73,3 +73,5 @@ def test_ogbn_tiny(tmp_path):
     acc = res['runs']['GCN'][0]['test_acc']
     assert abs(acc * 15 - round(acc * 15)) < 1e-6
     assert (out / 'ogbn_ogbn_arxiv.md').read_text().count('| COIN |') == 1
+    assert proc.stdout.splitlines()[-1] == \
+        f"wrote {out / 'ogbn_ogbn_arxiv.md'}"

@@ -2,11 +2,11 @@ import json
 import math
 
 
-def test_planetoid_tiny(bench, planetoid_root, tmp_path):
+def test_planetoid_tiny(bench, planetoid_root, tmp_path, capsys):
     planetoid = bench('planetoid')
     out = tmp_path / 'out'
     res = planetoid.main([
-        '--datasets', 'Cora', '--splits', '1', '--inits', '1', '--epochs',
+        '--datasets', 'Cora', '--splits', '1', '--seeds', '1', '--epochs',
         '3', '--root', planetoid_root, '--out-dir', str(out), '--threads',
         '1'
     ])
@@ -25,12 +25,15 @@ def test_planetoid_tiny(bench, planetoid_root, tmp_path):
             < 1e-3
     md = (out / 'planetoid_paper_Cora.md').read_text()
     assert 'paper protocol' in md and md.count('\n| ') == 9
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {out / 'planetoid_paper_Cora.json'}",
+        f"wrote {out / 'planetoid_paper_Cora.md'}"]
 
 
 def test_planetoid_public_tiny(bench, planetoid_root, tmp_path):
     planetoid = bench('planetoid')
     res = planetoid.main([
-        '--datasets', 'Cora', '--protocol', 'public', '--inits', '2',
+        '--datasets', 'Cora', '--protocol', 'public', '--seeds', '2',
         '--epochs', '2', '--models', 'COIN', 'SGC', '--root',
         planetoid_root, '--out-dir', str(tmp_path), '--threads', '1'
     ])

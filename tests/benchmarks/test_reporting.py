@@ -7,7 +7,20 @@ import pytest
 import scipy.stats
 import torch
 
-from torch_geometric_coin.utils import machine_info, summarize, write_results
+from reporting import (
+    bold_best,
+    fmt_acc,
+    fmt_mean,
+    fmt_mib,
+    machine_info,
+    markdown_table,
+    save,
+    stamp,
+    summarize,
+    summarize_runs,
+    write_results,
+    wrote,
+)
 
 
 def test_summarize_hand_computed():
@@ -78,3 +91,62 @@ def test_write_results(tmp_path):
         f"{payload['machine']}; {payload['date']}\n"
     with pytest.raises(TypeError, match='payload'):
         write_results(str(tmp_path), 'c', [1], '')
+
+
+def test_markdown_table():
+    text = markdown_table(['a', 'b'], [[1, 'x'], [2.5, None]])
+    assert text == '| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | None |\n'
+    assert markdown_table(['a'], []) == '| a |\n|---|\n'
+    with pytest.raises(ValueError, match='Row 1 has 1 cells, the header 2'):
+        markdown_table(['a', 'b'], [[1, 2], [3]])
+
+
+def test_cell_formats():
+    s = summarize([0.5, 0.7])
+    assert fmt_mean(s) == f"0.6000 ± {s['std']:.4f}"
+    assert fmt_mean(s, 'ci95', 100, 1) == f"60.0 ± {100 * s['ci95']:.1f}"
+    assert fmt_acc(s) == (f"60.00 ± {100 * s['std']:.2f} "
+                          f"[{100 * s['ci_low']:.2f}, "
+                          f"{100 * s['ci_high']:.2f}]")
+    assert fmt_mib(None) == '-' and fmt_mib(3 * 2**20 // 2) == '1.5'
+    cells = bold_best(['a', 'b', 'c'], [0.2, 0.9, 0.9])
+    assert cells == ['a', '**b**', '**c**']
+    assert bold_best(['a', 'b'], [0.2, 0.9], best=min) == ['**a**', 'b']
+
+
+def test_summarize_runs():
+    runs = {'COIN': [
+        dict(test_acc=0.8, val_acc=0.7, time_per_epoch=0.1, epochs=10,
+             peak_memory=100),
+        dict(test_acc=0.6, val_acc=0.5, time_per_epoch=0.3, epochs=30,
+             peak_memory=300),
+        dict(test_acc=0.7, val_acc=0.6, time_per_epoch=0.2, epochs=20,
+             peak_memory=None),
+    ], 'GCN': [dict(test_acc=0.5, val_acc=0.5, time_per_epoch=0.1,
+                    epochs=5, peak_memory=None)]}
+    s = summarize_runs(runs)
+    assert math.isclose(s['COIN']['test_acc']['mean'], 0.7)
+    assert s['COIN']['val_acc']['n'] == 3
+    assert s['COIN']['time_per_epoch'] == 0.2 and s['COIN']['epochs'] == 20
+    assert s['COIN']['peak_memory'] == 300
+    assert s['GCN']['peak_memory'] is None
+
+
+def test_wrote(capsys):
+    wrote('a.json', 'b.md')
+    assert capsys.readouterr().out == 'wrote a.json\nwrote b.md\n'
+
+
+def test_save_writes_then_says_so(tmp_path, capsys):
+    png = tmp_path / 'plot.png'
+    png.write_bytes(b'x')
+    payload = save(str(tmp_path), 'exp', {'a': 1}, lambda p: f"{p['a']}\n",
+                   str(png))
+    assert payload['a'] == 1 and payload == stamp(dict(payload))
+    assert json.loads((tmp_path / 'exp.json').read_text()) == payload
+    assert (tmp_path / 'exp.md').read_text() == '1\n'
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {tmp_path / 'exp.json'}", f"wrote {tmp_path / 'exp.md'}",
+        f'wrote {png}']
+    with pytest.raises(TypeError, match='payload'):
+        stamp([1])

@@ -5,7 +5,7 @@ from torch_geometric.data import Data
 
 from torch_geometric_coin.nn import COIN
 
-from training import fit  # noqa: I001 (benchmarks/, on sys.path)
+from training import fit
 
 
 def test_fit_early_stopping():
@@ -16,8 +16,8 @@ def test_fit_early_stopping():
     model = COIN(4, 2, K=0)
     calls = []
     res = fit(model, data, mask, ~mask, ~mask, epochs=500,
-                patience=5,
-                progress=lambda e, m: calls.append(m))
+              patience=5,
+              progress=lambda e, m: calls.append(m))
     assert res['epochs'] < 500 and len(calls) == res['epochs']
     assert 1 <= res['epoch'] <= res['epochs']
     # The reported epoch is the first one of best validation accuracy, ties
@@ -80,7 +80,7 @@ def test_fit_tie_break_and_patience():
         [0.4, 0.4, 0.9, 0.1],  # 4 on: acc 0.25, loss 1.06
     ]
     res = fit(Scripted(script), data, train, ~train, ~train,
-                epochs=50, patience=3)
+              epochs=50, patience=3)
     assert res['epoch'] == 3  # epoch 2's accuracy, with a lower loss
     assert res['val_acc'] == 0.75
     # Epoch 2 resets the patience (accuracy rose though the loss did not
@@ -120,7 +120,7 @@ def test_fit_without_validation():
     model = COIN(4, 2, K=0, dropout=0.)
     calls = []
     res = fit(model, data, mask, None, ~mask, epochs=7,
-                progress=lambda e, m: calls.append(m))
+              progress=lambda e, m: calls.append(m))
     assert len(calls) == 7 and res['epochs'] == res['epoch'] == 7
     assert 'val_acc' not in res
     with torch.no_grad():

@@ -87,9 +87,11 @@ class CoinDiffusionConv(MessagePassing):
             beyond which :class:`~torch_geometric_coin.ops.ConvergenceError`
             is raised. (default: :obj:`1000`)
         stability (str, optional): What to do when
-            :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme:
-            :obj:`'warn'`, :obj:`'raise'` or :obj:`'ignore'`. An overflow
-            raises :class:`FloatingPointError` in any case.
+            :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme
+            (checked once per graph, learned edge weights on their first
+            values): :obj:`'warn'` (at the caller's line), :obj:`'raise'` or
+            :obj:`'ignore'`. Outside the certified regime the output is
+            checked: an overflow raises :class:`FloatingPointError`.
             (default: :obj:`'warn'`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
