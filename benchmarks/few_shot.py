@@ -279,8 +279,10 @@ def main(argv=None):
                         help='the alphabets the backbone is trained on')
     parser.add_argument('--no-rotations', action='store_true',
                         help='no rotated copies as extra base classes')
-    parser.add_argument('--ways', type=int, nargs='+', default=[5, 20])
-    parser.add_argument('--shots', type=int, nargs='+', default=[1, 5])
+    parser.add_argument('--ways', type=int, nargs='+', default=[5, 20],
+                        help='classes per episode')
+    parser.add_argument('--shots', type=int, nargs='+', default=[1, 5],
+                        help='labelled examples per class')
     parser.add_argument('--queries', type=int, default=15,
                         help='query samples per class')
     parser.add_argument('--episodes', type=int, default=1000,

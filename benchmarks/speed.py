@@ -181,19 +181,24 @@ def training_step(num_nodes, num_edges, channels, K, device):
 
 
 def main(argv=None):
-    parser = common.parser(__doc__, device='cpu',
-                           datasets=['Cora', 'PubMed', 'Physics'], root=None)
+    parser = common.parser(__doc__, device='cpu', root=None, datasets=dict(
+        default=['Cora', 'PubMed', 'Physics'], nargs='*'))
     parser.set_defaults(threads=2)  # common.parse_args adds --threads
     parser.add_argument('--sizes', nargs='*', default=[
         '10000:100000:16', '100000:1000000:16', '200000:2000000:16',
         '1000000:10000000:16'
     ], help='synthetic graphs as NODES:EDGES:CHANNELS')
-    parser.add_argument('--K', type=int, nargs='+', default=[10, 20])
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--appnp-max-nodes', type=int, default=300000)
+    parser.add_argument('--K', type=int, nargs='+', default=[10, 20],
+                        help='COIN diffusion steps')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='timed repeats (medians are reported)')
+    parser.add_argument('--appnp-max-nodes', type=int, default=300000,
+                        help='run APPNP on graphs up to this size')
     parser.add_argument('--implicit-sigma2', type=float, nargs='*',
-                        default=[0.5, 5., 50.])
-    parser.add_argument('--implicit-nodes', type=int, default=200000)
+                        default=[0.5, 5., 50.],
+                        help='sigma2 of the implicit sweep (none: skip it)')
+    parser.add_argument('--implicit-nodes', type=int, default=200000,
+                        help='nodes of the implicit sweep graph')
     parser.add_argument('--train-step', default='1000000:10000000:16',
                         help="NODES:EDGES:CHANNELS of the full-batch "
                         "training step ('' to skip)")

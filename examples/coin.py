@@ -60,14 +60,18 @@ def main(argv=None):
                         choices=['Cora', 'CiteSeer', 'PubMed'])
     parser.add_argument('--root', help='the data folder', default=osp.join(
         osp.dirname(osp.realpath(__file__)), '..', 'data', 'Planetoid'))
-    parser.add_argument('--hidden-channels', type=int, default=64)
+    parser.add_argument('--hidden-channels', type=int, default=64,
+                        help='hidden width')
     parser.add_argument('--K', type=int, default=20,
                         help='diffusion steps')
     parser.add_argument('--sigma2', type=float, default=0.3,
                         help='diffusion coefficient')
-    parser.add_argument('--lr', type=float, default=0.01)
-    parser.add_argument('--epochs', type=int, default=200)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--lr', type=float, default=0.01,
+                        help='Adam learning rate')
+    parser.add_argument('--epochs', type=int, default=200,
+                        help='training epochs')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed')
     args = parser.parse_args(argv)
 
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -29,15 +29,18 @@ def main(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--k', type=int, default=6,
                         help='neighbours of each image')
-    parser.add_argument('--bandwidth-k', type=int, default=3)
+    parser.add_argument('--bandwidth-k', type=int, default=3,
+                        help='the neighbour whose distance is the bandwidth')
     parser.add_argument('--per-class', type=int, default=10,
                         help='training labels per class')
     parser.add_argument('--K', type=int, default=20,
                         help='diffusion steps')
     parser.add_argument('--sigma2', type=float, default=0.5,
                         help='diffusion coefficient')
-    parser.add_argument('--epochs', type=int, default=100)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--epochs', type=int, default=100,
+                        help='training epochs')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed')
     args = parser.parse_args(argv)
 
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -33,18 +33,21 @@ def main(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--root', help='the data folder', default=osp.join(
         osp.dirname(osp.realpath(__file__)), '..', 'data', 'Coauthor'))
-    parser.add_argument('--hidden-channels', type=int, default=64)
+    parser.add_argument('--hidden-channels', type=int, default=64,
+                        help='hidden width')
     parser.add_argument('--K', type=int, default=4, help='diffusion steps')
     parser.add_argument('--sigma2', type=float, default=0.35,
                         help='diffusion coefficient')
     parser.add_argument('--neighbors', type=int, default=10,
                         help='sampled neighbours per node and hop')
     parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--epochs', type=int, default=50)
+    parser.add_argument('--epochs', type=int, default=50,
+                        help='training epochs')
     parser.add_argument('--max-nodes', type=int, default=None,
                         help='keep the subgraph of the first nodes (smoke '
                         'runs)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed')
     args = parser.parse_args(argv)
 
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
