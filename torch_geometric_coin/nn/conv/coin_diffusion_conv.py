@@ -35,27 +35,20 @@ class CoinDiffusionConv(MessagePassing):
 
         \mathbf{X}^{\prime} &= \mathbf{X}^{(K)},
 
-    *i.e.*, :math:`\mathbf{x}_i \leftarrow \mathbf{x}_i + \sigma^2 \sum_j
-    \hat{A}_{ij} (\mathbf{x}_j - \mathbf{x}_i)` for the default
-    :math:`\mathbf{L} = \mathrm{diag}(\hat{\mathbf{A}}\mathbf{1}) -
+    with :math:`\mathbf{L} = \mathrm{diag}(\hat{\mathbf{A}}\mathbf{1}) -
     \hat{\mathbf{A}}`, :math:`\hat{\mathbf{A}} = \tilde{\mathbf{D}}^{-1/2}
-    (\mathbf{A} + \mathbf{I}) \tilde{\mathbf{D}}^{-1/2}`, the authors'
-    operator (see :func:`~torch_geometric_coin.utils.coin_norm` for the
-    others). The diffusion time is :math:`t = K \sigma^2`.
-
-    Each step is one :meth:`propagate` over the edges of
-    :math:`\mathbf{I} - \sigma^2 \mathbf{L}`; the :math:`K` steps are
-    computed by :class:`~torch_geometric_coin.ops.DiffusionOperator` as one
-    autograd node (:math:`K` CSR products forward, about :math:`K` backward,
-    no stored state). The explicit scheme is stable when
-    :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq 2`, checked once per
-    graph on an estimate of :math:`\lambda_{\max}`. With
-    :obj:`scheme='implicit'` the steps are backward Euler steps
-    :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} =
-    \mathbf{X}^{(k-1)}`, unconditionally stable, solved by preconditioned
-    Krylov methods. Learnable edge weights come in as :obj:`edge_weight`
-    (see :mod:`torch_geometric_coin.nn.edge_weights`); gradients flow
-    through the normalisation.
+    (\mathbf{A} + \mathbf{I}) \tilde{\mathbf{D}}^{-1/2}` by default (the
+    authors' operator; see :func:`~torch_geometric_coin.utils.coin_norm`).
+    Each step is one :meth:`propagate` over the entries of
+    :math:`\mathbf{I} - \sigma^2 \mathbf{L}`; the :math:`K` steps run as one
+    autograd node of :class:`~torch_geometric_coin.ops.DiffusionOperator`
+    (:math:`K` CSR products forward, :math:`K` backward, no stored state).
+    The explicit scheme is stable when :math:`\sigma^2
+    \lambda_{\max}(\mathbf{L}) \leq 2`; :obj:`scheme='implicit'` takes
+    unconditionally stable backward Euler steps :math:`(\mathbf{I} +
+    \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} = \mathbf{X}^{(k-1)}` instead.
+    Learnable edge weights come in as :obj:`edge_weight` (see
+    :mod:`torch_geometric_coin.nn.edge_weights`).
 
     Args:
         K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
