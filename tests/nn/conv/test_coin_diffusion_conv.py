@@ -449,8 +449,10 @@ def test_paper_setting_on_cora_warns_at_the_callers_line(cora):
     assert record[0].filename == __file__
     model = COIN(cora.num_features, 7, K=20, sigma2=0.35)
     with pytest.warns(UserWarning, match='unstable') as record:
-        model(cora.x, cora.edge_index)  # through COIN.forward
+        for _ in range(3):
+            model(cora.x, cora.edge_index)  # through COIN.forward
     assert record[0].filename == __file__
+    assert len(record) == 1  # once per layer, not at every call
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         for sigma2 in [0.2, 0.3]:

@@ -146,6 +146,7 @@ class CoinDiffusionConv(MessagePassing):
         self._cached_op = None
         self._cached_weight = None
         self._checked_learned = False
+        self._warned = False
 
     @property
     def sigma2(self) -> Union[Tensor, float]:
@@ -244,7 +245,9 @@ class CoinDiffusionConv(MessagePassing):
                    f"scheme='implicit')")
             if self.stability == 'raise':
                 raise ValueError(msg)
-            warn_at_caller(msg)
+            if not self._warned:  # once per layer (and reset)
+                warn_at_caller(msg)
+                self._warned = True
         return False
 
     def _propagate_steps(self, x: Tensor, op: DiffusionOperator,
