@@ -10,8 +10,7 @@ All ratios are against baselines measured in the same run (medians of
 interleaved repeats). Peak memory is the peak of PyTorch's tensor memory
 above its level before one further call (``common.measure_peak_memory``:
 ``torch.cuda.max_memory_allocated`` on CUDA, the CPU allocator's events
-recorded by ``torch.profiler`` on CPU); the process peak is ``ru_maxrss`` on
-CPU.
+recorded by ``torch.profiler`` on CPU).
 """
 import os.path as osp
 import statistics

@@ -31,6 +31,12 @@ def test_explicit_matches_dense_powers(symmetric):
     for K in [0, 1, 6]:
         ref = torch.linalg.matrix_power(M, K) @ x
         assert torch.allclose(op.explicit(x, K, 0.1), ref, atol=1e-12)
+    # The step matrix of a fixed sigma2 is kept; another sigma2 rebuilds it.
+    M2 = torch.eye(40, dtype=torch.float64) - 0.3 * L
+    assert torch.allclose(op.explicit(x, 3, 0.3),
+                          torch.linalg.matrix_power(M2, 3) @ x, atol=1e-12)
+    assert torch.allclose(op.explicit(x.float(), 3, 0.3).double(),
+                          torch.linalg.matrix_power(M2, 3) @ x, atol=1e-4)
 
 
 @pytest.mark.parametrize('symmetric', [True, False])

@@ -133,7 +133,6 @@ class DiffusionOperator:
                                  "entry per node, as 'coin_norm' returns")
             _layout = _Layout(edge_index[1], edge_index[0], num_nodes)
         self.num_nodes = num_nodes
-        self.edge_index = edge_index
         self.value = value[_layout.perm]  # in CSR order
         self._layout = _layout
         # The validated input of `from_graph`, for `reweight`.
@@ -142,6 +141,7 @@ class DiffusionOperator:
         self.add_self_loops = True
         self._symmetric: Optional[bool] = None
         self._lambda_max: Optional[float] = None
+        self._step = None  # (sigma2, dtype, I - sigma2 L) of fixed values
 
     @classmethod
     def from_graph(cls, edge_index: Adj, edge_weight: OptTensor,
@@ -290,10 +290,20 @@ class DiffusionOperator:
         """
         if K == 0:
             return x
+        step = None
+        if not self.value.requires_grad and not isinstance(sigma2, Tensor):
+            # Fixed values and step size: I - sigma2 L is assembled once.
+            key = (float(sigma2), x.dtype)
+            if self._step is None or self._step[:2] != key:
+                value = self.value.to(x.dtype)
+                self._step = key + (_StepMatrix(
+                    self._layout, value, -_as_tensor(sigma2, value),
+                    self.symmetric), )
+            step = self._step[2]
         sigma2 = _as_tensor(sigma2, x)
         symmetric = None if self.value.requires_grad else self.symmetric
         return _ExplicitDiffusion.apply(x, self.value.to(x.dtype), sigma2,
-                                        self._layout, K, symmetric)
+                                        self._layout, K, symmetric, step)
 
     def implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
                  tol: float = 1e-5, max_iter: int = 1000,
@@ -331,9 +341,9 @@ class DiffusionOperator:
 
 class _ExplicitDiffusion(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, value, sigma2, layout, K, symmetric):
+    def forward(ctx, x, value, sigma2, layout, K, symmetric, step):
         _, need_value, need_sigma2 = ctx.needs_input_grad[:3]
-        M = _StepMatrix(layout, value, -sigma2, bool(symmetric))
+        M = step or _StepMatrix(layout, value, -sigma2, bool(symmetric))
         # What the backward pass needs: all states u_0..u_{K-1} for the
         # gradient of the values, only u_{K-1} for sigma2 alone (M^k are
         # polynomials of L), none for the input alone.
@@ -371,7 +381,7 @@ class _ExplicitDiffusion(torch.autograd.Function):
                 for _ in range(K):
                     g = M.tmm(g)
         return g if need_x else None, grad_value, grad_sigma2, None, None, \
-            None
+            None, None
 
 
 class _ImplicitDiffusion(torch.autograd.Function):

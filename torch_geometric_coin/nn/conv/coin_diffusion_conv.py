@@ -13,6 +13,7 @@ from torch_geometric.utils import scatter
 from torch_geometric_coin._checks import check_number, warn_at_caller
 from torch_geometric_coin.ops import DiffusionOperator
 from torch_geometric_coin.utils import coin_norm
+from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 
 
 SCHEMES = ('explicit', 'implicit')
@@ -116,8 +117,9 @@ class CoinDiffusionConv(MessagePassing):
         check_number('dropout', dropout, low=0, high=1)
         check_number('tol', tol, low=0, high=1, open_low=True)
         check_number('max_iter', max_iter, integer=True, low=1)
-        coin_norm(torch.empty(2, 0, dtype=torch.long), None, 0, normalization)
-        for name, value, choices in [('scheme', scheme, SCHEMES),
+        for name, value, choices in [('normalization', normalization,
+                                      NORMALIZATIONS),
+                                     ('scheme', scheme, SCHEMES),
                                      ('stability', stability, STABILITY)]:
             if value not in choices:
                 raise ValueError(f"Unknown '{name}' {value!r}: expected one "
