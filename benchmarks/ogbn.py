@@ -75,7 +75,8 @@ def build(name, args, in_channels, out_channels):
                     hidden_channels=args.hidden_channels,
                     num_layers=args.num_layers - 1, K=args.K,
                     sigma2=args.sigma2, dropout=args.dropout,
-                    norm='batch_norm', cached=True, stability='ignore')
+                    norm='batch_norm' if args.num_layers > 1 else None,
+                    cached=True, stability='ignore')
     return OGBNet(name, in_channels, args.hidden_channels, out_channels,
                   args.num_layers, args.dropout)
 

@@ -6,9 +6,13 @@ import statistics
 import time
 from typing import Any, Callable, Dict, Iterable, Optional
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from torch_geometric_coin._checks import check_bool, check_number
 
 
 @torch.no_grad()
@@ -28,6 +32,42 @@ def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
                 float((pred == y[mask]).float().mean()) if metric is None
                 else float(metric(y[mask], pred)))
     return res
+
+
+def _check_finite(metrics: Dict[str, float], epoch: int):
+    r"""Raises a :class:`FloatingPointError` on a NaN metric (a loss or score
+    over an empty or NaN output), instead of selecting or returning it."""
+    for key, value in metrics.items():
+        if math.isnan(value):
+            split, what = key.split('_')
+            what = {'acc': 'score', 'loss': 'loss'}[what]
+            raise FloatingPointError(
+                f"The {split} {what} is NaN at epoch {epoch} (the model "
+                f"output NaN on the '{split}_mask' nodes)")
+
+
+def _check_mask(name: str, mask: Any, num_nodes: int) -> None:
+    if not isinstance(mask, Tensor) or mask.dtype.is_floating_point \
+            or mask.dtype.is_complex or mask.dim() != 1:
+        got = (f'{mask.dtype} of shape {tuple(mask.shape)}'
+               if isinstance(mask, Tensor) else type(mask).__name__)
+        raise TypeError(f"'{name}' must be a boolean mask or a vector of "
+                        f"node indices (got {got})")
+    if mask.dtype == torch.bool:
+        if mask.numel() != num_nodes:
+            raise ValueError(f"'{name}' must be a boolean mask of the "
+                             f"{num_nodes} nodes of 'data.y' (got "
+                             f"{mask.numel()} entries)")
+        count = int(mask.sum())
+    else:
+        count = mask.numel()
+        if count > 0 and (int(mask.min()) < 0
+                          or int(mask.max()) >= num_nodes):
+            raise ValueError(f"'{name}' holds node indices outside "
+                             f"[0, {num_nodes})")
+    if count == 0:
+        raise ValueError(f"'{name}' selects no node (its loss and metrics "
+                         f"would be NaN)")
 
 
 def _default_forward(model: torch.nn.Module, data: Any) -> Tensor:
@@ -70,20 +110,28 @@ def fit(
     one of lowest validation loss and early stopping watches the validation
     loss only.
 
+    Empty masks are refused (:class:`ValueError`), and a NaN loss or score
+    stops training with a :class:`FloatingPointError` that names the epoch
+    (never a selection among NaN, or NaN metrics).
+
     Args:
         model (torch.nn.Module): The model, called as
             :obj:`forward(model, data)`.
         data (torch_geometric.data.Data): The graph, with :obj:`x`,
             :obj:`edge_index` and :obj:`y`.
-        train_mask (torch.Tensor): Training nodes (boolean mask or indices).
-        val_mask (torch.Tensor, optional): Validation nodes, or :obj:`None`
-            for no model selection.
-        test_mask (torch.Tensor): Test nodes.
-        epochs (int, optional): Maximum number of epochs. (default: :obj:`200`)
-        lr (float, optional): Learning rate. (default: :obj:`0.01`)
-        weight_decay (float, optional): Weight decay. (default: :obj:`5e-4`)
-        patience (int, optional): Early-stopping patience.
-            (default: :obj:`None`)
+        train_mask (torch.Tensor): Training nodes (boolean mask or indices),
+            at least one.
+        val_mask (torch.Tensor, optional): Validation nodes (at least one),
+            or :obj:`None` for no model selection.
+        test_mask (torch.Tensor): Test nodes, at least one.
+        epochs (int, optional): Maximum number of epochs, :obj:`>= 1`.
+            (default: :obj:`200`)
+        lr (float, optional): Learning rate, :obj:`> 0`.
+            (default: :obj:`0.01`)
+        weight_decay (float, optional): Weight decay, :obj:`>= 0`.
+            (default: :obj:`5e-4`)
+        patience (int, optional): Early-stopping patience, :obj:`>= 1`
+            (needs :obj:`val_mask`). (default: :obj:`None`)
         forward (Callable, optional): How to call the model; by default
             :obj:`model(data.x, data.edge_index[, data.edge_weight])`.
         progress (Callable, optional): Called as :obj:`progress(epoch,
@@ -101,8 +149,8 @@ def fit(
         metric (Callable, optional): The accuracy-like score, called as
             :obj:`metric(y_true, y_pred)` on the nodes of each split with
             predicted class indices (*e.g.*, an OGB :obj:`Evaluator`), and
-            reported as :obj:`*_acc`; by default the accuracy.
-            (default: :obj:`None`)
+            reported as :obj:`*_acc`; by default the accuracy (only with
+            :obj:`accuracy=True`). (default: :obj:`None`)
 
     Returns:
         A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
@@ -111,12 +159,23 @@ def fit(
         :obj:`epochs` (the number run) and :obj:`time_per_epoch` (the median
         seconds of a training step).
     """
-    if epochs < 1:
-        raise ValueError(f"'epochs' must be positive (got {epochs})")
+    check_number('epochs', epochs, integer=True, low=1)
+    check_number('lr', lr, low=0, open_low=True)
+    check_number('weight_decay', weight_decay, low=0)
+    if patience is not None:
+        check_number('patience', patience, integer=True, low=1)
     if val_mask is None and patience is not None:
         raise ValueError("'patience' needs a 'val_mask'")
+    check_bool('accuracy', accuracy)
+    if metric is not None and not accuracy:
+        raise ValueError("'metric' scores class predictions: it needs "
+                         "'accuracy=True'")
     forward = forward or _default_forward
     y = data.y.view(-1) if accuracy else data.y
+    for name, mask in (('train_mask', train_mask), ('val_mask', val_mask),
+                       ('test_mask', test_mask)):
+        if mask is not None or name != 'val_mask':
+            _check_mask(name, mask, y.size(0))
     masks = {'train': train_mask, 'test': test_mask}
     if val_mask is not None:
         masks['val'] = val_mask
@@ -150,6 +209,7 @@ def fit(
                             accuracy, metric)
         if progress is not None:
             progress(epoch, metrics)
+        _check_finite(metrics, epoch)
         val_loss = metrics['val_loss']
         val_acc = metrics['val_acc'] if accuracy else -val_loss
         if (val_acc > best.get('_score', -float('inf'))
@@ -166,9 +226,11 @@ def fit(
             break
 
     if val_mask is None:
-        best = dict(_evaluate(model, forward, data, y, masks, loss_fn,
-                              accuracy, metric), epoch=epoch)
-    elif best_state is not None:
+        best = _evaluate(model, forward, data, y, masks, loss_fn, accuracy,
+                         metric)
+        _check_finite(best, epoch)
+        best['epoch'] = epoch
+    else:  # (Every epoch has finite metrics: one was selected.)
         model.load_state_dict(best_state)
         del best['_score']
     best['epochs'] = epoch

@@ -5,6 +5,7 @@ import os.path as osp
 import sys
 import warnings
 
+import numpy as np
 import torch
 import torch_geometric
 
@@ -28,6 +29,14 @@ def check_number(name: str, value, integer: bool = False, low=None,
         lo = '' if low is None else f" {'>' if open_low else '>='} {low}"
         hi = '' if high is None else f" and < {high}"
         raise ValueError(f"'{name}' must be {what}{lo}{hi} (got {value!r})")
+
+
+def check_bool(name: str, value):
+    r"""Raises a :class:`TypeError` naming :obj:`name` unless :obj:`value`
+    is a boolean (a Python or numpy one): a flag given as, *e.g.*, the
+    string :obj:`'False'` would otherwise count as :obj:`True`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"'{name}' must be True or False (got {value!r})")
 
 
 _SKIP = tuple(osp.dirname(module.__file__) + osp.sep for module in

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -45,7 +46,7 @@ def test_fit_early_stopping():
     assert float((pred[~mask] == data.y[~mask]).float().mean()) == \
         pytest.approx(res['test_acc'])
     assert res['time_per_epoch'] > 0
-    with pytest.raises(ValueError, match="'epochs' must be positive"):
+    with pytest.raises(ValueError, match="'epochs' must be an integer >= 1"):
         fit(model, data, mask, ~mask, ~mask, epochs=0)
 
 
@@ -129,3 +130,125 @@ def test_fit_without_validation():
     assert res['test_acc'] == acc
     with pytest.raises(ValueError, match="'patience' needs a 'val_mask'"):
         fit(model, data, mask, None, ~mask, patience=3)
+
+
+def toy():
+    torch.manual_seed(0)
+    data = Data(x=torch.randn(30, 4), edge_index=torch.empty(2, 0).long(),
+                y=torch.randint(2, (30, )))
+    return data, torch.arange(30) < 15
+
+
+@pytest.mark.parametrize('name', ['train_mask', 'val_mask', 'test_mask'])
+@pytest.mark.parametrize('empty', [torch.zeros(30, dtype=torch.bool),
+                                   torch.empty(0, dtype=torch.long)])
+def test_fit_empty_masks(name, empty):
+    # An empty validation mask made every epoch's metrics NaN: no epoch was
+    # selected and the result had no test metrics at all.
+    data, mask = toy()
+    masks = dict(train_mask=mask, val_mask=~mask, test_mask=~mask)
+    masks[name] = empty
+    with pytest.raises(ValueError, match=f"'{name}' selects no node"):
+        fit(COIN(4, 2, K=0), data, epochs=3, **masks)
+
+
+@pytest.mark.parametrize('mask,error,match', [
+    (torch.ones(29, dtype=torch.bool), ValueError, 'mask of the 30 nodes'),
+    (torch.tensor([0, 30]), ValueError, r'indices outside \[0, 30\)'),
+    (torch.tensor([-1, 2]), ValueError, r'indices outside \[0, 30\)'),
+    (torch.ones(30), TypeError, 'boolean mask or a vector of node indices'),
+    (torch.ones(30, 1, dtype=torch.bool), TypeError, 'boolean mask'),
+    ([0, 1], TypeError, 'boolean mask'),
+])
+def test_fit_invalid_masks(mask, error, match):
+    data, train = toy()
+    with pytest.raises(error, match=f"'val_mask' .*{match}"):
+        fit(COIN(4, 2, K=0), data, train, mask, ~train, epochs=2)
+
+
+def test_fit_index_masks_match_boolean_masks():
+    data, mask = toy()
+    results = []
+    for m in [mask, mask.nonzero().view(-1)]:
+        torch.manual_seed(1)
+        model = COIN(4, 2, K=0, dropout=0.)
+        results.append(fit(model, data, m, ~mask, ~mask, epochs=5))
+    for key in ['train_acc', 'val_acc', 'test_acc', 'train_loss', 'epoch']:
+        assert results[0][key] == results[1][key]
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(epochs=2.5), "'epochs' must be an integer"),
+    (dict(epochs=True), "'epochs' must be an integer"),
+    (dict(lr=0.), "'lr' must be a finite number > 0"),
+    (dict(lr=float('nan')), "'lr' must be a finite number"),
+    (dict(weight_decay=-1e-3), "'weight_decay' must be a finite number >= "
+     "0"),
+    # patience=0 stopped after the first epoch, whatever it gave:
+    (dict(patience=0), "'patience' must be an integer >= 1"),
+    # 'metric' would be ignored without accuracy:
+    (dict(accuracy=False, metric=lambda y, p: 1.0), "'metric' scores class "
+     "predictions: it needs 'accuracy=True'"),
+])
+def test_fit_arguments(kwargs, match):
+    data, mask = toy()
+    with pytest.raises(ValueError, match=match):
+        fit(COIN(4, 2, K=0), data, mask, ~mask, ~mask, **kwargs)
+    with pytest.raises(TypeError, match="'accuracy' must be True or False"):
+        fit(COIN(4, 2, K=0), data, mask, ~mask, ~mask, accuracy='yes')
+    # numpy scalars are numbers:
+    res = fit(COIN(4, 2, K=0), data, mask, ~mask, ~mask, epochs=np.int64(3),
+              lr=np.float32(0.01), patience=np.int64(2))
+    assert res['epochs'] <= 3
+
+
+class NaNOn(torch.nn.Module):
+    r"""Outputs NaN log-probabilities on the given nodes in evaluation from
+    epoch :obj:`at` on (or in training, with :obj:`train=True`)."""
+    def __init__(self, nodes, at, train=False):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+        self.nodes, self.at, self.train_nan = nodes, at, train
+        self.evals = self.steps = 0
+
+    def forward(self, x, edge_index):
+        out = self.lin(x).log_softmax(-1)
+        if self.training:
+            self.steps += 1
+        else:
+            self.evals += 1
+        count = self.steps if self.train_nan else self.evals
+        if count >= self.at and self.training == self.train_nan:
+            out = out.clone()
+            out[self.nodes] = float('nan')
+        return out
+
+
+@pytest.mark.parametrize('nodes,split', [(slice(15, 30), 'test'),
+                                         (slice(0, 30), 'train')])
+def test_fit_nan_in_evaluation(nodes, split):
+    # NaN validation metrics were never selected (or, from the first epoch,
+    # nothing was, and no metric came back); NaN metrics must stop training,
+    # naming the split and the epoch (val and test are nodes 15..29 here):
+    data, mask = toy()
+    for at in [1, 3]:
+        with pytest.raises(FloatingPointError, match=f"The {split} loss is "
+                           f"NaN at epoch {at}"):
+            fit(NaNOn(nodes, at=at), data, mask, ~mask, ~mask, epochs=10)
+    # Without validation, at the final evaluation:
+    with pytest.raises(FloatingPointError, match=f"The {split} loss is NaN "
+                       f"at epoch 4"):
+        fit(NaNOn(nodes, at=1), data, mask, None, ~mask, epochs=4)
+    # Only the validation nodes:
+    with pytest.raises(FloatingPointError, match="The val loss is NaN at "
+                       "epoch 2 .*'val_mask'"):
+        fit(NaNOn(slice(20, 25), at=2), data, mask, torch.arange(20, 25),
+            torch.arange(25, 30), epochs=10)
+
+
+def test_fit_nan_training_loss():
+    data, mask = toy()
+    with pytest.raises(FloatingPointError, match="The training loss is nan "
+                       "at epoch 2"):
+        fit(NaNOn(slice(0, 30), at=2, train=True), data, mask, ~mask, ~mask,
+            epochs=10)

@@ -92,3 +92,50 @@ def test_unwritable_processed_dir(tmp_path, monkeypatch):
         Prostate(str(tmp_path))
     assert str(tmp_path / 'processed') in str(info.value)
     assert 'copy' in str(info.value) and "'root'" in str(info.value)
+
+
+def damage_file(path, damage):
+    with open(path, 'rb') as f:
+        content = f.read()
+    with open(path, 'wb') as f:
+        f.write({'truncate': content[:len(content) // 2],
+                 'garbage': b'garbage' * 10, 'empty': b''}[damage])
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'empty'])
+def test_damaged_processed_file(tmp_path, damage):
+    # E.g. a run killed while saving: the error names the processed file
+    # (not torch.load's internals) and force_reload=True recovers.
+    write_prostate(str(tmp_path), 2)
+    Prostate(str(tmp_path))
+    path = osp.join(str(tmp_path), 'processed', 'data.pt')
+    damage_file(path, damage)
+    with pytest.raises(ValueError) as info:
+        Prostate(str(tmp_path))
+    assert f"processed file '{path}'" in str(info.value)
+    assert 'damaged' in str(info.value)
+    assert 'force_reload=True' in str(info.value)
+    assert Prostate(str(tmp_path), force_reload=True)[0].y.tolist() == [1, 0]
+
+
+def test_root_as_bytes_and_path(tmp_path):
+    # str(b'/a') would be the folder "b'/a'":
+    from pathlib import Path
+    write_prostate(str(tmp_path), 2)
+    for root in [os.fsencode(str(tmp_path)), Path(tmp_path)]:
+        dataset = Prostate(root)
+        assert dataset.processed_dir == str(tmp_path / 'processed')
+        assert dataset[0].y.tolist() == [1, 0]
+    assert sorted(os.listdir(tmp_path)) == ['Prostate_GE.mat', 'processed']
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(transform=1), "'transform' must be callable or None"),
+    (dict(pre_transform='normalize'), "'pre_transform' must be callable"),
+    (dict(force_reload='yes'), "'force_reload' must be True or False"),
+])
+def test_argument_types(tmp_path, kwargs, match):
+    # Checked at construction (not at the first access of a sample):
+    write_prostate(str(tmp_path), 2)
+    with pytest.raises(TypeError, match=match):
+        Prostate(str(tmp_path), **kwargs)

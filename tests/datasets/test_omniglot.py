@@ -270,3 +270,73 @@ def test_omniglot_runs_lake(shared_copy):
         assert run.y[:20].tolist() == list(range(20))
         assert sorted(run.y[20:].tolist()) == list(range(20))
         assert int(run.train_mask.sum()) == int(run.test_mask.sum()) == 20
+
+
+def test_omniglot_numpy_size(tmp_path):
+    write_runs(tmp_path)
+    dataset = Omniglot(str(tmp_path), split='runs', size=np.int64(6))
+    assert dataset.size == 6 and type(dataset.size) is int
+    assert dataset[0].x.shape == (6, 1, 6, 6)
+    for size in [True, np.int64(0), 6.0]:
+        with pytest.raises(ValueError, match="'size' must be an integer"):
+            Omniglot(str(tmp_path), split='runs', size=size)
+
+
+def restore(file, compression):
+    with zipfile.ZipFile(file) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    write_zip(file, members, compression)
+    with open(file, 'rb') as f:
+        return members, bytearray(f.read())
+
+
+def test_omniglot_unsupported_compression_method(tmp_path):
+    # zipfile raises NotImplementedError for an unknown method (99 here):
+    import struct
+    file = osp.join(str(tmp_path), 'all_runs.zip')
+    write_runs(tmp_path)
+    _, content = restore(file, zipfile.ZIP_STORED)
+    for signature, at in ((b'PK\x03\x04', 8), (b'PK\x01\x02', 10)):
+        i = content.find(signature)
+        while i >= 0:
+            content[i + at:i + at + 2] = struct.pack('<H', 99)
+            i = content.find(signature, i + 4)
+    with open(file, 'wb') as f:
+        f.write(bytes(content))
+    with pytest.raises(ValueError, match="all_runs.zip' is corrupt: cannot "
+                       "read 'run01/.*NotImplementedError"):
+        Omniglot(str(tmp_path), split='runs')
+
+
+def test_omniglot_corrupt_lzma_member(tmp_path):
+    # lzma raises its own LZMAError:
+    file = osp.join(str(tmp_path), 'all_runs.zip')
+    write_runs(tmp_path)
+    members, content = restore(file, zipfile.ZIP_LZMA)
+    with zipfile.ZipFile(file) as z:
+        info = z.getinfo('run01/class_labels.txt')
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    content[start + 9:start + 19] = b'\xff' * 10  # Inside the LZMA stream.
+    with open(file, 'wb') as f:
+        f.write(bytes(content))
+    with pytest.raises(ValueError, match="all_runs.zip' is corrupt: cannot "
+                       "read 'run01/class_labels.txt'"):
+        Omniglot(str(tmp_path), split='runs')
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
+def test_omniglot_damaged_processed_file(tmp_path, damage):
+    write_runs(tmp_path)
+    ref = Omniglot(str(tmp_path), split='runs', size=6)[1]
+    path = osp.join(str(tmp_path), 'processed', 'runs_6.pt')
+    with open(path, 'rb') as f:
+        content = f.read()
+    with open(path, 'wb') as f:
+        f.write(content[:len(content) // 2] if damage == 'truncate' else
+                b'garbage' * 10)
+    with pytest.raises(ValueError, match="processed file '.*runs_6.pt' of "
+                       "Omniglot is damaged.*force_reload=True"):
+        Omniglot(str(tmp_path), split='runs', size=6)
+    data = Omniglot(str(tmp_path), split='runs', size=6,
+                    force_reload=True)[1]
+    assert torch.equal(data.x, ref.x) and torch.equal(data.y, ref.y)

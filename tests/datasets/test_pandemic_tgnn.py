@@ -127,6 +127,18 @@ def test_pandemic_tgnn_country(tmp_path):
      '2020-03-04'),
     (dict(graphs={day: [] for day in DATES}), 'graphs', 'no edges'),
     (dict(graphs={}), 'graphs', 'no graph file'),
+    # float32 (the stored dtype) would make these inf:
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu', 1e39]]}),
+     'IT_2020-03-03.csv', 'line 1: the weight .* exceeds the range of '
+     'float32'),
+    (dict(labels=[['zulu', 1, 2, '4e38']] + LABELS[1:]), 'italy_labels.csv',
+     'line 2: the case count .* exceeds the range of float32'),
+    # The same edge twice (would be summed by message passing):
+    (dict(graphs={**GRAPHS, '2020-03-03': [['alpha', 'zulu', 1.0],
+                                           ['zulu', 'zulu', 2.0],
+                                           ['alpha', 'zulu', 3.0]]}),
+     'IT_2020-03-03.csv', "lines 1 and 3: the edge 'alpha' -> 'zulu' "
+     "occurs twice"),
 ])
 def test_pandemic_tgnn_invalid_files(tmp_path, change, file, match):
     write_country(tmp_path, **change)
@@ -216,3 +228,61 @@ def test_pandemic_tgnn_england_is_england_covid(shared_copy):
         assert torch.equal(
             dataset[t].edge_weight,
             torch.tensor(raw['edge_mapping']['edge_weight'][str(t)]).float())
+
+
+def test_pandemic_tgnn_duplicate_day_column(tmp_path):
+    # The cases of a day given twice would be interleaved silently:
+    write_country(tmp_path, labels=[row + [99] for row in LABELS],
+                  dates=DATES + ['2020-03-02'])
+    with pytest.raises(ValueError, match="italy_labels.csv' has two columns "
+                       "of the day 2020-03-02"):
+        PandemicTGNN(str(tmp_path), 'Italy')
+
+
+@pytest.mark.parametrize('empty', [b'', b'\n\r\n\n'])
+def test_pandemic_tgnn_days_without_edges(tmp_path, empty):
+    # Legitimate days without movement, first and last, give empty graphs of
+    # the right shapes and dtypes, which batch with the others.
+    from torch_geometric.data import Batch
+    graphs = {'2020-03-01': [], '2020-03-02': GRAPHS['2020-03-01'],
+              '2020-03-03': []}
+    folder = write_country(tmp_path, graphs=graphs)
+    for day in ['2020-03-01', '2020-03-03']:
+        with open(osp.join(folder, 'graphs', f'IT_{day}.csv'), 'wb') as f:
+            f.write(empty)
+    dataset = PandemicTGNN(str(tmp_path), 'Italy')
+    assert dataset.regions == ['zulu', 'alpha', 'mike']
+    for t in [0, 2]:
+        data = dataset[t]
+        assert data.edge_index.shape == (2, 0)
+        assert data.edge_index.dtype == torch.long
+        assert data.edge_weight.shape == (0, )
+        assert data.edge_weight.dtype == torch.float
+        assert data.num_nodes == 3 and data.y.shape == (3, )
+    batch = Batch.from_data_list(list(dataset))
+    assert batch.num_nodes == 9 and batch.edge_index.size(1) == 3
+    assert batch.edge_index.tolist() == [[5, 4, 3], [4, 4, 5]]
+    assert batch.edge_weight.tolist() == [12.0, 100.0, 3.5]
+
+
+@pytest.mark.parametrize('file,content', [
+    ('regions.json', b'["zulu", '),  # Truncated.
+    ('regions.json', b'\xff\xfe\x00'),  # Not UTF-8.
+    ('regions.json', b'{"zulu": 0}'),  # Not a list.
+    ('regions.json', b'["zulu", "alpha"]'),  # A region missing.
+    ('data.pt', b''),
+    ('data.pt', b'PK\x03\x04garbage'),
+])
+def test_pandemic_tgnn_damaged_processed_files(tmp_path, file, content):
+    write_country(tmp_path)
+    ref = PandemicTGNN(str(tmp_path), 'Italy')
+    path = osp.join(str(tmp_path), 'Italy', 'processed', file)
+    with open(path, 'wb') as f:
+        f.write(content)
+    with pytest.raises(ValueError) as info:
+        PandemicTGNN(str(tmp_path), 'Italy')
+    assert f"processed file '{path}'" in str(info.value)
+    assert 'force_reload=True' in str(info.value)
+    dataset = PandemicTGNN(str(tmp_path), 'Italy', force_reload=True)
+    assert dataset.regions == ref.regions
+    assert torch.equal(dataset[2].edge_weight, ref[2].edge_weight)

@@ -49,6 +49,10 @@ def test_prostate_pre_transform(tmp_path):
     (dict(X=np.array(['abc'])), 'numeric matrix'),
     (dict(Y=np.array([[2], [1], [3], [2]])), r'\[1, 2, 3\]'),
     (dict(Y=np.array([[2], [1], [1]])), 'one label per row'),
+    # float32 (the stored dtype) would make it inf:
+    (dict(X=np.where(X == 0, 1e300, X)), 'beyond the range of float32'),
+    # A matrix of labels (row or column order?), not a vector:
+    (dict(Y=np.array([[2, 1], [1, 2]])), r'vector .* got shape \(2, 2\)'),
 ])
 def test_prostate_invalid_file(tmp_path, variables, match):
     write_mat(tmp_path, **variables)

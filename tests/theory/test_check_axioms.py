@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -129,3 +130,68 @@ def test_bad_input():
         check_axioms(lambda x: x.sum(0), N)
     with pytest.raises(TypeError, match='operator'):
         check_axioms(3, N)
+
+
+def test_numeric_arguments():
+    ident = lambda x: x  # noqa: E731
+    # numpy scalars are numbers and give the same report as Python ints:
+    ref = check_axioms(ident, N, trials=3, seed=4, atol=1e-6)
+    rep = check_axioms(ident, np.int64(N), trials=np.int64(3),
+                       seed=np.int64(4), atol=np.float64(1e-6),
+                       num_channels=np.int32(4))
+    assert rep.to_dict() == ref.to_dict()
+    assert check_axioms(ident, N, make_operator=lambda k: ident,
+                        steps=(np.int64(1), 2))['semigroup'].note == 'K=1+2'
+    for atol in (float('nan'), float('inf'), True, -1e-3):
+        with pytest.raises(ValueError, match="'atol'"):
+            check_axioms(ident, N, atol=atol)
+    for seed in (1.5, True, 'a'):
+        with pytest.raises(ValueError, match="'seed'"):
+            check_axioms(ident, N, seed=seed)
+    for steps in ((True, 2), (1, 2.0), 3, (1, 2, 3)):
+        with pytest.raises(ValueError, match="'steps'"):
+            check_axioms(ident, N, make_operator=lambda k: ident,
+                         steps=steps)
+    # steps without make_operator would be ignored:
+    with pytest.raises(ValueError, match="'steps'.*make_operator"):
+        check_axioms(ident, N, steps=(1, 2))
+    for dtype in ('float32', np.float32, torch.long):
+        with pytest.raises(TypeError, match="'dtype'"):
+            check_axioms(ident, N, dtype=dtype)
+    for graph in (True, 0, np.int64(-2)):
+        with pytest.raises((TypeError, ValueError), match="'graph'"):
+            check_axioms(ident, graph)
+    with pytest.raises(TypeError, match=r'make_operator\(2\)'):
+        check_axioms(ident, N, make_operator=lambda k: 3)
+
+
+def test_graphs_are_validated():
+    op = lambda x, edge_index, *w: x  # noqa: E731
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    with pytest.raises(ValueError, match='negative'):
+        check_axioms(op, torch.tensor([[0, -1], [1, 0]]))
+    with pytest.raises(ValueError, match="'graph.edge_index'.*node 5"):
+        check_axioms(op, Data(edge_index=torch.tensor([[0, 5], [1, 0]]),
+                              num_nodes=3))
+    with pytest.raises(ValueError, match="'graph.edge_index'"):
+        check_axioms(op, Data(edge_index=edge_index.float(), num_nodes=3))
+    with pytest.raises(ValueError, match='at least one node'):
+        check_axioms(op, Data(edge_index=torch.zeros(2, 0, dtype=torch.long),
+                              num_nodes=0))
+    for weight in (torch.tensor([1.0, float('nan'), 1.0]), torch.ones(2),
+                   torch.ones(3, dtype=torch.long)):
+        with pytest.raises(ValueError, match="'graph.edge_weight'"):
+            check_axioms(op, Data(edge_index=edge_index, num_nodes=3,
+                                  edge_weight=weight))
+    # A graph with isolated nodes beyond the largest index is fine as Data:
+    report = check_axioms(op, Data(edge_index=edge_index, num_nodes=5))
+    assert report.num_nodes == 5 and report['linearity'].holds
+
+
+def test_shape_is_checked_on_every_call():
+    # Changes the shape only on a constant input (the third call):
+    def op(x):
+        return x[:1] if bool((x == x[0]).all()) else x
+
+    with pytest.raises(ValueError, match='same shape'):
+        check_axioms(op, N)

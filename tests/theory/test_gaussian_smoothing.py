@@ -137,3 +137,85 @@ def test_bad_input():
         gaussian_smoothing(f, torch.zeros(2, 3, dtype=torch.long), 1.0)
     with pytest.raises(ValueError, match="'f'"):
         gaussian_smoothing(lambda z: z.sum(), x, 1.0)
+
+
+def counting_f(num_points, offset):
+    r"""Ignores the noisy points: the value of sample :math:`j` of point
+    :math:`b` is :obj:`offset + 10 b + j`, so the mean and the standard
+    error over :math:`n` samples are known exactly."""
+    state = {'done': 0, 'calls': []}
+
+    def f(z):
+        m = z.size(0) // num_points
+        state['calls'].append(m)
+        j = torch.arange(state['done'], state['done'] + m,
+                         dtype=torch.float64)
+        state['done'] += m
+        b = torch.arange(num_points, dtype=torch.float64).view(-1, 1)
+        return (offset + 10 * b + j).reshape(-1)
+
+    return f, state
+
+
+@pytest.mark.parametrize('offset', [0.0, 1e11])
+def test_mean_and_stderr_are_exact(offset):
+    n = 1000
+    f, state = counting_f(3, offset)
+    est = gaussian_smoothing(f, torch.zeros(3, 2, dtype=torch.float64), 0.5,
+                             num_samples=n, batch_size=300)
+    assert state['calls'] == [300, 300, 300, 100]
+    mean = offset + 10 * torch.arange(3.0, dtype=torch.float64) + (n - 1) / 2
+    # Sample variance of 0, ..., n - 1 is n (n + 1) / 12:
+    stderr = math.sqrt(n * (n + 1) / 12 / n)
+    assert torch.allclose(est.mean, mean, rtol=1e-15, atol=0)
+    assert torch.allclose(est.stderr, torch.full((3, ), stderr,
+                                                 dtype=torch.float64),
+                          rtol=1e-9, atol=0)
+
+
+def test_integer_and_boolean_values_are_averaged_as_numbers():
+    # E 1[x + s eps > 0] = Phi(x / s), s = sqrt(2 t) sigma:
+    x = torch.tensor([[0.3], [-1.0], [0.0]], dtype=torch.float64)
+    ref = torch.tensor([0.5 * math.erfc(-v / (math.sqrt(2 * S2)))
+                        for v in x[:, 0].tolist()], dtype=torch.float64)
+    for cast in (lambda b: b, lambda b: b.long()):
+        est = smooth(lambda z: cast(z[:, 0] > 0), x)
+        assert est.mean.dtype == est.stderr.dtype == torch.float64
+        assert z_scores(est, ref) < 4
+        assert float(est.stderr.min()) > 1e-3
+    est = gaussian_smoothing(lambda z: (z[:, 0] > 0).int(), x.float(), T,
+                             num_samples=10)
+    assert est.mean.dtype == torch.float32
+
+
+def test_numeric_arguments_and_non_finite_values():
+    f = lambda z: z.sum(-1)  # noqa: E731
+    x = torch.ones(2, 3, dtype=torch.float64)
+    # numpy scalars are numbers; the results equal those for Python floats.
+    ref = smooth(f, x, t=0.25)
+    gen = torch.Generator().manual_seed(0)
+    est = gaussian_smoothing(f, x, np.float32(0.25), sigma=np.float32(SIGMA),
+                             num_samples=np.int64(20000),
+                             batch_size=np.int64(5000), generator=gen)
+    assert torch.allclose(est.mean, ref.mean, rtol=0, atol=1e-6)
+    for t in (True, float('inf'), float('nan'), -0.1, 'a',
+              torch.tensor([True, False])):
+        with pytest.raises((ValueError, TypeError), match="'t'"):
+            gaussian_smoothing(f, x, t)
+    for sigma in (True, float('inf'), np.float64('nan'), 0):
+        with pytest.raises(ValueError, match="'sigma'"):
+            gaussian_smoothing(f, x, 0.1, sigma=sigma)
+    with pytest.raises(TypeError, match='generator'):
+        gaussian_smoothing(f, x, 0.1, generator=0)
+    bad = x.clone()
+    bad[1, 2] = float('nan')
+    with pytest.raises(ValueError, match="'x' contains NaN"):
+        gaussian_smoothing(f, bad, 0.1)
+    # A function that is infinite (or NaN) on part of the noise:
+    with pytest.raises(ValueError, match="'f' returned NaN or infinite"):
+        gaussian_smoothing(lambda z: 1 / (z[:, 0] > 1).double(), x, 0.1)
+    with pytest.raises(ValueError, match="'f' returned NaN or infinite"):
+        gaussian_smoothing(lambda z: z[:, 0].log(), x, 0.5, batch_size=7)
+    # Finite values whose square overflows float64:
+    with pytest.raises(FloatingPointError, match='overflows'):
+        gaussian_smoothing(lambda z: 1e200 * z[:, 0], x, 0.5)

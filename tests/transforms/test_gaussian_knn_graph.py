@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -74,3 +75,54 @@ def test_gaussian_knn_graph_transform_errors():
         GaussianKNNGraph(attr='pos')(Data(x=torch.randn(10, 2)))
     with pytest.raises(ValueError, match='smaller than the number of nodes'):
         GaussianKNNGraph(k=10)(Data(x=torch.randn(10, 2)))
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(k=3, bandwidth_k=4), ValueError, r"'bandwidth_k' must lie in"),
+    (dict(kernel='box'), ValueError, "'kernel' must be one of"),
+    (dict(metric='manhattan'), ValueError, "'metric' must be one of"),
+    (dict(loop='no'), TypeError, "'loop' must be True or False"),
+    (dict(normalize=None), TypeError, "'normalize' must be True or False"),
+    (dict(chunk_size=0), ValueError, "'chunk_size' must be an integer"),
+    (dict(backend='annoy'), ValueError, "'backend' must be one of"),
+    (dict(backend='faiss', chunk_size=4), ValueError,
+     "'chunk_size' applies to backend='exact' only"),
+])
+def test_options_are_checked_at_construction(kwargs, error, match):
+    # Not only when the first graph comes (maybe hours later in a loader):
+    with pytest.raises(error, match=match):
+        GaussianKNNGraph(**kwargs)
+
+
+def test_errors_name_the_attribute():
+    transform = GaussianKNNGraph(3, 1, attr='pos')
+    with pytest.raises(TypeError, match="'data.pos' must be a floating"):
+        transform(Data(pos=torch.arange(20).view(10, 2)))
+    pos = torch.randn(10, 2)
+    pos[3, 1] = float('nan')
+    with pytest.raises(ValueError, match="'data.pos' contains NaN"):
+        transform(Data(pos=pos))
+
+
+def test_stale_edge_attr_is_removed():
+    # Edge features of the replaced edges would no longer match them:
+    torch.manual_seed(3)
+    data = Data(x=torch.randn(10, 2), edge_index=torch.tensor([[0], [1]]),
+                edge_attr=torch.ones(1, 4))
+    data = GaussianKNNGraph(3, 1)(data)
+    assert 'edge_attr' not in data
+    assert data.edge_index.size(1) == data.edge_weight.numel()
+
+
+def test_large_magnitudes_and_numpy_scalars():
+    torch.manual_seed(4)
+    x = torch.randn(40, 8, dtype=torch.float64)
+    transform = GaussianKNNGraph(np.int64(5), np.int32(2),
+                                 loop=np.bool_(False))
+    assert str(transform) == ("GaussianKNNGraph(k=5, bandwidth_k=2, "
+                              "attr='x', loop=np.False_)")
+    ref = gaussian_knn_graph(x, 5, 2, loop=False)
+    data = transform(Data(x=(x * 1e20).float()))  # Squares overflow.
+    assert torch.equal(data.edge_index, ref[0])
+    torch.testing.assert_close(data.edge_weight.double(), ref[1], rtol=0,
+                               atol=1e-6)

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torch_geometric_coin.utils import gaussian_knn_graph
+from torch_geometric_coin.utils import gaussian_knn_graph, knn_search
 
 
 def authors_reference(x, n_top=8, sigma=4):
@@ -213,3 +213,108 @@ def test_cuda():
                                  batch=batch.cuda())
         assert torch.equal(out[0].cpu(), ref[0])
         assert torch.allclose(out[1].cpu().float(), ref[1], atol=1e-6)
+
+
+@pytest.mark.parametrize('scale,F', [(1e20, 4), (1e19, 64), (1e-30, 4),
+                                     (1e30, 2)])
+@pytest.mark.parametrize('kernel', ['gaussian', 'self_tuning'])
+def test_large_and_tiny_magnitudes(scale, F, kernel):
+    # Squared distances of such float32 features overflow (NaN weights) or
+    # underflow (every point a duplicate): the weights must be the float64
+    # ones to float32 precision.
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(60, F, generator=gen, dtype=torch.float64) * scale
+    x = x.float()
+    out = gaussian_knn_graph(x, 6, 3, kernel=kernel)
+    assert out[1].dtype == torch.float32
+    W = to_dense(*out, 60)
+    ref = dense_reference(x, 6, 3, kernel=kernel)
+    np.testing.assert_allclose(W, ref, rtol=0, atol=1e-6)
+    assert np.array_equal(W != 0, ref != 0)
+    # float64 beyond the range of its squares:
+    x = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    for scale in [1e160, 1e-160]:
+        W = to_dense(*gaussian_knn_graph(x * scale, 5, 2, kernel=kernel), 30)
+        np.testing.assert_allclose(W, dense_reference(x, 5, 2, kernel=kernel),
+                                   rtol=0, atol=1e-13)
+
+
+def test_clusters_of_very_different_scales():
+    # A cluster of diameter 1e-29 beside points of magnitude 1 (squared
+    # distances below the float32 range): not duplicates.
+    gen = torch.Generator().manual_seed(17)
+    x = torch.cat([torch.randn(10, 2, generator=gen, dtype=torch.float64)
+                   * 1e-29, torch.randn(10, 2, generator=gen,
+                                        dtype=torch.float64) + 10]).float()
+    for kernel in ['gaussian', 'self_tuning']:
+        W = to_dense(*gaussian_knn_graph(x, 4, 2, kernel=kernel), 20)
+        np.testing.assert_allclose(W, dense_reference(x, 4, 2, kernel=kernel),
+                                   rtol=0, atol=1e-6)
+
+
+def test_half_precision_input():
+    torch.manual_seed(18)
+    x = torch.randn(50, 3).half()
+    edge_index, edge_weight = gaussian_knn_graph(x, 5, 2)
+    assert edge_weight.dtype == torch.float16
+    W = to_dense(edge_index, edge_weight, 50)  # Computed in float32.
+    np.testing.assert_allclose(W, dense_reference(x, 5, 2), rtol=1e-3,
+                               atol=1e-4)
+
+
+def test_numpy_scalars_and_bool_options():
+    torch.manual_seed(19)
+    x = torch.randn(30, 3)
+    ref = gaussian_knn_graph(x, 5, 2, loop=False, chunk_size=4)
+    out = gaussian_knn_graph(x, np.int64(5), np.int32(2),
+                             loop=np.bool_(False), chunk_size=np.int64(4))
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    for k in [True, np.bool_(True)]:
+        with pytest.raises(ValueError, match="'k' must be an integer"):
+            gaussian_knn_graph(x, k, 1)
+    # Any other value would be taken as True or False silently:
+    for name in ['loop', 'normalize', 'symmetrize']:
+        for value in ['no', None, 0, 1.0]:
+            with pytest.raises(TypeError, match=f"'{name}' must be True or "
+                               f"False"):
+                gaussian_knn_graph(x, 5, 2, **{name: value})
+
+
+def test_options_of_the_exact_search_only(monkeypatch):
+    import sys
+    import types
+    monkeypatch.setitem(sys.modules, 'faiss', types.SimpleNamespace())
+    for name in ['chunk_size', 'max_memory', 'num_workers']:
+        with pytest.raises(ValueError, match=f"'{name}' applies to "
+                           f"backend='exact' only"):
+            gaussian_knn_graph(torch.randn(10, 2), 3, 2, backend='faiss',
+                               **{name: 4})
+
+
+def test_gradient_with_duplicates():
+    # The weights are differentiable in x (the neighbours fixed), also for
+    # duplicate points (zero distances, whose square root has no gradient):
+    # compared with autograd through the definition in squared distances.
+    torch.manual_seed(20)
+    base = torch.randn(20, 3, dtype=torch.float64)
+    x = torch.cat([base, base[:8]]).requires_grad_()  # 8 pairs of twins.
+    k, bw = 4, 2
+    for kernel in ['gaussian', 'self_tuning']:
+        edge_index, weight = gaussian_knn_graph(
+            x, k, bw, loop=False, normalize=False, symmetrize=False,
+            kernel=kernel)
+        assert int((weight == 1).sum()) == 16  # Twins.
+        coef = torch.linspace(1, 2, weight.numel(), dtype=torch.float64)
+        grad, = torch.autograd.grad((weight * coef).sum(), x)
+        # The same weights from the squared distances of the same edges
+        # (edge (j, i) carries w_ij; s_i from the bandwidth_k-th neighbour
+        # of the search, which breaks the ties between twins):
+        src, dst = edge_index
+        d2 = ((x[src] - x[dst])**2).sum(-1)
+        s2 = ((x - x[knn_search(x, k)[1][:, bw - 1]])**2).sum(-1)
+        den = s2[dst] if kernel == 'gaussian' else (s2[dst] * s2[src]).sqrt()
+        ref = torch.exp(-d2 / den)
+        torch.testing.assert_close(weight, ref, rtol=1e-12, atol=0)
+        ref_grad, = torch.autograd.grad((ref * coef).sum(), x)
+        assert bool(torch.isfinite(grad).all())
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)

@@ -310,3 +310,132 @@ def test_cuda():
         assert_exact((out[0].cpu(), out[1].cpu()),
                      reference(x.to(dtype), 6, y.to(dtype), batch, batch_y),
                      atol)
+    # Large magnitudes (squares beyond float32) on the device too:
+    big = x[:500] * 1e20
+    out = knn_search(big.cuda(), 6, num_workers=1)
+    ref = reference(big, 6)
+    assert torch.equal(out[1].cpu(), ref.indices)
+    torch.testing.assert_close(out[0].cpu().double(), ref.values, rtol=1e-6,
+                               atol=0)
+    # Threads of query chunks are a CPU option:
+    with pytest.raises(ValueError, match="'num_workers' applies to CPU "
+                       "searches only"):
+        knn_search(x.cuda(), 6, num_workers=4)
+
+
+@pytest.mark.parametrize('scale,F', [(1e20, 4), (1e19, 64), (1e30, 3),
+                                     (1e-30, 4), (1e-38, 5)])
+def test_large_and_tiny_magnitudes(scale, F):
+    # The squares of such float32 features overflow (inf distances, NaN
+    # weights downstream) or underflow (all distances 0): the points are
+    # scaled by a power of two first, so the result is the float64 one to
+    # float32 precision.
+    gen = torch.Generator().manual_seed(12)
+    x = (torch.randn(80, F, generator=gen, dtype=torch.float64) * scale)
+    y = (torch.randn(15, F, generator=gen, dtype=torch.float64) * scale)
+    x, y = x.float(), y.float()
+    for q in [None, y]:
+        dist, index = knn_search(x, 5, y=q)
+        ref = reference(x, 5, q)
+        assert torch.equal(index, ref.indices)
+        torch.testing.assert_close(dist.double(), ref.values, rtol=1e-6,
+                                   atol=0)
+
+
+def test_large_magnitudes_float64():
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(60, 3, generator=gen, dtype=torch.float64)
+    for scale in [1e160, 1e-160]:  # Squares out of the range of float64.
+        dist, index = knn_search(x * scale, 4)
+        ref = reference(x, 4)
+        assert torch.equal(index, ref.indices)
+        torch.testing.assert_close(dist / scale, ref.values, rtol=1e-13,
+                                   atol=0)
+
+
+def test_tiny_distances_next_to_large_points():
+    # Distances whose squares underflow float32 (a cluster at 1e-30 beside
+    # points of magnitude 1) are exact too, and ordered correctly.
+    x = torch.tensor([[0.], [1e-30], [3e-30], [7e-30], [1.], [2.], [4.]])
+    y = torch.tensor([[2.5e-30], [3.]])
+    for q in [None, y]:
+        dist, index = knn_search(x, 2, y=q)
+        ref = reference(x, 2, q)
+        torch.testing.assert_close(dist.double(), ref.values, rtol=1e-6,
+                                   atol=0)
+        rows = 4 if q is None else 2  # (Point 4 has two nearest at 1.)
+        assert torch.equal(index[:rows], ref.indices[:rows])
+    # The fallback search (its own norms) gives the same distances:
+    out = search_module._brute_force(x, None, x[:4], None, torch.arange(4),
+                                     2, 2**20)
+    torch.testing.assert_close(out[0].double(), reference(x, 2).values[:4],
+                               rtol=1e-6, atol=0)
+
+
+def test_distances_beyond_the_dtype():
+    # Finite points whose distance itself exceeds float32: a clear error.
+    x = torch.tensor([[-3e38], [3e38], [3.3e38]])
+    with pytest.raises(FloatingPointError, match="exceed the range"):
+        knn_search(x[1:], 1, y=x[:1])
+    # ... but not when the nearest neighbours are close:
+    dist, index = knn_search(x[1:], 1)
+    assert index.view(-1).tolist() == [1, 0]
+    assert dist.view(-1).tolist() == [float(x[2] - x[1])] * 2
+
+
+def test_cosine_metric_large_and_tiny_magnitudes():
+    # The row norms of such features overflow / underflow in float32.
+    torch.manual_seed(14)
+    x = torch.randn(60, 5, dtype=torch.float64)
+    ref = knn_search(x, 4, metric='cosine')
+    for scale in [1e25, 1e-25]:
+        dist, index = knn_search((x * scale).float(), 4, metric='cosine')
+        assert torch.equal(index, ref[1])
+        torch.testing.assert_close(dist.double(), ref[0], rtol=0, atol=1e-6)
+
+
+def test_numpy_scalars_and_sparse_graph_ids():
+    torch.manual_seed(15)
+    x, y = torch.randn(40, 3), torch.randn(10, 3)
+    ref = knn_search(x, 4, y=y, chunk_size=3, max_memory=2**16,
+                     num_workers=2)
+    out = knn_search(x, np.int64(4), y=y, chunk_size=np.int32(3),
+                     max_memory=np.int64(2**16), num_workers=np.int64(2))
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    with pytest.raises(ValueError, match="'k' must be an integer"):
+        knn_search(x, np.bool_(True))
+    # Graph ids need not be consecutive (no memory of the largest id):
+    batch = torch.tensor([10**15, 3] * 20)
+    batch_y = torch.tensor([3, 10**15] * 5)
+    dense = (batch == 3).long(), (batch_y == 3).long()
+    out = knn_search(x, 4, batch, y, batch_y)
+    ref = knn_search(x, 4, dense[0], y, dense[1])
+    assert torch.equal(out[1], ref[1]) and torch.equal(out[0], ref[0])
+    assert_exact(out, reference(x, 4, y, dense[0], dense[1]), 1e-5)
+    batch[:2] = 3  # Errors name the graph by its id:
+    with pytest.raises(ValueError, match='graph 1000000000000000 has 19'):
+        knn_search(x, 19, batch)
+
+
+@pytest.mark.parametrize('option', [dict(chunk_size=4),
+                                    dict(max_memory=2**20),
+                                    dict(num_workers=2)])
+def test_options_of_the_exact_search_only(monkeypatch, option):
+    # The libraries search all queries at once: these options would be
+    # ignored, so they are refused (faiss replaced by a stand-in).
+    import sys
+    import types
+    monkeypatch.setitem(sys.modules, 'faiss', types.SimpleNamespace())
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=f"'{name}' applies to "
+                       f"backend='exact' only"):
+        knn_search(torch.randn(10, 2), 2, backend='faiss', **option)
+
+
+def test_gradient():
+    # Distances are differentiable in x and y (the neighbours fixed).
+    torch.manual_seed(16)
+    x = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda x, y: knn_search(x, 3, y=y)[0], (x, y))
+    torch.autograd.gradcheck(lambda x: knn_search(x * 1e20, 3)[0], (x, ))

@@ -1,7 +1,10 @@
+import json
+import os
 import os.path as osp
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
-from torch_geometric.data import InMemoryDataset
+from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric_coin._checks import check_bool
 
 
 class OfflineDataset(InMemoryDataset):
@@ -18,7 +21,9 @@ class OfflineDataset(InMemoryDataset):
 
     Subclasses set :obj:`source` (where the raw files can be obtained) and
     implement :meth:`process`, in which every problem of a raw file raises a
-    :class:`ValueError` that names the file.
+    :class:`ValueError` that names the file. A damaged processed file (*e.g.*,
+    truncated by an interrupted run) raises a :class:`ValueError` that names
+    it too, and asks for :obj:`force_reload=True`.
     """
     source: str = ''
 
@@ -30,13 +35,21 @@ class OfflineDataset(InMemoryDataset):
         pre_filter: Optional[Callable] = None,
         force_reload: bool = False,
     ) -> None:
-        if not isinstance(root, (str, bytes)) and not hasattr(
-                root, '__fspath__'):
-            raise TypeError(f"'root' must be a path to the folder of the "
-                            f"data set (got {type(root).__name__})")
         try:
-            super().__init__(str(root), transform, pre_transform, pre_filter,
-                             force_reload=force_reload)
+            root = os.fsdecode(os.fspath(root))
+        except TypeError as err:
+            raise TypeError(f"'root' must be a path to the folder of the "
+                            f"data set (got {type(root).__name__})") from err
+        for name, value in (('transform', transform),
+                            ('pre_transform', pre_transform),
+                            ('pre_filter', pre_filter)):
+            if value is not None and not callable(value):
+                raise TypeError(f"'{name}' must be callable or None (got "
+                                f"{type(value).__name__})")
+        check_bool('force_reload', force_reload)
+        try:
+            super().__init__(root, transform, pre_transform, pre_filter,
+                             force_reload=bool(force_reload))
         except PermissionError as err:
             if not str(err.filename or '').startswith(self.processed_dir):
                 raise
@@ -59,6 +72,30 @@ class OfflineDataset(InMemoryDataset):
     @property
     def processed_dir(self) -> str:
         return osp.join(self.folder, 'processed')
+
+    def load(self, path: str, data_cls=Data) -> None:
+        r"""Loads the processed data from :obj:`path`; a damaged file raises
+        a :class:`ValueError` that names it."""
+        try:
+            super().load(path, data_cls)
+        except Exception as err:  # torch.load raises many types.
+            raise self._damaged(path, err) from err
+
+    def load_json(self, path: str) -> Any:
+        r"""Reads the processed JSON file :obj:`path`; a damaged file raises
+        a :class:`ValueError` that names it."""
+        try:
+            with open(path, encoding='utf-8') as f:
+                return json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise self._damaged(path, err) from err
+
+    def _damaged(self, path: str, err: Exception) -> ValueError:
+        # (The reader's own message, chained, may advise unsafe loading.)
+        return ValueError(
+            f"The processed file '{path}' of {self.__class__.__name__} is "
+            f"damaged ({type(err).__name__} when reading it); process the "
+            f"raw files again with 'force_reload=True'")
 
     def raw_file(self, name: str) -> str:
         r"""Returns the path of the raw file :obj:`name`."""

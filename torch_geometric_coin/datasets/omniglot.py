@@ -1,7 +1,6 @@
 import io
 import re
 import zipfile
-import zlib
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 from torch import Tensor
 
 from torch_geometric.data import Data
+from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 
 RUN = re.compile(r'run\d+')
@@ -93,11 +93,9 @@ class Omniglot(OfflineDataset):
         if split not in self.splits:
             raise ValueError(f"Unknown 'split' {split!r}: expected one of "
                              f"{self.splits}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"'size' must be a positive integer "
-                             f"(got {size!r})")
+        check_number('size', size, integer=True, low=1)
         self.split = split
-        self.size = size
+        self.size = int(size)
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload)
         self.load(self.processed_paths[0])
@@ -210,7 +208,7 @@ class _Archive:
         self.file = file
         try:
             self.zip = zipfile.ZipFile(file)
-        except (zipfile.BadZipFile, OSError) as err:
+        except Exception as err:  # BadZipFile, OSError, ValueError, ...
             raise ValueError(f"'{file}' is not a readable zip file: "
                              f"{err}") from err
         self.names = self.zip.namelist()
@@ -227,9 +225,11 @@ class _Archive:
         except KeyError as err:
             raise ValueError(f"'{self.file}' has no member "
                              f"'{member}'") from err
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        except Exception as err:  # BadZipFile, zlib.error, LZMAError,
+            # NotImplementedError (an unknown compression method), ...
             raise ValueError(f"'{self.file}' is corrupt: cannot read "
-                             f"'{member}': {err}") from err
+                             f"'{member}': {type(err).__name__}: "
+                             f"{err}") from err
 
     def image(self, member: str, size: int) -> Tensor:
         r"""Decodes a drawing into a :obj:`[size, size]` tensor with ink

@@ -14,6 +14,7 @@ from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 
 DATE = re.compile(r'\d{4}-\d{2}-\d{2}')
 GRAPH_FILE = re.compile(r'[A-Za-z]+_(\d{4}-\d{2}-\d{2})\.csv')
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 class PandemicTGNN(OfflineDataset):
@@ -39,7 +40,8 @@ class PandemicTGNN(OfflineDataset):
     * :obj:`graphs/<XX>_<YYYY-MM-DD>.csv`: one file per day, with one
       :obj:`source,target,weight` row (no header) per edge, the number of
       people moving from region :obj:`source` to region :obj:`target`
-      (self-loops included).
+      (self-loops included; each pair at most once; a day without any
+      movement has an empty file).
 
     As in the paper's code, the regions are those of the label file that
     occur in the mobility graphs (England: 129 of 151), in the order of the
@@ -117,8 +119,12 @@ class PandemicTGNN(OfflineDataset):
         super().__init__(root, transform, pre_transform, pre_filter,
                          force_reload=force_reload)
         self.load(self.processed_paths[0])
-        with open(self.processed_paths[1]) as f:
-            self.regions: List[str] = json.load(f)
+        self.regions: List[str] = self.load_json(self.processed_paths[1])
+        if (not isinstance(self.regions, list)
+                or not all(isinstance(r, str) for r in self.regions)
+                or len(self.regions) != self[0].num_nodes):
+            raise self._damaged(self.processed_paths[1], ValueError(
+                f'not the names of the {self[0].num_nodes} regions'))
 
     @property
     def folder(self) -> str:
@@ -204,6 +210,9 @@ def parse_count(value: str, file: str, line: int, what: str) -> float:
     if not math.isfinite(out) or out < 0:
         raise ValueError(f"'{file}', line {line}: the {what} {value!r} is "
                          f"not a finite non-negative number")
+    if out > FLOAT32_MAX:  # Stored in float32, it would become inf.
+        raise ValueError(f"'{file}', line {line}: the {what} {value!r} "
+                         f"exceeds the range of float32")
     return out
 
 
@@ -221,6 +230,11 @@ def read_labels(
     dates = [(j, h) for j, h in enumerate(header) if DATE.fullmatch(h)]
     if not dates:
         raise ValueError(f"'{file}' has no column of a day (YYYY-MM-DD)")
+    seen = set()
+    for _, day in dates:
+        if day in seen:
+            raise ValueError(f"'{file}' has two columns of the day {day}")
+        seen.add(day)
     names: Dict[str, int] = {}
     cases: Dict[str, List[float]] = {day: [] for _, day in dates}
     for line, row in rows[1:]:
@@ -276,6 +290,7 @@ def read_edges(file: str, names: Dict[str, int]
     src: List[str] = []
     dst: List[str] = []
     weight: List[float] = []
+    seen: Dict[Tuple[str, str], int] = {}
     for line, row in read_rows(file):
         if len(row) != 3:
             raise ValueError(f"'{file}', line {line}: {len(row)} fields, "
@@ -284,6 +299,11 @@ def read_edges(file: str, names: Dict[str, int]
             if region not in names:
                 raise ValueError(f"'{file}', line {line}: the region "
                                  f"{region!r} is not in the label file")
+        if (row[0], row[1]) in seen:
+            raise ValueError(f"'{file}', lines {seen[row[0], row[1]]} and "
+                             f"{line}: the edge {row[0]!r} -> {row[1]!r} "
+                             f"occurs twice")
+        seen[row[0], row[1]] = line
         src.append(row[0])
         dst.append(row[1])
         weight.append(parse_count(row[2], file, line, 'weight'))

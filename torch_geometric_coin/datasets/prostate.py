@@ -85,9 +85,14 @@ class Prostate(OfflineDataset):
             raise ValueError(f"'X' in '{file}' is not a numeric matrix")
         if not np.isfinite(x).all():
             raise ValueError(f"'X' in '{file}' has NaN or infinite values")
-        if y.dtype.kind not in 'biuf' or y.size != x.shape[0]:
-            raise ValueError(f"'Y' in '{file}' must hold one label per row "
-                             f"of 'X' ({x.shape[0]}), got shape {y.shape}")
+        if np.abs(x).max() > np.finfo(np.float32).max:
+            raise ValueError(f"'X' in '{file}' has values beyond the range "
+                             f"of float32 (up to {np.abs(x).max():g})")
+        if (y.dtype.kind not in 'biuf' or y.size != x.shape[0]
+                or y.ndim > 2 or (y.ndim == 2 and min(y.shape) != 1)):
+            raise ValueError(f"'Y' in '{file}' must be a vector of one label "
+                             f"per row of 'X' ({x.shape[0]}), got shape "
+                             f"{y.shape}")
         y = y.reshape(-1)
         if not np.isin(y, (1, 2)).all():
             raise ValueError(f"'Y' in '{file}' must hold 1 (normal) or 2 "

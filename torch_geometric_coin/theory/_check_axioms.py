@@ -1,5 +1,6 @@
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -215,9 +216,10 @@ def check_axioms(
             property is checked; otherwise it is reported as not checked.
             (default: :obj:`None`)
         steps (Tuple[int, int], optional): The step counts
-            :math:`(K_1, K_2)` for the semigroup check.
-            (default: :obj:`(2, 3)`)
-        atol (float, optional): Tolerance on the scaled violations.
+            :math:`(K_1, K_2)` for the semigroup check; only with
+            :obj:`make_operator`. (default: :obj:`(2, 3)`)
+        atol (float, optional): Tolerance on the scaled violations, finite
+            and non-negative.
             (default: :obj:`1e-8` for :obj:`float64` probes, :obj:`1e-4` for
             :obj:`float32`)
         seed (int, optional): Seed of the probes. (default: :obj:`0`)
@@ -230,41 +232,45 @@ def check_axioms(
     """
     check_number('num_channels', num_channels, integer=True, low=1)
     check_number('trials', trials, integer=True, low=1)
+    num_channels, trials = int(num_channels), int(trials)
     if not callable(operator):
         raise TypeError(f"'operator' must be an nn.Module or a callable "
                         f"(got {type(operator).__name__})")
     if make_operator is not None and not callable(make_operator):
         raise TypeError("'make_operator' must be a callable steps -> operator")
+    if steps is not None and make_operator is None:
+        raise ValueError("'steps' sets the step counts of the semigroup "
+                         "check, which needs 'make_operator'")
     if steps is None:
         steps = (2, 3)
-    if (len(steps) != 2 or any(not isinstance(k, int) or k < 1
-                               for k in steps)):
+    if not isinstance(steps, (tuple, list)) or len(steps) != 2:
         raise ValueError(f"'steps' must be two positive integers "
                          f"(got {steps!r})")
+    for k in steps:
+        check_number('steps', k, integer=True, low=1)
+    steps = (int(steps[0]), int(steps[1]))
     dtype = torch.float64 if dtype is None else dtype
-    if not dtype.is_floating_point:
-        raise TypeError(f"'dtype' must be a floating type (got {dtype})")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"'dtype' must be a floating torch.dtype such as "
+                        f"torch.float64 (got {dtype!r})")
     if atol is None:
         atol = _DEFAULT_ATOL.get(dtype, 1e-3)
-    if atol < 0:
-        raise ValueError(f"'atol' must be non-negative (got {atol})")
+    check_number('atol', atol, low=0)
+    atol = float(atol)
+    check_number('seed', seed, integer=True)
 
     num_nodes, graph_args = _parse_graph(graph)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))
 
     def randn(*size: int) -> Tensor:
         return torch.randn(*size, generator=gen, dtype=dtype)
 
-    apply = _wrap(operator, graph_args, dtype)
+    apply = _wrap(operator, graph_args, dtype, 'operator')
     shape = (num_nodes, num_channels)
     viol: Dict[str, float] = {name: 0.0 for name in AXIOMS}
     for t in range(trials):
         u, v = randn(*shape), randn(*shape)
         tu, tv = apply(u), apply(v)
-        if t == 0 and tu.shape != u.shape:
-            raise ValueError(f"The operator must map node features of shape "
-                             f"{tuple(u.shape)} to the same shape (got "
-                             f"{tuple(tu.shape)})")
 
         # Comparison principle: alternate dense and impulse increments.
         if t % 2 == 0:
@@ -296,7 +302,8 @@ def check_axioms(
 
     if make_operator is not None:
         k1, k2 = steps
-        op_1, op_2, op_12 = (_wrap(make_operator(k), graph_args, dtype)
+        op_1, op_2, op_12 = (_wrap(make_operator(k), graph_args, dtype,
+                                   f'make_operator({k})')
                              for k in (k1, k2, k1 + k2))
         for _ in range(trials):
             u = randn(*shape)
@@ -317,37 +324,71 @@ def check_axioms(
                        str(dtype).replace('torch.', ''))
 
 
+def _check_edge_index(edge_index, num_nodes: Optional[int],
+                      name: str) -> int:
+    r"""Checks an :obj:`edge_index` and returns the number of nodes (from
+    :obj:`num_nodes` if given, else the largest index plus one)."""
+    if (not isinstance(edge_index, Tensor) or edge_index.dim() != 2
+            or edge_index.size(0) != 2 or edge_index.is_floating_point()
+            or edge_index.is_complex() or edge_index.dtype == torch.bool):
+        raise ValueError(f"'{name}' must be an integer edge_index of shape "
+                         f"[2, E] (got {getattr(edge_index, 'shape', None)}, "
+                         f"{getattr(edge_index, 'dtype', type(edge_index))})")
+    if edge_index.numel() and int(edge_index.min()) < 0:
+        raise ValueError(f"'{name}' has negative node indices")
+    if num_nodes is None:
+        if edge_index.numel() == 0:
+            raise ValueError("'graph' has no edges; pass a Data object with "
+                             "'num_nodes' or the number of nodes")
+        return int(edge_index.max()) + 1
+    if edge_index.numel() and int(edge_index.max()) >= num_nodes:
+        raise ValueError(f"'{name}' refers to node {int(edge_index.max())} "
+                         f"but the graph has {num_nodes} nodes")
+    return num_nodes
+
+
 def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
     if isinstance(graph, bool):
-        raise TypeError("'graph' must be an int, an edge_index or a Data")
-    if isinstance(graph, int):
-        if graph < 1:
-            raise ValueError(f"'graph' as a number of nodes must be "
-                             f"positive (got {graph})")
-        return graph, []
+        raise TypeError("'graph' must be an int, an edge_index or a Data "
+                        "(got bool)")
+    if isinstance(graph, numbers.Integral):
+        check_number('graph', graph, integer=True, low=1)
+        return int(graph), []
     if isinstance(graph, Data):
         if graph.edge_index is None or graph.num_nodes is None:
             raise ValueError("'graph' must have 'edge_index' and a known "
                              "number of nodes")
+        num_nodes = int(graph.num_nodes)
+        if num_nodes < 1:
+            raise ValueError(f"'graph' must have at least one node (got "
+                             f"num_nodes={num_nodes})")
+        _check_edge_index(graph.edge_index, num_nodes, 'graph.edge_index')
         args = [graph.edge_index]
-        if graph.edge_weight is not None:
-            args.append(graph.edge_weight)
-        return int(graph.num_nodes), args
+        weight = graph.edge_weight
+        if weight is not None:
+            if (not isinstance(weight, Tensor) or not (
+                    weight.is_floating_point())
+                    or weight.shape != (graph.edge_index.size(1), )):
+                raise ValueError(f"'graph.edge_weight' must be a "
+                                 f"floating-point tensor of shape "
+                                 f"[{graph.edge_index.size(1)}] (got "
+                                 f"{getattr(weight, 'shape', type(weight))})")
+            if not bool(torch.isfinite(weight).all()):
+                raise ValueError("'graph.edge_weight' contains NaN or "
+                                 "infinite values")
+            args.append(weight)
+        return num_nodes, args
     if isinstance(graph, Tensor):
-        if graph.dim() != 2 or graph.size(0) != 2 or graph.is_floating_point():
-            raise ValueError(f"'graph' as a tensor must be an integer "
-                             f"edge_index of shape [2, E] (got shape "
-                             f"{tuple(graph.shape)}, {graph.dtype})")
-        if graph.numel() == 0:
-            raise ValueError("'graph' has no edges; pass a Data object with "
-                             "'num_nodes' or the number of nodes")
-        return int(graph.max()) + 1, [graph]
+        return _check_edge_index(graph, None, 'graph'), [graph]
     raise TypeError(f"'graph' must be an int, an edge_index or a Data "
                     f"(got {type(graph).__name__})")
 
 
-def _wrap(operator: Operator, graph_args: List[Tensor],
-          dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+def _wrap(operator: Operator, graph_args: List[Tensor], dtype: torch.dtype,
+          name: str) -> Callable[[Tensor], Tensor]:
+    if not callable(operator):
+        raise TypeError(f"'{name}' must be an nn.Module or a callable "
+                        f"(got {type(operator).__name__})")
     if isinstance(operator, torch.nn.Module):
         operator = copy.deepcopy(operator).to(dtype).eval()
     args = [a.to(dtype) if a.is_floating_point() else a for a in graph_args]
@@ -365,6 +406,10 @@ def _wrap(operator: Operator, graph_args: List[Tensor],
         if not isinstance(out, Tensor):
             raise TypeError(f"The operator must return a tensor "
                             f"(got {type(out).__name__})")
+        if out.shape != x.shape:
+            raise ValueError(f"The operator must map node features of shape "
+                             f"{tuple(x.shape)} to the same shape (got "
+                             f"{tuple(out.shape)})")
         return out.to(dtype)
 
     return apply

@@ -1,6 +1,6 @@
-import math
 from typing import Callable, NamedTuple, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,11 +49,13 @@ def gaussian_smoothing(
 
     Args:
         f (callable): The base function; maps a batch of points of shape
-            :math:`(M, d)` to values of shape :math:`(M)` or :math:`(M, k)`.
+            :math:`(M, d)` to values of shape :math:`(M)` or :math:`(M, k)`,
+            finite (integer and boolean values are averaged as numbers; a
+            non-finite value raises a :class:`ValueError`).
         x (torch.Tensor): Evaluation points of shape :math:`(B, d)`, or a
-            single point of shape :math:`(d)`.
+            single point of shape :math:`(d)`; finite.
         t (float or torch.Tensor): Diffusion time :math:`t \ge 0`, a scalar
-            or one per point, of shape :math:`(B)`.
+            or one per point, of shape :math:`(B)`; finite.
         sigma (float, optional): Diffusion coefficient :math:`\sigma > 0`.
             (default: :obj:`1.0`)
         num_samples (int, optional): Number of noise samples :math:`n \ge 2`
@@ -66,7 +68,8 @@ def gaussian_smoothing(
     Returns:
         MonteCarloEstimate: the estimate of :math:`u(t, \mathbf{x})` and its
         standard error, each of shape :math:`(B)` or :math:`(B, k)` (without
-        the :math:`B` dimension for a single point).
+        the :math:`B` dimension for a single point), of the floating type of
+        :obj:`f`'s values (of :obj:`x` for integer values).
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError("'x' must be a floating-point tensor")
@@ -76,18 +79,25 @@ def gaussian_smoothing(
     single = x.dim() == 1
     x = x.unsqueeze(0) if single else x
     num_points, dim = x.shape
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if t.dim() > 1 or (t.dim() == 1 and t.numel() != num_points):
-        raise ValueError(f"'t' must be a scalar or have shape [{num_points}]"
-                         f" (got {tuple(t.shape)})")
-    if not torch.isfinite(t).all() or (t < 0).any():
-        raise ValueError("'t' must be finite and non-negative")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
-            and sigma > 0):
-        raise ValueError(f"'sigma' must be positive (got {sigma!r})")
+    if isinstance(t, (Tensor, np.ndarray)):
+        t = torch.as_tensor(t)
+        if t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"'t' must hold real numbers (got {t.dtype})")
+        t = t.to(dtype=x.dtype, device=x.device)
+        if t.dim() > 1 or (t.dim() == 1 and t.numel() != num_points):
+            raise ValueError(f"'t' must be a scalar or have shape "
+                             f"[{num_points}] (got {tuple(t.shape)})")
+        if not torch.isfinite(t).all() or (t < 0).any():
+            raise ValueError("'t' must be finite and non-negative")
+    else:
+        check_number('t', t, low=0)
+        t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
+    check_number('sigma', sigma, low=0, open_low=True)
     check_number('num_samples', num_samples, integer=True, low=2)
     batch_size = num_samples if batch_size is None else batch_size
     check_number('batch_size', batch_size, integer=True, low=1)
+    check_generator(generator, x.device)
+    check_finite('x', x)
 
     scale = (torch.sqrt(2 * t) * sigma).reshape(-1, 1, 1)  # [B or 1, 1, 1]
 
@@ -98,45 +108,90 @@ def gaussian_smoothing(
         out = apply_batched(f, z, 'points', 'd')
         return out.reshape(num_points, m, *out.shape[1:])
 
-    mean, stderr = monte_carlo_mean(draw, num_samples, batch_size)
+    mean, stderr = monte_carlo_mean(draw, num_samples, batch_size, x.dtype)
     if single:
         mean, stderr = mean[0], stderr[0]
     return MonteCarloEstimate(mean, stderr)
 
 
+def check_finite(name: str, x: Tensor):
+    r"""Raises a :class:`ValueError` naming :obj:`name` if :obj:`x` has NaN
+    or infinite entries."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"'{name}' contains NaN or infinite values")
+
+
+def check_generator(generator, device: torch.device):
+    r"""Checks that :obj:`generator` is :obj:`None` or a
+    :class:`torch.Generator` on the device type of :obj:`device`."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"'generator' must be a torch.Generator or None "
+                        f"(got {type(generator).__name__})")
+    if generator.device.type != torch.device(device).type:
+        raise ValueError(f"'generator' is on {generator.device} but the "
+                         f"inputs are on {device}; create it with "
+                         f"torch.Generator(device='{device}')")
+
+
 def apply_batched(f: Callable[[Tensor], Tensor], z: Tensor, what: str,
                   dim: str) -> Tensor:
     r"""Calls :obj:`f` on a batch :obj:`z` of shape :math:`(M, \cdot)` and
-    checks that it returns one value (or vector) per row."""
+    checks that it returns one real value (or vector) per row."""
     out = f(z)
     if not torch.is_tensor(out) or out.dim() == 0 or out.size(0) != z.size(0):
         raise ValueError(f"'f' must map [M, {dim}] {what} to values of shape "
                          f"[M] or [M, k] (got "
                          f"{getattr(out, 'shape', type(out))} for M="
                          f"{z.size(0)})")
+    if out.is_complex():
+        raise TypeError(f"'f' must return real values (got {out.dtype})")
     return out
 
 
 @torch.no_grad()
 def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
-                     batch_size: int) -> MonteCarloEstimate:
+                     batch_size: int,
+                     default_dtype: torch.dtype) -> MonteCarloEstimate:
     r"""Averages :obj:`num_samples` draws, :obj:`batch_size` at a time, with
     the standard error of the mean. :obj:`draw(m)` returns :obj:`m` samples
-    for each of :math:`B` items, shape :math:`(B, m, *)`. Sums are kept in
-    :obj:`float64`; the result has the samples' dtype."""
-    total = total_sq = None
+    for each of :math:`B` items, shape :math:`(B, m, *)`. Sums of the
+    samples minus the first batch's mean are kept in :obj:`float64` (no
+    cancellation for a large mean and a small spread); the result has the
+    samples' dtype, or :obj:`default_dtype` for integer or boolean samples.
+    Raises a :class:`ValueError` if a sample is not finite and a
+    :class:`FloatingPointError` if the mean overflows the result's dtype."""
+    total = total_sq = shift = None
+    bad = None
     done = 0
+    dtype = default_dtype
     while done < num_samples:
         m = min(batch_size, num_samples - done)
         out = draw(m)
-        dtype = out.dtype
+        if out.is_floating_point():
+            dtype = out.dtype
         out = out.double()
+        if shift is None:
+            shift = out.mean(1)
+            bad = ~torch.isfinite(shift)
+        else:
+            bad = bad | ~torch.isfinite(out).all(1)
+        out = out - shift.unsqueeze(1)
         part, part_sq = out.sum(1), (out * out).sum(1)
         total = part if total is None else total + part
         total_sq = part_sq if total_sq is None else total_sq + part_sq
         done += m
+    if bool(bad.any()):
+        raise ValueError("'f' returned NaN or infinite values at some "
+                         "sample points; the expectation is undefined")
     mean = total / num_samples
     var = (total_sq - num_samples * mean * mean).clamp(min=0)
     var = var / (num_samples - 1)
     stderr = torch.sqrt(var / num_samples)
-    return MonteCarloEstimate(mean.to(dtype), stderr.to(dtype))
+    mean = mean + shift
+    result = MonteCarloEstimate(mean.to(dtype), stderr.to(dtype))
+    if not all(bool(torch.isfinite(v).all()) for v in result):
+        raise FloatingPointError(f"The mean or its standard error overflows "
+                                 f"{dtype}; rescale 'f' or use float64")
+    return result

@@ -1,14 +1,19 @@
 import itertools
 from typing import Callable, NamedTuple, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from torch_geometric_coin._checks import check_number
 
-from ._gaussian_smoothing import apply_batched, monte_carlo_mean
+from ._gaussian_smoothing import (apply_batched, check_finite,
+                                  check_generator, monte_carlo_mean)
 
 MAX_EXACT_UNITS = 16
+
+_RANDOM_IN_TRAINING = (torch.nn.modules.dropout._DropoutNd,
+                       torch.nn.modules.batchnorm._BatchNorm)
 
 
 class DropoutDiffusion(NamedTuple):
@@ -40,7 +45,7 @@ def dropout_diffusion_term(
     h: Tensor,
     p: float,
     exact: Optional[bool] = None,
-    num_samples: int = 10000,
+    num_samples: Optional[int] = None,
     batch_size: int = 4096,
     generator: Optional[torch.Generator] = None,
 ) -> DropoutDiffusion:
@@ -69,20 +74,25 @@ def dropout_diffusion_term(
 
     Args:
         f (callable): The network after the dropout layer; maps hidden
-            activations of shape :math:`(M, n)` to outputs of shape
-            :math:`(M)` or :math:`(M, k)`. Must be deterministic and
-            differentiable twice (compatible with :mod:`torch.func`), e.g.
-            an :class:`~torch.nn.Module` in evaluation mode.
+            activations of shape :math:`(M, n)` to finite floating-point
+            outputs of shape :math:`(M)` or :math:`(M, k)`. Must be
+            deterministic and differentiable twice (compatible with
+            :mod:`torch.func`), e.g. an :class:`~torch.nn.Module` in
+            evaluation mode (a module with dropout or batch normalisation in
+            training mode raises a :class:`ValueError`).
         h (torch.Tensor): Hidden activations of shape :math:`(n)` or
-            :math:`(B, n)`.
+            :math:`(B, n)`; finite.
         p (float): Dropout probability, :math:`0 < p < 1`.
         exact (bool, optional): Enumerate all masks. (default: :obj:`True`
             if :math:`n \le 16`, else :obj:`False`)
-        num_samples (int, optional): Monte Carlo masks per row when not
-            exact. (default: :obj:`10000`)
-        batch_size (int, optional): Masks per call of :obj:`f`.
+        num_samples (int, optional): Monte Carlo masks per row; only for the
+            Monte Carlo estimate (with :obj:`exact` :obj:`True`, given or by
+            default, passing it raises a :class:`ValueError`).
+            (default: :obj:`10000`)
+        batch_size (int, optional): Masks per row and call of :obj:`f`.
             (default: :obj:`4096`)
-        generator (torch.Generator, optional): Source of the masks.
+        generator (torch.Generator, optional): Source of the masks; only for
+            the Monte Carlo estimate, like :obj:`num_samples`.
             (default: :obj:`None`)
 
     Returns:
@@ -96,22 +106,44 @@ def dropout_diffusion_term(
     if h.dim() not in (1, 2) or h.size(-1) == 0:
         raise ValueError(f"'h' must have shape [n] or [B, n] with n > 0 "
                          f"(got {tuple(h.shape)})")
-    if not isinstance(p, (int, float)) or not 0 < p < 1:
-        raise ValueError(f"'p' must lie in (0, 1) (got {p!r})")
+    check_number('p', p, low=0, high=1, open_low=True)
+    p = float(p)
+    if exact is not None and not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"'exact' must be True, False or None (got "
+                        f"{exact!r})")
     single = h.dim() == 1
     h = h.unsqueeze(0) if single else h
     n = h.size(1)
     if exact is None:
         exact = n <= MAX_EXACT_UNITS
+    exact = bool(exact)
     if exact and n > MAX_EXACT_UNITS:
         raise ValueError(f"Exact enumeration of 2^{n} masks is too costly; "
                          f"use at most {MAX_EXACT_UNITS} units or "
                          f"exact=False")
+    if exact and (num_samples is not None or generator is not None):
+        raise ValueError(f"'num_samples' and 'generator' apply to the Monte "
+                         f"Carlo estimate, but the expectation over the "
+                         f"2^{n} masks is computed exactly; pass "
+                         f"exact=False or drop them")
+    num_samples = 10000 if num_samples is None else num_samples
     check_number('num_samples', num_samples, integer=True, low=2)
     check_number('batch_size', batch_size, integer=True, low=1)
+    check_generator(generator, h.device)
+    check_finite('h', h)
+    for module in (f.modules() if isinstance(f, torch.nn.Module) else ()):
+        if module.training and isinstance(module, _RANDOM_IN_TRAINING):
+            raise ValueError(f"'f' contains {type(module).__name__} in "
+                             f"training mode, so its output is not a "
+                             f"deterministic function of the activations; "
+                             f"call f.eval() first")
 
     with torch.no_grad():
         base = apply_batched(f, h, 'activations', 'n')  # [B, *out]
+    if not base.is_floating_point():
+        raise TypeError(f"'f' must return floating-point values, as it is "
+                        f"differentiated twice (got {base.dtype})")
+    check_finite('f(h)', base)
     if exact:
         expected, stderr = _exact_expectation(f, h, p, batch_size)
     else:
@@ -121,8 +153,16 @@ def dropout_diffusion_term(
     def g(row: Tensor) -> Tensor:
         return f(row.unsqueeze(0)).squeeze(0)
 
-    hess = torch.func.vmap(torch.func.hessian(g))(h)  # [B, *out, n, n]
+    try:
+        hess = torch.func.vmap(torch.func.hessian(g))(h)  # [B, *out, n, n]
+    except RuntimeError as e:
+        raise ValueError(f"The Hessian of 'f' could not be computed with "
+                         f"torch.func; 'f' must be deterministic and built "
+                         f"from differentiable torch operations ({e})") from e
     diag = torch.diagonal(hess, dim1=-2, dim2=-1)  # [B, *out, n]
+    if not bool(torch.isfinite(diag).all()):
+        raise ValueError("The second derivatives of 'f' at 'h' are not "
+                         "finite ('f' is not twice differentiable there)")
     h2 = h.reshape(h.size(0), *([1] * (diag.dim() - 2)), n)**2
     predicted = 0.5 * p / (1 - p) * (diag * h2).sum(-1)
 
@@ -149,6 +189,9 @@ def _exact_expectation(f, h: Tensor, p: float, batch_size: int):
         out = apply_batched(f, z, 'activations', 'n')
         out = out.reshape(h.size(0), chunk.size(0), *out.shape[1:])
         total = total + (out * w.view(1, -1, *([1] * (out.dim() - 2)))).sum(1)
+    if not bool(torch.isfinite(total).all()):
+        raise ValueError("'f' returned NaN or infinite values for some "
+                         "dropout masks; the expectation is undefined")
     return total, torch.zeros_like(total)
 
 
@@ -163,4 +206,4 @@ def _monte_carlo_expectation(f, h: Tensor, p: float, num_samples: int,
         out = apply_batched(f, z, 'activations', 'n')
         return out.reshape(h.size(0), m, *out.shape[1:])
 
-    return monte_carlo_mean(draw, num_samples, batch_size)
+    return monte_carlo_mean(draw, num_samples, batch_size, h.dtype)

@@ -1,4 +1,3 @@
-import math
 from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
@@ -6,6 +5,8 @@ import torch
 from torch import Tensor
 
 from torch_geometric_coin._checks import check_number
+
+from ._gaussian_smoothing import check_finite, check_generator
 
 
 class RandomizedSmoothing(torch.nn.Module):
@@ -35,16 +36,28 @@ class RandomizedSmoothing(torch.nn.Module):
     node, so one run certifies all nodes; the radius then bounds the
     Frobenius norm of a perturbation of the whole feature matrix.
 
+    Inputs :obj:`x` with NaN or infinite entries raise a :class:`ValueError`,
+    and so do NaN scores from the base classifier (for any item and draw):
+    a NaN score has no :math:`\arg\max`, and counting it as a vote for some
+    class could certify that class. Infinite scores are ordered as usual.
+
     Args:
         model (torch.nn.Module or callable): The base classifier; returns
             logits/scores of shape :math:`(B, C)` or labels of shape
             :math:`(B)`. Put it into evaluation mode yourself.
-        num_classes (int): Number of classes :math:`C`.
+        num_classes (int): Number of classes :math:`C \ge 2`.
         sigma (float): Noise level :math:`\sigma > 0`.
         forward_fn (callable, optional): :obj:`forward_fn(model, x_noisy,
             *args)` computes the base predictions of all rows of one noisy
-            copy of :obj:`x`; :obj:`*args` are those passed to
-            :meth:`predict` / :meth:`certify` (e.g. :obj:`edge_index`).
+            copy :obj:`x_noisy` of :obj:`x` (scores :math:`(B, C)` or labels
+            :math:`(B)`); :obj:`*args` are those passed to :meth:`predict` /
+            :meth:`certify` (e.g. :obj:`edge_index`). When those get a
+            :obj:`batch_size`, :obj:`x_noisy` instead stacks up to
+            :obj:`batch_size` noisy copies, shape :math:`(m, B, *)`, and
+            :obj:`forward_fn` must return scores :math:`(m, B, C)` or labels
+            :math:`(m, B)`, one per copy, e.g. :obj:`lambda model, xs, ei:
+            torch.stack([model(x, ei) for x in xs])`, or :obj:`model(xs, ei)`
+            for a model that accepts a leading batch dimension.
             (default: :obj:`None`, row-wise :obj:`model(x_noisy)`)
     """
     ABSTAIN = -1
@@ -56,13 +69,11 @@ class RandomizedSmoothing(torch.nn.Module):
         if not callable(model):
             raise TypeError("'model' must be a module or a callable")
         check_number('num_classes', num_classes, integer=True, low=2)
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)
-                and sigma > 0):
-            raise ValueError(f"'sigma' must be positive (got {sigma!r})")
+        check_number('sigma', sigma, low=0, open_low=True)
         if forward_fn is not None and not callable(forward_fn):
             raise TypeError("'forward_fn' must be a callable")
         self.model = model
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.sigma = float(sigma)
         self.forward_fn = forward_fn
 
@@ -77,7 +88,7 @@ class RandomizedSmoothing(torch.nn.Module):
 
     @torch.no_grad()
     def predict(self, x: Tensor, *args: Any, n: int = 100,
-                alpha: float = 0.001, batch_size: int = 100,
+                alpha: float = 0.001, batch_size: Optional[int] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Cohen et al.'s PREDICT: draws :obj:`n` noisy copies, counts the
         two most frequent classes :math:`n_A \ge n_B`, and returns the top
@@ -87,20 +98,25 @@ class RandomizedSmoothing(torch.nn.Module):
 
         Args:
             x (torch.Tensor): Inputs, one item per row, shape :math:`(B, *)`
-                (node features :math:`(N, F)` with :obj:`forward_fn`).
+                (node features :math:`(N, F)` with :obj:`forward_fn`); finite.
             *args: Passed on to :obj:`forward_fn`.
             n (int, optional): Number of noise draws. (default: :obj:`100`)
             alpha (float, optional): Probability of returning a class other
                 than :math:`g(\mathbf{x})`. (default: :obj:`0.001`)
-            batch_size (int, optional): Draws per model call in row-wise
-                mode (the model sees :math:`B \cdot` :obj:`batch_size`
-                rows); ignored with :obj:`forward_fn`. (default: :obj:`100`)
-            generator (torch.Generator, optional): Source of the noise.
+            batch_size (int, optional): Noise draws per call of the model
+                (row-wise, the model sees :math:`B \cdot` :obj:`batch_size`
+                rows) or of :obj:`forward_fn` (which then receives stacked
+                copies, see :class:`RandomizedSmoothing`).
+                (default: :obj:`100` row-wise; one unstacked copy per call
+                with :obj:`forward_fn`)
+            generator (torch.Generator, optional): Source of the noise, on
+                the device of :obj:`x`.
 
         Returns:
             torch.Tensor: Predicted classes of shape :math:`(B)`, :obj:`-1`
             where abstaining.
         """
+        check_number('n', n, integer=True, low=1)
         _check_alpha(alpha)
         counts = self.sample_counts(x, *args, num=n, batch_size=batch_size,
                                     generator=generator).cpu().numpy()
@@ -113,7 +129,7 @@ class RandomizedSmoothing(torch.nn.Module):
 
     @torch.no_grad()
     def certify(self, x: Tensor, *args: Any, n0: int = 100, n: int = 1000,
-                alpha: float = 0.001, batch_size: int = 100,
+                alpha: float = 0.001, batch_size: Optional[int] = None,
                 generator: Optional[torch.Generator] = None
                 ) -> Tuple[Tensor, Tensor]:
         r"""Cohen et al.'s CERTIFY: guesses the top class :math:`\hat{c}_A`
@@ -134,7 +150,6 @@ class RandomizedSmoothing(torch.nn.Module):
             alpha (float, optional): Failure probability.
                 (default: :obj:`0.001`)
             batch_size (int, optional): As in :meth:`predict`.
-                (default: :obj:`100`)
             generator (torch.Generator, optional): Source of the noise.
 
         Returns:
@@ -144,6 +159,8 @@ class RandomizedSmoothing(torch.nn.Module):
         """
         from scipy.stats import norm
 
+        check_number('n0', n0, integer=True, low=1)
+        check_number('n', n, integer=True, low=1)
         _check_alpha(alpha)
         counts0 = self.sample_counts(x, *args, num=n0, batch_size=batch_size,
                                      generator=generator)
@@ -161,10 +178,17 @@ class RandomizedSmoothing(torch.nn.Module):
 
     @torch.no_grad()
     def sample_counts(self, x: Tensor, *args: Any, num: int,
-                      batch_size: int = 100,
+                      batch_size: Optional[int] = None,
                       generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Counts the base classifier's predictions under :obj:`num` noise
-        draws.
+        draws, :obj:`batch_size` at a time.
+
+        Args:
+            x (torch.Tensor): Inputs, as in :meth:`predict`.
+            *args: Passed on to :obj:`forward_fn`.
+            num (int): Number of noise draws.
+            batch_size (int, optional): As in :meth:`predict`.
+            generator (torch.Generator, optional): Source of the noise.
 
         Returns:
             torch.Tensor: Counts of shape :math:`(B, C)`.
@@ -172,57 +196,101 @@ class RandomizedSmoothing(torch.nn.Module):
         if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 1:
             raise TypeError("'x' must be a floating-point tensor with one "
                             "item per row")
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"The number of draws must be a positive "
-                             f"integer (got {num!r})")
+        check_number('num', num, integer=True, low=1)
+        stacked = self.forward_fn is None or batch_size is not None
+        if batch_size is None:
+            batch_size = 100
         check_number('batch_size', batch_size, integer=True, low=1)
+        check_generator(generator, x.device)
         if self.forward_fn is None and args:
             raise TypeError("Extra arguments need 'forward_fn' to say how "
                             "the model uses them")
+        check_finite('x', x)
         num_items = x.size(0)
         counts = torch.zeros(num_items, self.num_classes, dtype=torch.long,
                              device=x.device)
+        nan = torch.zeros((), dtype=torch.bool, device=x.device)
         done = 0
         while done < num:
-            m = 1 if self.forward_fn is not None else min(
-                batch_size, num - done)
+            m = min(batch_size, num - done) if stacked else 1
             noise = torch.randn((m, ) + tuple(x.shape), dtype=x.dtype,
                                 device=x.device, generator=generator)
+            noisy = x.unsqueeze(0) + self.sigma * noise
             if self.forward_fn is None:
-                noisy = (x.unsqueeze(0) + self.sigma * noise).reshape(
-                    m * num_items, *x.shape[1:])
-                out = self.model(noisy)
+                out = self.model(noisy.reshape(m * num_items, *x.shape[1:]))
+                lead = (m * num_items, )
+            elif stacked:
+                out = self.forward_fn(self.model, noisy, *args)
+                lead = (m, num_items)
             else:
-                out = self.forward_fn(self.model, x + self.sigma * noise[0],
-                                      *args)
-            labels = self._labels(out, m * num_items).view(m, num_items)
+                out = self.forward_fn(self.model, noisy[0], *args)
+                lead = (num_items, )
+            labels, is_nan = self._labels(out, lead, stacked)
+            if is_nan is not None:
+                nan = nan | is_nan
             counts += torch.nn.functional.one_hot(
-                labels, self.num_classes).sum(0)
+                labels.reshape(m, num_items), self.num_classes).sum(0)
             done += m
+        if bool(nan):
+            raise ValueError("The base classifier returned NaN scores; a NaN "
+                             "score has no class, so nothing can be "
+                             "certified. Check the model (NaN parameters, "
+                             "0/0 in a normalisation) or return labels")
         return counts
 
-    def _labels(self, out: Tensor, num_rows: int) -> Tensor:
-        if not torch.is_tensor(out) or out.size(0) != num_rows:
-            raise ValueError(f"The base classifier must return one "
-                             f"prediction per row ({num_rows}), got "
-                             f"{getattr(out, 'shape', type(out))}")
-        if out.is_floating_point():
-            if out.dim() != 2 or out.size(1) != self.num_classes:
-                raise ValueError(f"Scores must have shape [{num_rows}, "
-                                 f"{self.num_classes}] (got "
-                                 f"{tuple(out.shape)})")
-            return out.argmax(dim=1)
-        if out.dim() != 1:
-            raise ValueError(f"Labels must have shape [{num_rows}] "
-                             f"(got {tuple(out.shape)})")
+    def _labels(self, out: Tensor, lead: Tuple[int, ...],
+                stacked: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        r"""Checks the base classifier's output against the expected leading
+        shape :obj:`lead` and returns its labels and, for scores, whether any
+        score is NaN (a tensor, so that no synchronisation is needed)."""
+        shape = getattr(out, 'shape', type(out).__name__)
+        scores = torch.is_tensor(out) and out.is_floating_point()
+        labels = torch.is_tensor(out) and (
+            out.dtype == torch.bool or not (out.is_floating_point()
+                                            or out.is_complex()))
+        want = list(lead) + ([self.num_classes] if scores else [])
+        if not (scores or labels) or list(out.shape) != want:
+            who = ("'forward_fn'" if self.forward_fn is not None else
+                   'The base classifier')
+            hint = (" ('forward_fn' gets the copies stacked as x_noisy of "
+                    "shape [m, B, *] when 'batch_size' is given; omit "
+                    "'batch_size' to pass one copy per call)"
+                    if self.forward_fn is not None and stacked else '')
+            lead_s = ', '.join(str(s) for s in lead)
+            got = f'{shape}, {out.dtype}' if scores or labels else shape
+            raise ValueError(f"{who} must return one prediction per row: "
+                             f"float scores of shape [{lead_s}, "
+                             f"{self.num_classes}] or integer labels of "
+                             f"shape [{lead_s}] (got {got}){hint}")
+        if scores:
+            return out.argmax(dim=-1).reshape(-1), torch.isnan(out).any()
+        out = out.reshape(-1).long()
         if out.numel() and (out.min() < 0 or out.max() >= self.num_classes):
             raise ValueError(f"Labels must lie in [0, {self.num_classes})")
-        return out.long()
+        return out, None
 
     def __repr__(self) -> str:
         name = getattr(self.model, '__class__', type(self.model)).__name__
         return (f'{self.__class__.__name__}({name}, '
                 f'num_classes={self.num_classes}, sigma={self.sigma})')
+
+
+def _integer_array(name: str, value) -> np.ndarray:
+    r"""Counts as an :obj:`int64` array; raises unless every entry is a
+    non-negative integer (booleans do not count)."""
+    if torch.is_tensor(value):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in 'iuf':
+        raise TypeError(f"'{name}' must be integer counts (got "
+                        f"{arr.dtype} values)")
+    if arr.dtype.kind == 'f':
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"'{name}' must be integer counts (got "
+                             f"{value!r})")
+    if np.any(arr < 0):
+        raise ValueError(f"'{name}' must be non-negative (got {value!r})")
+    return arr.astype(np.int64)
 
 
 def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
@@ -232,16 +300,19 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
     \alpha` for :math:`k \sim \mathrm{Bin}(n, p)`.
 
     Args:
-        successes (array-like): Counts :math:`k`.
-        trials (int): Number of trials :math:`n`.
-        alpha (float): Failure probability.
+        successes (array-like): Counts :math:`k`, integers in
+            :math:`[0, n]`.
+        trials (int): Number of trials :math:`n \ge 0`.
+        alpha (float): Failure probability, in :math:`(0, 1)`.
     """
     from scipy.stats import beta
 
+    check_number('trials', trials, integer=True, low=0)
     _check_alpha(alpha)
-    k = np.asarray(successes, dtype=np.float64)
-    if np.any(k < 0) or np.any(k > trials):
-        raise ValueError(f"Counts must lie in [0, {trials}]")
+    k = _integer_array('successes', successes)
+    if np.any(k > trials):
+        raise ValueError(f"'successes' must lie in [0, {trials}] (got "
+                         f"{successes!r})")
     with np.errstate(invalid='ignore'):
         bound = beta.ppf(alpha, k, trials - k + 1)
     return np.where(k == 0, 0.0, bound)
@@ -250,15 +321,27 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
 def binomial_test_half(successes, trials) -> np.ndarray:
     r"""Two-sided p-value of the exact binomial test of :math:`k` successes in
     :math:`n` trials against :math:`p = 1/2`, vectorised (what
-    :func:`scipy.stats.binomtest` returns); :obj:`1` for :math:`n = 0`."""
+    :func:`scipy.stats.binomtest` returns); :obj:`1` for :math:`n = 0`.
+
+    Args:
+        successes (array-like): Counts :math:`k`, integers in :math:`[0, n]`.
+        trials (array-like): Numbers of trials :math:`n`, integers,
+            broadcastable against :obj:`successes`.
+    """
     from scipy.stats import binom
 
-    k = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(trials, dtype=np.float64)
+    k = _integer_array('successes', successes)
+    n = _integer_array('trials', trials)
+    try:
+        k, n = np.broadcast_arrays(k, n)
+    except ValueError:
+        raise ValueError(f"'successes' and 'trials' must have broadcastable "
+                         f"shapes (got {k.shape} and {n.shape})") from None
+    if np.any(k > n):
+        raise ValueError("'successes' must not exceed 'trials'")
     tail = binom.cdf(np.minimum(k, n - k), n, 0.5)
     return np.where(n == 0, 1.0, np.minimum(1.0, 2 * tail))
 
 
 def _check_alpha(alpha: float):
-    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"'alpha' must lie in (0, 1) (got {alpha!r})")
+    check_number('alpha', alpha, low=0, high=1, open_low=True)

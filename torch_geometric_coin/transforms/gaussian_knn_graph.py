@@ -1,16 +1,19 @@
 import inspect
 from typing import Any
 
+import torch
 from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_coin.utils import gaussian_knn_graph
-from torch_geometric_coin._checks import check_number
+from torch_geometric_coin.utils._gaussian_knn_graph import _check_options
 
 # The arguments of `gaussian_knn_graph` that `**kwargs` may set:
-_OPTIONS = tuple(name for name in inspect.signature(gaussian_knn_graph)
-                 .parameters if name not in ('x', 'k', 'bandwidth_k', 'batch'))
+_DEFAULTS = {name: p.default for name, p in
+             inspect.signature(gaussian_knn_graph).parameters.items()
+             if name not in ('x', 'k', 'bandwidth_k', 'batch')}
+_OPTIONS = tuple(_DEFAULTS)
 
 
 @functional_transform('gaussian_knn_graph')
@@ -19,7 +22,9 @@ class GaussianKNNGraph(BaseTransform):
     node features :obj:`data.x` (or positions :obj:`data.pos`), as computed by
     :func:`torch_geometric_coin.utils.gaussian_knn_graph` (functional name:
     :obj:`gaussian_knn_graph`). Sets :obj:`data.edge_index` and
-    :obj:`data.edge_weight`; a :obj:`data.batch` vector keeps graphs apart.
+    :obj:`data.edge_weight`, and removes :obj:`data.edge_attr` (which
+    belonged to the replaced edges); a :obj:`data.batch` vector keeps graphs
+    apart. All arguments are checked when the transform is created.
 
     The result feeds
     :class:`~torch_geometric_coin.nn.CoinDiffusionConv` with
@@ -44,16 +49,15 @@ class GaussianKNNGraph(BaseTransform):
         attr: str = 'x',
         **kwargs: Any,
     ) -> None:
-        check_number('k', k, integer=True, low=1)
-        check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
         if attr not in ('x', 'pos'):
             raise ValueError(f"'attr' must be 'x' or 'pos' (got {attr!r})")
         unknown = sorted(set(kwargs) - set(_OPTIONS))
         if unknown:
             raise TypeError(f"'{unknown[0]}' is not an argument of "
                             f"'gaussian_knn_graph' (choose from {_OPTIONS})")
-        self.k = k
-        self.bandwidth_k = bandwidth_k
+        _check_options(k, bandwidth_k, **{**_DEFAULTS, **kwargs})
+        self.k = int(k)
+        self.bandwidth_k = int(bandwidth_k)
         self.attr = attr
         self.kwargs = kwargs
 
@@ -62,9 +66,19 @@ class GaussianKNNGraph(BaseTransform):
         if x is None:
             raise ValueError(f"'{self.__class__.__name__}' needs "
                              f"'data.{self.attr}'")
+        # Errors name the attribute of the data (not the argument 'x'):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"'data.{self.attr}' must be a floating point "
+                            f"tensor (got {got})")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"'data.{self.attr}' contains NaN or infinite "
+                             f"values")
         data.edge_index, data.edge_weight = gaussian_knn_graph(
             x, self.k, self.bandwidth_k, batch=getattr(data, 'batch', None),
             **self.kwargs)
+        if 'edge_attr' in data:
+            data.edge_attr = None
         return data
 
     def __repr__(self) -> str:

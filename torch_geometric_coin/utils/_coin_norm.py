@@ -84,6 +84,20 @@ def coin_norm(
         raise ValueError(f"Unknown 'normalization' {normalization!r}: "
                          f"expected one of {NORMALIZATIONS}")
     num_nodes = maybe_num_nodes(edge_index, num_nodes)
+    keep = (edge_index[0] != edge_index[1]).nonzero().view(-1)
+    return _coin_norm(edge_index, edge_weight, num_nodes, normalization,
+                      add_self_loops, sigma2, dtype, keep)
+
+
+def _coin_norm(edge_index: Tensor, edge_weight: Optional[Tensor],
+               num_nodes: int, normalization: Optional[str],
+               add_self_loops: bool, sigma2: Union[float, Tensor, None],
+               dtype: Optional[torch.dtype], keep: Tensor,
+               ) -> Tuple[Tensor, Tensor]:
+    r""":func:`coin_norm` given :obj:`keep`, the positions of the edges that
+    are not self-loops. With :obj:`keep` computed once for a fixed graph,
+    the output shapes do not depend on the data (as :obj:`torch.compile`
+    needs for new, learned, :obj:`edge_weight` on that graph)."""
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), device=edge_index.device,
                                  dtype=dtype or torch.get_default_dtype())
@@ -109,14 +123,15 @@ def coin_norm(
                 diag = scatter(adj, dst, 0, dim_size=num_nodes, reduce='sum')
 
     # The input's self-loops move from A to the diagonal of L.
-    is_loop = src == dst
-    diag = diag - scatter(adj[is_loop], dst[is_loop], 0, dim_size=num_nodes,
+    is_loop = (src == dst).to(adj.dtype)
+    diag = diag - scatter(adj * is_loop, dst, 0, dim_size=num_nodes,
                           reduce='sum')
     loop_index = torch.arange(num_nodes, device=edge_index.device)
     edge_index = torch.cat([
-        edge_index[:, ~is_loop],
+        edge_index.index_select(1, keep),
         torch.stack([loop_index, loop_index]),
     ], dim=1)
+    adj = adj.index_select(0, keep)
     if sigma2 is None:
-        return edge_index, torch.cat([-adj[~is_loop], diag])
-    return edge_index, torch.cat([sigma2 * adj[~is_loop], 1 - sigma2 * diag])
+        return edge_index, torch.cat([-adj, diag])
+    return edge_index, torch.cat([sigma2 * adj, 1 - sigma2 * diag])

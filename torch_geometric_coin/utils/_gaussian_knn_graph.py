@@ -5,8 +5,10 @@ from torch import Tensor
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import coalesce
 
-from torch_geometric_coin._checks import check_number
-from torch_geometric_coin.utils._knn_search import knn_search
+from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin.utils._knn_search import _check_options as \
+    check_search_options
+from torch_geometric_coin.utils._knn_search import _search
 
 KERNELS = ('gaussian', 'self_tuning')
 
@@ -22,7 +24,7 @@ def gaussian_knn_graph(
     metric: str = 'euclidean',
     kernel: str = 'gaussian',
     chunk_size: Optional[int] = None,
-    max_memory: int = 256 * 2**20,
+    max_memory: Optional[int] = None,
     backend: str = 'exact',
     num_workers: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
@@ -63,11 +65,16 @@ def gaussian_knn_graph(
 
     The neighbours come from the exact search
     :func:`~torch_geometric_coin.utils.knn_search`, which never needs
-    :math:`O(N^2)` memory.
+    :math:`O(N^2)` memory. The weights depend on ratios of distances only,
+    and are computed from the points scaled by a power of two, so any finite
+    features give the weights of an exact computation to the precision of
+    the dtype, however large or small their magnitude (features of half
+    precision are computed in float32).
 
     Args:
         x (torch.Tensor): Node features :math:`\mathbf{X} \in
-            \mathbb{R}^{N \times F}` (float32 or float64, CPU or CUDA).
+            \mathbb{R}^{N \times F}` (floating point and finite, CPU or
+            CUDA).
         k (int): The number of neighbours of each node, :obj:`k >= 1`, and
             smaller than the number of nodes of each graph.
         bandwidth_k (int): The neighbour whose distance is the bandwidth
@@ -89,15 +96,18 @@ def gaussian_knn_graph(
         kernel (str, optional): :obj:`"gaussian"` or :obj:`"self_tuning"`.
             (default: :obj:`"gaussian"`)
         chunk_size (int, optional): The number of query nodes scored at once
-            by :func:`~torch_geometric_coin.utils.knn_search`.
+            by :func:`~torch_geometric_coin.utils.knn_search`
+            (:obj:`backend="exact"` only, as :obj:`max_memory` and
+            :obj:`num_workers`).
             (default: :obj:`None`, chosen from :obj:`max_memory`)
         max_memory (int, optional): Memory budget in bytes of the search's
-            temporary score matrices. (default: :obj:`256 MiB`)
+            temporary score matrices. (default: :obj:`None`, 256 MiB)
         backend (str, optional): The search's candidate generator,
             :obj:`"exact"`, :obj:`"faiss"` or :obj:`"pyg_lib"`.
             (default: :obj:`"exact"`)
         num_workers (int, optional): CPU threads searching query chunks in
-            parallel. (default: :obj:`None`, :meth:`torch.get_num_threads`)
+            parallel (on other devices only :obj:`None` or :obj:`1`).
+            (default: :obj:`None`, :meth:`torch.get_num_threads`)
 
     Returns:
         (torch.Tensor, torch.Tensor): :obj:`edge_index` of shape
@@ -111,31 +121,31 @@ def gaussian_knn_graph(
         >>> conv = CoinDiffusionConv(K=10, normalization=None)
         >>> out = conv(x, edge_index, edge_weight)
     """
-    check_number('k', k, integer=True, low=1)
-    check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
-    if bandwidth_k > k:
-        raise ValueError(f"'bandwidth_k' must lie in [1, k={k}] "
-                         f"(got {bandwidth_k})")
-    if kernel not in KERNELS:
-        raise ValueError(f"'kernel' must be one of {KERNELS} (got {kernel!r})")
+    _check_options(k, bandwidth_k, loop, normalize, symmetrize, metric,
+                   kernel, chunk_size, max_memory, backend, num_workers)
+    k, bandwidth_k = int(k), int(bandwidth_k)
 
-    dist, col = knn_search(x, k, batch, metric=metric, chunk_size=chunk_size,
-                           max_memory=max_memory, backend=backend,
-                           num_workers=num_workers)  # [N, k], ascending.
+    # The distances of the points scaled by a power of two, which the weights
+    # do not depend on (in float32 or float64), [N, k], ascending:
+    dist, col, _ = _search(x, k, batch, None, None, metric, chunk_size,
+                           max_memory, backend, num_workers)
+    if metric == 'cosine':
+        dist = dist * dist / 2  # 1 - cos from the distances of unit rows.
     N, device = dist.size(0), dist.device
     row = torch.arange(N, device=device).view(-1, 1).expand(-1, k)
 
-    s = dist[:, bandwidth_k - 1]
-    num = dist * dist
-    if kernel == 'gaussian':
-        den = (s * s).view(-1, 1).expand(-1, k)
-    else:
-        den = s.view(-1, 1) * s[col]
-    ratio = num / den
-    # Limit s -> 0+ for duplicate points: exp(-0/0) := 1, exp(-c/0) := 0.
-    limit = torch.where(num > 0, torch.full_like(ratio, float('inf')),
+    s = dist[:, bandwidth_k - 1]  # The bandwidths.
+    s_j = s.view(-1, 1) if kernel == 'gaussian' else s[col]
+    # d^2 / (s_i s_j) as (d / s_i) (d / s_j), which neither underflows nor
+    # overflows. The limit s -> 0+ for duplicate points: exp(-0/0) := 1,
+    # exp(-c/0) := 0 (with safe denominators, so gradients stay finite too).
+    positive = (s.view(-1, 1) > 0) & (s_j > 0)
+    one = torch.ones_like(dist)
+    ratio = (dist / torch.where(positive, s.view(-1, 1), one)
+             * (dist / torch.where(positive, s_j, one)))
+    limit = torch.where(dist > 0, torch.full_like(ratio, float('inf')),
                         torch.zeros_like(ratio))
-    ratio = torch.where(den > 0, ratio, limit)
+    ratio = torch.where(positive, ratio, limit)
     weight = torch.exp(-ratio).view(-1)
     row, col = row.reshape(-1), col.reshape(-1)
 
@@ -155,4 +165,22 @@ def gaussian_knn_graph(
 
     edge_index, weight = coalesce(torch.stack([col, row]), weight, N,
                                   reduce='sum')
-    return edge_index, weight
+    return edge_index, weight.to(x.dtype)
+
+
+def _check_options(k, bandwidth_k, loop, normalize, symmetrize, metric,
+                   kernel, chunk_size, max_memory, backend, num_workers):
+    r"""Checks the arguments of :func:`gaussian_knn_graph` that are not
+    tensors."""
+    check_number('k', k, integer=True, low=1)
+    check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
+    if bandwidth_k > k:
+        raise ValueError(f"'bandwidth_k' must lie in [1, k={k}] "
+                         f"(got {bandwidth_k})")
+    if kernel not in KERNELS:
+        raise ValueError(f"'kernel' must be one of {KERNELS} (got {kernel!r})")
+    for name, value in (('loop', loop), ('normalize', normalize),
+                        ('symmetrize', symmetrize)):
+        check_bool(name, value)
+    check_search_options(k, metric, chunk_size, max_memory, backend,
+                         num_workers)

@@ -1,3 +1,4 @@
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
@@ -8,6 +9,7 @@ from torch_geometric_coin._checks import check_number
 
 METRICS = ('euclidean', 'cosine')
 BACKENDS = ('exact', 'faiss', 'pyg_lib')
+MAX_MEMORY = 256 * 2**20  # The default memory budget in bytes.
 
 # Columns of the score matrix processed at once inside a query chunk, and the
 # group size of the block-minimum pre-selection that makes top-k cheap:
@@ -24,7 +26,7 @@ def knn_search(
     batch_y: Optional[Tensor] = None,
     metric: str = 'euclidean',
     chunk_size: Optional[int] = None,
-    max_memory: int = 256 * 2**20,
+    max_memory: Optional[int] = None,
     backend: str = 'exact',
     num_workers: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
@@ -51,10 +53,15 @@ def knn_search(
     recomputed exactly from the differences :math:`\mathbf{y}_i -
     \mathbf{x}_j`, and queries whose result is not certified by a
     rounding-error bound are recomputed by exhaustive exact search.
+    The points are first scaled by a power of two (exactly), so that any
+    finite features give correct distances, however large or small their
+    magnitude: a :class:`FloatingPointError` is raised only if a returned
+    distance itself exceeds the range of the dtype of :obj:`x`.
 
     Args:
         x (torch.Tensor): The points searched, :math:`\mathbf{X} \in
-            \mathbb{R}^{N \times F}` (floating point, CPU or CUDA).
+            \mathbb{R}^{N \times F}` (floating point, finite, CPU or
+            CUDA; a vector counts as :obj:`F = 1`).
         k (int): The number of neighbours, :obj:`k >= 1`: smaller than the
             number of points of each graph of :obj:`x` without :obj:`y`,
             at most that number with :obj:`y`.
@@ -70,11 +77,12 @@ def knn_search(
             together with :obj:`batch`. (default: :obj:`None`)
         metric (str, optional): :obj:`"euclidean"` or :obj:`"cosine"`.
             (default: :obj:`"euclidean"`)
-        chunk_size (int, optional): The number of queries scored at once.
-            If :obj:`None`, it is chosen from :obj:`max_memory`.
-            (default: :obj:`None`)
+        chunk_size (int, optional): The number of queries scored at once
+            (:obj:`backend="exact"` only). If :obj:`None`, it is chosen from
+            :obj:`max_memory`. (default: :obj:`None`)
         max_memory (int, optional): Approximate memory budget in bytes of the
-            temporary score matrices. (default: :obj:`256 MiB`)
+            temporary score matrices (:obj:`backend="exact"` only). If
+            :obj:`None`, 256 MiB. (default: :obj:`None`)
         backend (str, optional): :obj:`"exact"`, or :obj:`"faiss"` /
             :obj:`"pyg_lib"` to generate the candidates with these libraries
             when installed (their candidates are re-ranked by exact distances,
@@ -85,8 +93,9 @@ def knn_search(
             PyTorch operations (PyTorch's intra-op thread count is set to 1
             for the duration of the search and restored afterwards); this is
             much faster than fine-grained parallelism when the cores are
-            shared. If :obj:`None`, uses :meth:`torch.get_num_threads`.
-            (default: :obj:`None`)
+            shared (:obj:`backend="exact"` only; on other devices only
+            :obj:`None` or :obj:`1`). If :obj:`None`, uses
+            :meth:`torch.get_num_threads`. (default: :obj:`None`)
 
     Returns:
         (torch.Tensor, torch.Tensor): The distances, in the dtype of
@@ -99,18 +108,64 @@ def knn_search(
         >>> dist, index = knn_search(x, 5, y=y)  # 5 nearest rows of x
         >>> dist, index = knn_search(x, 5)  # 5 nearest other rows of x
     """
+    d, idx, exponent = _search(x, k, batch, y, batch_y, metric, chunk_size,
+                               max_memory, backend, num_workers)
+    if metric == 'cosine':
+        dist = d * d / 2  # 1 - cos(a, b) = |a - b|^2 / 2 for unit vectors.
+    else:
+        dist = _times_pow2(d, exponent)
+    out = dist.to(x.dtype)
+    if not bool(torch.isfinite(out).all()):
+        of = "'x'" if y is None else "'x' and 'y'"
+        raise FloatingPointError(
+            f"The distances between the points of {of} exceed the range of "
+            f"{x.dtype}; scale the features down or pass them in float64")
+    return out, idx
+
+
+def _search(
+    x: Tensor,
+    k: int,
+    batch: Optional[Tensor],
+    y: Optional[Tensor],
+    batch_y: Optional[Tensor],
+    metric: str,
+    chunk_size: Optional[int],
+    max_memory: Optional[int],
+    backend: str,
+    num_workers: Optional[int],
+) -> Tuple[Tensor, Tensor, int]:
+    r"""The search of :func:`knn_search` (same arguments), returning the
+    Euclidean distances of the points scaled by :math:`2^{-e}` (in float32
+    or float64), the indices, and the exponent :math:`e` (:obj:`0` for the
+    cosine metric, whose distances are those of the unit rows).
+
+    Scaling by a power of two is exact and makes the largest magnitude of
+    :obj:`x` and :obj:`y` lie in :math:`[1/2, 1)`, so that neither the
+    squares of large features overflow nor those of tiny ones underflow."""
     x, batch, y, batch_y = _check_input(x, k, batch, y, batch_y, metric,
                                         chunk_size, max_memory, backend,
                                         num_workers)
+    k = int(k)
+    max_memory = MAX_MEMORY if max_memory is None else int(max_memory)
+    chunk_size = None if chunk_size is None else int(chunk_size)
+    num_workers = None if num_workers is None else int(num_workers)
     self_search = y is None
-    if metric == 'cosine':
-        x = _unit_rows(x, 'x')
-        y = None if self_search else _unit_rows(y, 'y')
-
-    orig_dtype = x.dtype
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
         y = None if self_search else y.float()
+
+    exponent = 0
+    if metric == 'cosine':
+        x = _unit_rows(x, 'x')
+        y = None if self_search else _unit_rows(y, 'y')
+    else:
+        top = x.abs().max()
+        if not self_search:
+            top = torch.maximum(top, y.abs().max())
+        exponent = math.frexp(float(top.detach()))[1]
+        x = _times_pow2(x, -exponent)
+        y = None if self_search else _times_pow2(y, -exponent)
 
     perm_x, x, batch = _sort_by_graph(x, batch)
     if self_search:
@@ -120,22 +175,30 @@ def knn_search(
     ptr_x, ptr_y = _graph_ptr(x, y, batch, batch_y)
 
     if backend == 'exact':
-        d2, idx = _exact_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
-                             self_search, chunk_size, max_memory,
-                             num_workers)
+        d, idx = _exact_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
+                            self_search, chunk_size, max_memory,
+                            num_workers)
     else:
-        d2, idx = _library_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
-                               self_search, backend)
+        d, idx = _library_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
+                              self_search, backend)
 
     if perm_x is not None:
         idx = perm_x[idx]
     if perm_y is not None:  # Back to the order of the queries:
-        out_d2, out_idx = torch.empty_like(d2), torch.empty_like(idx)
-        out_d2[perm_y], out_idx[perm_y] = d2, idx
-        d2, idx = out_d2, out_idx
+        out_d, out_idx = torch.empty_like(d), torch.empty_like(idx)
+        out_d[perm_y], out_idx[perm_y] = d, idx
+        d, idx = out_d, out_idx
+    return d, idx, exponent
 
-    dist = d2 / 2 if metric == 'cosine' else d2.sqrt()
-    return dist.to(orig_dtype), idx
+
+def _times_pow2(t: Tensor, exponent: int) -> Tensor:
+    r"""Returns :obj:`t * 2**exponent`, exactly unless the result leaves the
+    normal range of the dtype (in two steps, as :obj:`2**exponent` itself
+    may not be representable)."""
+    if exponent == 0:
+        return t
+    half = exponent // 2
+    return t * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
 
 
 def _check_points(t, name: str) -> Tensor:
@@ -176,9 +239,8 @@ def _check_batch(batch, t: Tensor, name: str, of: str) -> Optional[Tensor]:
     return batch
 
 
-def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
-                 backend, num_workers):
-    x = _check_points(x, 'x')
+def _check_options(k, metric, chunk_size, max_memory, backend, num_workers):
+    r"""Checks the arguments of :func:`knn_search` that are not tensors."""
     check_number('k', k, integer=True, low=1)
     if metric not in METRICS:
         raise ValueError(f"'metric' must be one of {METRICS} (got {metric!r})")
@@ -186,10 +248,28 @@ def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
         raise ValueError(f"'backend' must be one of {BACKENDS} "
                          f"(got {backend!r})")
     for name, value in (('chunk_size', chunk_size),
+                        ('max_memory', max_memory),
                         ('num_workers', num_workers)):
         if value is not None:
             check_number(name, value, integer=True, low=1)
-    check_number('max_memory', max_memory, integer=True, low=1)
+    if backend != 'exact':  # The libraries search all queries at once:
+        for name, value in (('chunk_size', chunk_size),
+                            ('max_memory', max_memory),
+                            ('num_workers', num_workers)):
+            if value is not None:
+                raise ValueError(f"'{name}' applies to backend='exact' only "
+                                 f"(got {name}={value!r} with "
+                                 f"backend={backend!r}); leave it None")
+
+
+def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
+                 backend, num_workers):
+    x = _check_points(x, 'x')
+    _check_options(k, metric, chunk_size, max_memory, backend, num_workers)
+    if x.device.type != 'cpu' and num_workers not in (None, 1):
+        raise ValueError(f"'num_workers' applies to CPU searches only (got "
+                         f"{num_workers} for 'x' on {x.device}); leave it "
+                         f"None")
 
     if y is None:
         if batch_y is not None:
@@ -208,12 +288,23 @@ def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
     batch = _check_batch(batch, x, 'batch', 'x')
     if y is not None:
         batch_y = _check_batch(batch_y, y, 'batch_y', 'y')
-    _check_sizes(k, x, batch, y, batch_y)
+    names = None  # The graph ids of the user, if renumbered.
+    if batch is not None:
+        num = batch.numel() + (0 if batch_y is None else batch_y.numel())
+        top = int(batch.max()) if batch_y is None else \
+            max(int(batch.max()), int(batch_y.max()))
+        if top >= num:  # Sparse graph ids: numbered 0, 1, ... instead.
+            ids = batch if batch_y is None else torch.cat([batch, batch_y])
+            names, ids = torch.unique(ids, return_inverse=True)
+            batch, batch_y = ids[:batch.numel()], (
+                None if batch_y is None else ids[batch.numel():])
+    _check_sizes(k, x, batch, y, batch_y, names)
     return x, batch, y, batch_y
 
 
 def _check_sizes(k: int, x: Tensor, batch: Optional[Tensor],
-                 y: Optional[Tensor], batch_y: Optional[Tensor]):
+                 y: Optional[Tensor], batch_y: Optional[Tensor],
+                 names: Optional[Tensor] = None):
     r"""Checks that the graph of every query has enough points in :obj:`x`
     (the query itself excluded without :obj:`y`)."""
     excluded = int(y is None)
@@ -230,6 +321,7 @@ def _check_sizes(k: int, x: Tensor, batch: Optional[Tensor],
     if small.numel() == 0:
         return
     g, n = int(small[0]), int(count[small[0]])
+    g = g if names is None else int(names[g])
     if y is None and batch is None:
         raise ValueError(f"'k' must be smaller than the number of nodes "
                          f"(got k={k} for {n} nodes)")
@@ -246,11 +338,12 @@ def _check_sizes(k: int, x: Tensor, batch: Optional[Tensor],
 
 
 def _unit_rows(t: Tensor, name: str) -> Tensor:
-    norm = t.norm(dim=1, keepdim=True)
-    if bool((norm == 0).any()):
+    top = t.abs().amax(dim=1, keepdim=True)
+    if bool((top == 0).any()):
         raise ValueError(f"The cosine metric is undefined for all-zero "
                          f"feature vectors (found in '{name}')")
-    return t / norm
+    t = t / top  # The norm of large rows would overflow, of tiny underflow.
+    return t / t.norm(dim=1, keepdim=True)
 
 
 def _sort_by_graph(
@@ -314,7 +407,7 @@ def _exact_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
                                     num_workers)
         chunk_size = max(1, min(rows_max, chunk_size))
 
-    out_d2 = x.new_empty(y.size(0), k)
+    out_d = x.new_empty(y.size(0), k)
     out_idx = torch.empty(y.size(0), k, dtype=torch.long, device=device)
     rel_tol = (2 * F + 16) * torch.finfo(dtype).eps
     inf = float('inf')
@@ -350,23 +443,24 @@ def _exact_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
                 vs, ids, width = [v], [i.gather(1, j)], v.size(1)
         best_v, best_i = vs[0], ids[0]
 
-        # Exact squared distances of the candidates (on the input data):
+        # Exact distances of the candidates (on the input data):
         valid = best_v < inf
-        d2 = _exact_sq_dist(yg[a:b], xg, best_i).masked_fill(~valid, inf)
-        d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        d = _exact_dist(yg[a:b], xg, best_i).masked_fill(~valid, inf)
+        d, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
         idx = best_i.gather(1, j)
 
         # Certify: every point left out has a score >= the largest kept one
         # (unless all valid points were kept), hence a true squared distance
         # >= that score + |q|^2 - tol.
         bound = best_v.max(dim=1).values + sq_q[a:b] - 2 * tol[a:b]
-        bad = (valid.all(dim=1) & (d2[:, -1] > bound)).nonzero().view(-1)
+        bound = bound.clamp(min=0).sqrt()
+        bad = (valid.all(dim=1) & (d[:, -1] > bound)).nonzero().view(-1)
         if kq < n - excluded and bad.numel() > 0:
             rows_bad = a + bad
-            d2[bad], idx[bad] = _brute_force(
+            d[bad], idx[bad] = _brute_force(
                 xg, bx, yg[rows_bad], None if by is None else by[rows_bad],
                 rows_bad if self_search else None, k, max_memory)
-        out_d2[y0 + a:y0 + b] = d2
+        out_d[y0 + a:y0 + b] = d
         out_idx[y0 + a:y0 + b] = idx + x0
 
     num_threads = torch.get_num_threads()
@@ -406,7 +500,7 @@ def _exact_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
             executor.shutdown()
             torch.set_num_threads(num_threads)
 
-    return out_d2, out_idx
+    return out_d, out_idx
 
 
 def _candidates(s: Tensor, kq: int) -> Tuple[Tensor, Tensor]:
@@ -427,9 +521,27 @@ def _candidates(s: Tensor, kq: int) -> Tuple[Tensor, Tensor]:
     return s.gather(1, cols), cols
 
 
-def _exact_sq_dist(q: Tensor, x: Tensor, idx: Tensor) -> Tensor:
-    diff = x[idx] - q.unsqueeze(1)
-    return (diff * diff).sum(dim=-1)
+def _exact_dist(q: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+    return _norm(x[idx] - q.unsqueeze(1))
+
+
+def _norm(diff: Tensor) -> Tensor:
+    r"""The Euclidean norms along the last dimension. The few so small that
+    the squares of the differences may underflow (the sum below :obj:`F`
+    times the smallest normal number; the points are scaled to magnitudes
+    below one, so nothing overflows) are recomputed from the differences
+    scaled by their largest magnitude."""
+    d2 = (diff * diff).sum(dim=-1)
+    small = d2 < diff.size(-1) * torch.finfo(diff.dtype).tiny
+    # (No square root of zero, whose gradient would be NaN.)
+    d = torch.where(small, torch.ones_like(d2), d2).sqrt()
+    if bool(small.any()):
+        part = diff[small]
+        top = part.abs().amax(dim=-1, keepdim=True)
+        safe = torch.where(top > 0, top, torch.ones_like(top))
+        d = d.masked_scatter(small, (part / safe).norm(dim=-1) *
+                             top.squeeze(-1))
+    return d
 
 
 def _brute_force(x: Tensor, batch: Optional[Tensor], q: Tensor,
@@ -443,19 +555,18 @@ def _brute_force(x: Tensor, batch: Optional[Tensor], q: Tensor,
     best_d = best_i = None
     for t0 in range(0, n, step):
         t1 = min(t0 + step, n)
-        diff = x[t0:t1].unsqueeze(0) - q.unsqueeze(1)
-        d2 = (diff * diff).sum(dim=-1)
+        d = _norm(x[t0:t1].unsqueeze(0) - q.unsqueeze(1))
         cols = torch.arange(t0, t1, device=x.device)
         if self_index is not None:
-            d2.masked_fill_(cols.view(1, -1) == self_index.view(-1, 1),
-                            float('inf'))
+            d.masked_fill_(cols.view(1, -1) == self_index.view(-1, 1),
+                           float('inf'))
         if batch is not None:
-            d2.masked_fill_(batch[t0:t1].view(1, -1)
-                            != batch_q.view(-1, 1), float('inf'))
-        i = cols.view(1, -1).expand_as(d2)
+            d.masked_fill_(batch[t0:t1].view(1, -1)
+                           != batch_q.view(-1, 1), float('inf'))
+        i = cols.view(1, -1).expand_as(d)
         if best_d is not None:
-            d2, i = torch.cat([best_d, d2], 1), torch.cat([best_i, i], 1)
-        best_d, j = torch.topk(d2, min(k, d2.size(1)), dim=1, largest=False,
+            d, i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)
+        best_d, j = torch.topk(d, min(k, d.size(1)), dim=1, largest=False,
                                sorted=True)
         best_i = i.gather(1, j)
     return best_d, best_i
@@ -496,10 +607,10 @@ def _library_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
         perm = torch.argsort(assign[0], stable=True)
         cand = assign[1][perm].view(y.size(0), kq)
 
-    d2 = _exact_sq_dist(y, x, cand)
+    d = _exact_dist(y, x, cand)
     mask = cand < 0
     if self_search:
         mask |= cand == torch.arange(y.size(0), device=x.device).view(-1, 1)
-    d2 = d2.masked_fill(mask, float('inf'))
-    d2, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-    return d2, cand.gather(1, j)
+    d = d.masked_fill(mask, float('inf'))
+    d, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
+    return d, cand.gather(1, j)

@@ -1,8 +1,11 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_geometric_coin.nn import COIN, diffused_nll_loss
+from torch_geometric.utils import coalesce
+
+from torch_geometric_coin.nn import COIN
 
 
 def two_blobs(n=60, seed=0):
@@ -102,27 +105,9 @@ def test_diffusion_helps_on_a_homophilous_graph():
     assert accs[10] > accs[0] + 0.1, accs
 
 
-def test_diffused_nll_loss_is_finite_at_zero_probability():
-    prob = torch.tensor([[0.0, 1.0], [0.5, 0.5], [-1e-3, 1.001]],
-                        requires_grad=True)
-    y = torch.tensor([0, 1, 0])
-    naive = F.nll_loss(prob.log(), y)
-    assert not torch.isfinite(naive)  # what the authors' code can hit
-    loss = diffused_nll_loss(prob, y)
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert bool(torch.isfinite(prob.grad).all())
-    ok = torch.tensor([[0.2, 0.8], [0.5, 0.5]])
-    assert torch.allclose(diffused_nll_loss(ok, y[:2]),
-                          F.nll_loss(ok.log(), y[:2]))
-    for reduction in ['sum', 'none']:
-        assert torch.allclose(diffused_nll_loss(ok, y[:2], reduction),
-                              F.nll_loss(ok.log(), y[:2],
-                                         reduction=reduction))
-
-
 def test_coin_learned_edge_weights_and_reset_parameters():
     x, edge_index, y = two_blobs()
+    edge_index = coalesce(edge_index, num_nodes=60)
     for learn, kwargs in [('kernel', {}),
                           ('per_edge', dict(num_edges=edge_index.size(1)))]:
         torch.manual_seed(0)
@@ -144,7 +129,7 @@ def test_coin_learned_edge_weights_and_reset_parameters():
                 p.add_(1.0)
         model.reset_parameters()
         assert model.diffusion._cached_op is None
-        assert abs(float(model.diffusion.sigma2) - 0.2) < 1e-6
+        assert abs(float(model.diffusion.sigma2.detach()) - 0.2) < 1e-6
         if learn == 'per_edge':
             assert torch.allclose(model.edge_weights.weight,
                                   init['edge_weights.weight'])
@@ -160,3 +145,263 @@ def test_coin_learned_edge_weights_and_reset_parameters():
 def test_coin_errors():
     with pytest.raises(ValueError, match="Unknown 'diffuse'"):
         COIN(8, 2, diffuse='foo')
+
+
+def layouts(edge_index, weight, n):
+    r"""The same weighted graph as an edge_index in several orders and as
+    every sparse adjacency (PyG's adj_t: entry (target, source))."""
+    from torch_geometric.typing import SparseTensor
+    from torch_geometric.utils import (
+        to_torch_coo_tensor,
+        to_torch_csc_tensor,
+        to_torch_csr_tensor,
+    )
+    gen = torch.Generator().manual_seed(5)
+    perm = torch.randperm(edge_index.size(1), generator=gen)
+    merged_index, merged = coalesce(edge_index, weight, n)
+    adj_t = merged_index.flip(0)
+    by_target = torch.argsort(merged_index[1] * n + merged_index[0])
+    return {
+        'edge_index': (edge_index, weight),
+        'shuffled': (edge_index[:, perm], weight[perm]),
+        'coalesced': (merged_index, merged),
+        'target-major': (merged_index[:, by_target], merged[by_target]),
+        'coo': (to_torch_coo_tensor(adj_t, merged, (n, n)), None),
+        'csr': (to_torch_csr_tensor(adj_t, merged, (n, n)), None),
+        'csc': (to_torch_csc_tensor(adj_t, merged, (n, n)), None),
+        'SparseTensor': (SparseTensor(row=adj_t[0], col=adj_t[1],
+                                      value=merged, sparse_sizes=(n, n)),
+                         None),
+    }
+
+
+def edge_rank(edge_index):
+    r"""The rank of each column's (source, target) pair among the sorted
+    distinct pairs, in pure Python (the reference of PerEdgeWeight)."""
+    pairs = [tuple(p) for p in edge_index.t().tolist()]
+    rank = {p: k for k, p in enumerate(sorted(set(pairs)))}
+    return torch.tensor([rank[p] for p in pairs], dtype=torch.long)
+
+
+@pytest.mark.filterwarnings('ignore:Sparse invariant checks')
+@pytest.mark.parametrize('learn', ['per_edge', 'kernel'])
+def test_learned_edge_weights_do_not_depend_on_the_layout(learn):
+    from dense_reference import dense_diffusion, random_graph
+    n = 20
+    edge_index, weight = random_graph(n, 70, 7, undirected=False)
+    # Repeated entries of some edges, unsorted: duplicates add up.
+    edge_index = torch.cat([edge_index, edge_index[:, :9]], dim=1)
+    weight = torch.cat([weight, torch.rand(9) + 0.1]).double()
+    x = torch.randn(n, 5, dtype=torch.float64)
+    rank = edge_rank(edge_index)
+    num = int(rank.max()) + 1
+    torch.manual_seed(0)
+    kwargs = dict(num_edges=num) if learn == 'per_edge' else {}
+    model = COIN(5, 3, K=3, sigma2=0.3, learn_edge_weights=learn,
+                 dropout=0., **kwargs).double()
+    theta = torch.randn(num, dtype=torch.float64)
+    if learn == 'per_edge':
+        with torch.no_grad():
+            model.edge_weights.weight.copy_(theta)
+        w = weight * F.softplus(theta)[rank]
+    else:
+        h = x @ model.edge_weights.lin.weight.detach().t()
+        w = weight * torch.exp(-(h[edge_index[0]] -
+                                 h[edge_index[1]]).square().sum(-1))
+    prob = model.base(x).detach().softmax(-1)
+    ref = dense_diffusion(prob, edge_index, w, 'coin', 3, 0.3).log()
+
+    grads = {}
+    for name, (adj, w_in) in layouts(edge_index, weight, n).items():
+        model.zero_grad()
+        out = model(x, adj, w_in)
+        assert torch.allclose(out, ref, atol=1e-12), name
+        out.square().sum().backward()
+        grads[name] = [p.grad.clone() for p in model.edge_weights.parameters()]
+    for name, grad in grads.items():  # the same gradient per edge
+        for g, g0 in zip(grad, grads['edge_index']):
+            assert torch.allclose(g, g0, atol=1e-12), name
+    # The layer's rule for sparse adjacencies: weights are their values.
+    adj = layouts(edge_index, weight, n)['csr'][0]
+    with pytest.raises(ValueError, match="values of the sparse tensor"):
+        model(x, adj, weight)
+
+
+@pytest.mark.parametrize('learn', [None, 'kernel', 'per_edge'])
+def test_reset_parameters_is_a_fresh_model(learn):
+    import copy
+    x, edge_index, y = two_blobs(40)
+    edge_index = coalesce(edge_index, num_nodes=40)
+    relabel = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    other = relabel[edge_index]  # another graph with as many edges
+    kwargs = dict(num_edges=edge_index.size(1)) if learn == 'per_edge' \
+        else {}
+    torch.manual_seed(0)
+    model = COIN(8, 2, hidden_channels=6, num_layers=2, K=3, sigma2=0.2,
+                 norm='batch_norm', learn_sigma2=True, cached=True,
+                 learn_edge_weights=learn, **kwargs)
+    fresh = copy.deepcopy(model)  # = a new model of the same seed
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(3):  # changes every parameter, statistic and cache
+        optimizer.zero_grad()
+        F.nll_loss(model(x, edge_index), y).backward()
+        optimizer.step()
+    assert abs(float(model.diffusion.sigma2.detach()) - 0.2) > 1e-3
+    changed = {k for k, v in model.state_dict().items()
+               if not torch.equal(v, fresh.state_dict()[k])}
+    learned = {k for k in fresh.state_dict() if k.startswith(
+        ('edge_weights.', 'diffusion.', 'base.lin_in.', 'base.lin_out.',
+         'base.norms.')) or k.endswith('weight')}
+    assert learned <= changed  # (biases before a batch norm get no grad)
+    for m in [model, fresh]:
+        torch.manual_seed(1)
+        m.reset_parameters()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+    # No cached graph survives the reset: on another graph, the same
+    # output as the fresh model (in both modes):
+    for train in [False, True]:
+        model.train(train)
+        fresh.train(train)
+        torch.manual_seed(2)
+        out = model(x, other)
+        torch.manual_seed(2)
+        assert torch.equal(out, fresh(x, other))
+
+
+def dropout_configs():
+    for diffuse in ['prob', 'logits', 'hidden']:
+        for scheme in ['explicit', 'implicit']:
+            for learn in [None, 'kernel', 'per_edge']:
+                yield dict(diffuse=diffuse, scheme=scheme,
+                           learn_edge_weights=learn)
+
+
+@pytest.mark.parametrize('config', list(dropout_configs()),
+                         ids=lambda c: '-'.join(map(str, c.values())))
+def test_dropout_only_in_training_on_every_path(config):
+    x, edge_index, _ = two_blobs(30)
+    edge_index = coalesce(edge_index, num_nodes=30)
+    if config['learn_edge_weights'] == 'per_edge':
+        config = dict(config, num_edges=edge_index.size(1))
+
+    def make(dropout, diffusion_dropout, norm='batch_norm'):
+        torch.manual_seed(0)
+        return COIN(8, 3, hidden_channels=6, num_layers=2, K=3, sigma2=0.2,
+                    norm=norm, dropout=dropout,
+                    diffusion_dropout=diffusion_dropout, **config)
+
+    model, plain = make(0.5, 0.3), make(0., 0.)
+    with torch.no_grad():  # make the running statistics non-trivial
+        model.train()
+        model(x, edge_index)
+    plain.load_state_dict(model.state_dict())
+    model.eval()
+    plain.eval()
+    out = model(x, edge_index)
+    assert torch.equal(out, model(x, edge_index))  # deterministic
+    assert torch.equal(out, plain(x, edge_index))  # and dropout-free
+
+    # In training, each dropout is applied (different draws, different
+    # outputs; the same draws, the same output):
+    for dropout, diffusion_dropout in [(0.5, 0.), (0., 0.3)]:
+        model = make(dropout, diffusion_dropout).train()
+        outs = []
+        for seed in [1, 2, 1]:
+            torch.manual_seed(seed)
+            outs.append(model(x, edge_index))
+        assert torch.equal(outs[0], outs[2])
+        assert not torch.allclose(outs[0], outs[1], atol=1e-4), (
+            dropout, diffusion_dropout)
+    # Without dropout (and a normalisation without batch statistics),
+    # training and evaluation agree:
+    model = make(0., 0., norm='layer_norm')
+    assert torch.equal(model.train()(x, edge_index),
+                       model.eval()(x, edge_index))
+
+
+def test_numpy_scalars_work_and_equal_python_scalars():
+    x, edge_index, _ = two_blobs(30)
+    edge_index = coalesce(edge_index, num_nodes=30)
+    E = edge_index.size(1)
+    outs = []
+    for cast_int, cast_float in [(int, float), (np.int64, np.float32)]:
+        torch.manual_seed(0)
+        model = COIN(cast_int(8), cast_int(3), hidden_channels=cast_int(6),
+                     num_layers=cast_int(2), K=cast_int(3),
+                     sigma2=cast_float(0.25), dropout=cast_float(0.5),
+                     T=cast_float(2.0), diffusion_dropout=cast_float(0.25),
+                     learn_edge_weights='per_edge', num_edges=cast_int(E),
+                     scheme='implicit', tol=cast_float(1e-6),
+                     max_iter=cast_int(50)).eval()
+        outs.append(model(x, edge_index))
+        assert type(model.base.num_layers) is int
+        assert type(model.base.T) is float
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_hostile_arguments_are_refused_clearly():
+    ok = dict(in_channels=8, out_channels=2)
+    for name, bad in [('T', float('inf')), ('T', float('nan')), ('T', 0),
+                      ('T', True), ('sigma2', True), ('dropout', True),
+                      ('dropout', False), ('dropout', 1.0),
+                      ('diffusion_dropout', True),
+                      ('diffusion_dropout', 1.5), ('K', True),
+                      ('K', 2.5), ('num_layers', True),
+                      ('num_layers', np.float32(2)), ('in_channels', True),
+                      ('in_channels', 0), ('out_channels', 1),
+                      ('out_channels', None), ('hidden_channels', 0),
+                      ('hidden_channels', True)]:
+        with pytest.raises(ValueError, match=f"'{name}' must be"):
+            COIN(**dict(ok, **{name: bad}))
+    # Options that would be accepted and ignored:
+    for kwargs in [dict(foo=1), dict(node_dim=0), dict(aggr='add'),
+                   dict(decomposed_layers=2)]:
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            COIN(8, 2, **kwargs)
+    with pytest.raises(ValueError, match="'norm' has no effect with "
+                       "num_layers=0"):
+        COIN(8, 2, num_layers=0, norm='batch_norm')
+    with pytest.raises(ValueError, match="act='foo'"):
+        COIN(8, 2, act='foo')
+    with pytest.raises(ValueError, match="norm='foo'"):
+        COIN(8, 2, norm='foo')
+    with pytest.raises(ValueError, match="Unknown 'diffuse'"):
+        COIN(8, 2, diffuse=['prob'])
+    with pytest.raises(ValueError, match="Unknown 'learn_edge_weights'"):
+        COIN(8, 2, learn_edge_weights=['kernel'])
+    with pytest.raises(ValueError, match="'num_edges' must be"):
+        COIN(8, 2, learn_edge_weights='per_edge', num_edges=True)
+
+
+@pytest.mark.parametrize('diffuse', ['prob', 'logits', 'hidden'])
+@pytest.mark.parametrize('learn', [None, 'kernel', 'per_edge'])
+def test_hostile_features_are_refused_clearly(diffuse, learn):
+    x, edge_index, _ = two_blobs(30)
+    edge_index = coalesce(edge_index, num_nodes=30)
+    kwargs = dict(num_edges=edge_index.size(1)) if learn == 'per_edge' \
+        else {}
+    model = COIN(8, 2, K=2, diffuse=diffuse, learn_edge_weights=learn,
+                 **kwargs)
+    for bad in [x[:, 0], x[:, :5], x.unsqueeze(0)]:
+        with pytest.raises(ValueError, match=r"'x' must have shape \[num_"):
+            model(bad, edge_index)
+    with pytest.raises(TypeError, match="'x' must be a floating point"):
+        model(x.long(), edge_index)
+    with pytest.raises(TypeError, match="'x' has dtype torch.float64"):
+        model(x.double(), edge_index)
+    with pytest.raises(TypeError, match="'x' must be a tensor"):
+        model(x.numpy(), edge_index)
+    # The model in float64 takes float64 features:
+    assert model.double()(x.double(), edge_index).dtype == torch.float64
+
+
+def test_to_hetero_is_refused_at_construction():
+    from torch_geometric.nn import to_hetero
+    metadata = (['paper', 'author'], [('paper', 'cites', 'paper'),
+                                      ('author', 'writes', 'paper')])
+    with pytest.raises(ValueError, match="to_homogeneous"):
+        to_hetero(COIN(4, 2, K=2), metadata)
+    x, edge_index, _ = two_blobs(20)
+    with pytest.raises(ValueError, match="to_homogeneous"):
+        COIN(8, 2, K=2)({'paper': x}, edge_index)

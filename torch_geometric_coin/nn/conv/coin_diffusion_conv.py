@@ -10,7 +10,11 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
-from torch_geometric_coin._checks import check_number, warn_at_caller
+from torch_geometric_coin._checks import (
+    check_bool,
+    check_number,
+    warn_at_caller,
+)
 from torch_geometric_coin.ops import DiffusionOperator
 from torch_geometric_coin.utils import coin_norm
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
@@ -19,6 +23,13 @@ from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 SCHEMES = ('explicit', 'implicit')
 STABILITY = ('warn', 'raise', 'ignore')
 _LEARNED = object()  # the cached operator was built from learned weights
+_MESSAGE_PASSING_DEFAULTS = {'aggr': 'add', 'aggr_kwargs': None,
+                             'flow': 'source_to_target', 'node_dim': -2,
+                             'decomposed_layers': 1}
+_PREPARE_EAGERLY = (
+    "CoinDiffusionConv prepares a graph (validation, CSR layout, eigenvalue "
+    "estimate) in eager mode. To compile with fullgraph=True, build it with "
+    "cached=True and call the model once before torch.compile")
 
 
 class CoinDiffusionConv(MessagePassing):
@@ -76,19 +87,30 @@ class CoinDiffusionConv(MessagePassing):
         scheme (str, optional): :obj:`'explicit'` or :obj:`'implicit'`.
             (default: :obj:`'explicit'`)
         tol (float, optional): Relative residual tolerance of each implicit
-            solve. (default: :obj:`1e-5`)
+            solve (:obj:`1e-5` if :obj:`None`; implicit scheme only).
+            (default: :obj:`None`)
         max_iter (int, optional): Iteration limit of each implicit solve,
             beyond which :class:`~torch_geometric_coin.ops.ConvergenceError`
-            is raised. (default: :obj:`1000`)
+            is raised (:obj:`1000` if :obj:`None`; implicit scheme only).
+            (default: :obj:`None`)
         stability (str, optional): What to do when
             :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme
             (checked once per graph, learned edge weights on their first
             values): :obj:`'warn'` (at the caller's line), :obj:`'raise'` or
             :obj:`'ignore'`. Outside the certified regime the output is
-            checked: an overflow raises :class:`FloatingPointError`.
+            checked in eager mode: an overflow raises
+            :class:`FloatingPointError`.
             (default: :obj:`'warn'`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    .. note::
+        With :obj:`cached=True` the layer runs under
+        :obj:`torch.compile(model, fullgraph=True)` once a first call in
+        eager mode has prepared the graph. It does not run per edge type
+        under :func:`~torch_geometric.nn.to_hetero`, since the diffusion
+        spreads over one graph of all nodes: call it on
+        :obj:`data.to_homogeneous()`.
 
     Shapes:
         - **input:**
@@ -104,19 +126,30 @@ class CoinDiffusionConv(MessagePassing):
                  normalization: Optional[str] = 'coin',
                  add_self_loops: bool = True, cached: bool = False,
                  dropout: float = 0., learn_sigma2: bool = False,
-                 scheme: str = 'explicit', tol: float = 1e-5,
-                 max_iter: int = 1000, stability: str = 'warn', **kwargs):
-        kwargs.setdefault('aggr', 'add')
-        if kwargs['aggr'] != 'add' or kwargs.get('flow', 'source_to_target') \
-                != 'source_to_target':
-            raise ValueError(f"'{self.__class__.__name__}' only supports "
-                             f"aggr='add' and flow='source_to_target'")
+                 scheme: str = 'explicit', tol: Optional[float] = None,
+                 max_iter: Optional[int] = None, stability: str = 'warn',
+                 **kwargs):
+        # The fused operator computes `propagate` with these settings only;
+        # other values would be accepted by MessagePassing and then ignored.
+        for name, default in _MESSAGE_PASSING_DEFAULTS.items():
+            if name in kwargs and kwargs[name] != default:
+                raise ValueError(f"'{self.__class__.__name__}' only supports "
+                                 f"{name}={default!r} (got "
+                                 f"{kwargs[name]!r})")
         super().__init__(**kwargs)
+        if scheme == 'explicit' and (tol is not None or max_iter is not None):
+            raise ValueError("'tol' and 'max_iter' apply to "
+                             "scheme='implicit' only")
+        tol = 1e-5 if tol is None else tol
+        max_iter = 1000 if max_iter is None else max_iter
         check_number('K', K, integer=True, low=0)
         check_number('sigma2', sigma2, low=0, open_low=True)
         check_number('dropout', dropout, low=0, high=1)
         check_number('tol', tol, low=0, high=1, open_low=True)
         check_number('max_iter', max_iter, integer=True, low=1)
+        for name, flag in [('add_self_loops', add_self_loops),
+                           ('cached', cached), ('learn_sigma2', learn_sigma2)]:
+            check_bool(name, flag)
         for name, value, choices in [('normalization', normalization,
                                       NORMALIZATIONS),
                                      ('scheme', scheme, SCHEMES),
@@ -127,10 +160,10 @@ class CoinDiffusionConv(MessagePassing):
         self.K = int(K)
         self.sigma2_init = float(sigma2)
         self.normalization = normalization
-        self.add_self_loops = add_self_loops
-        self.cached = cached
+        self.add_self_loops = bool(add_self_loops)
+        self.cached = bool(cached)
         self.dropout = float(dropout)
-        self.learn_sigma2 = learn_sigma2
+        self.learn_sigma2 = bool(learn_sigma2)
         self.scheme = scheme
         self.tol = float(tol)
         self.max_iter = int(max_iter)
@@ -159,6 +192,12 @@ class CoinDiffusionConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            raise ValueError(
+                f"'{self.__class__.__name__}' diffuses over one set of nodes "
+                f"and takes no bipartite (x_src, x_dst) input, so it does not "
+                f"run per edge type under 'to_hetero'. Diffuse over the whole "
+                f"graph instead: 'data.to_homogeneous()'")
         if not isinstance(x, Tensor) or x.dim() != 2 \
                 or not x.is_floating_point():
             raise ValueError(f"'x' must be a 2-D floating point tensor of "
@@ -188,7 +227,9 @@ class CoinDiffusionConv(MessagePassing):
                     out = op.implicit(out, K, sigma2, self.tol, self.max_iter)
                 else:
                     out = op.explicit(out, K, sigma2)
-        if not certified and not bool(torch.isfinite(out).all()) \
+        # (Under torch.compile the check is left out: it reads the output.)
+        if not certified and not torch.compiler.is_compiling() \
+                and not bool(torch.isfinite(out).all()) \
                 and bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"Explicit diffusion overflowed after {self.K} steps with "
@@ -201,15 +242,8 @@ class CoinDiffusionConv(MessagePassing):
                   edge_weight: OptTensor) -> DiffusionOperator:
         op = self._cached_op
         if op is None:
-            op = DiffusionOperator.from_graph(
-                edge_index, None if edge_weight is None else
-                edge_weight.detach(), x.size(0), self.normalization,
-                self.add_self_loops, x.dtype)
-            learned = edge_weight is not None and edge_weight.requires_grad
-            if self.cached:  # hold no autograd graph
-                self._cached_op = op
-                self._cached_weight = _LEARNED if learned else edge_weight
-            if not learned:
+            op = self._prepare(x, edge_index, edge_weight)
+            if edge_weight is None or not edge_weight.requires_grad:
                 return op
         elif op.num_nodes != x.size(0):
             raise ValueError(f"The cached graph has {op.num_nodes} nodes but "
@@ -220,6 +254,18 @@ class CoinDiffusionConv(MessagePassing):
             return op
         # New edge weights (e.g., learned): the same layout, new values.
         return op.reweight(edge_weight)
+
+    @torch.compiler.disable(reason=_PREPARE_EAGERLY)
+    def _prepare(self, x: Tensor, edge_index: Adj,
+                 edge_weight: OptTensor) -> DiffusionOperator:
+        op = DiffusionOperator.from_graph(
+            edge_index, None if edge_weight is None else edge_weight.detach(),
+            x.size(0), self.normalization, self.add_self_loops, x.dtype)
+        if self.cached:  # hold no autograd graph
+            learned = edge_weight is not None and edge_weight.requires_grad
+            self._cached_op = op
+            self._cached_weight = _LEARNED if learned else edge_weight
+        return op
 
     def _check_stability(self, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> bool:

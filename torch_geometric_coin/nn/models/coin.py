@@ -1,22 +1,35 @@
-from typing import Optional
+import inspect
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from torch_geometric.typing import Adj, OptTensor
 
+from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.nn._diffused_nll_loss import safe_log
 from torch_geometric_coin.nn.conv import CoinDiffusionConv
 from torch_geometric_coin.nn.edge_weights import (
     KernelEdgeWeight,
     PerEdgeWeight,
+    _GraphCache,
+    check_features,
 )
 from torch_geometric_coin.nn.models.residual_convection import (
     ResidualConvection,
 )
+from torch_geometric_coin.ops._diffusion_operator import _check_graph
 
 DIFFUSE = ('prob', 'logits', 'hidden')
 LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
+# The options of the diffusion layer that COIN forwards (**kwargs): its
+# named arguments other than those COIN sets itself. Anything else (such as
+# MessagePassing's 'node_dim', which the fused layer would ignore) is
+# refused.
+_OWN = {'self', 'K', 'sigma2', 'normalization', 'dropout', 'kwargs'}
+DIFFUSION_KWARGS = tuple(
+    name for name in inspect.signature(CoinDiffusionConv.__init__).parameters
+    if name not in _OWN)
 
 
 class COIN(torch.nn.Module):
@@ -42,9 +55,11 @@ class COIN(torch.nn.Module):
 
     Args:
         in_channels (int): Size of each input sample.
-        out_channels (int): Number of classes.
+        out_channels (int): Number of classes (at least two).
         hidden_channels (int, optional): Width of the residual blocks
-            (:obj:`in_channels` if :obj:`None`, as the authors do).
+            (:obj:`in_channels` if :obj:`None`, as the authors do); with
+            :obj:`num_layers=0`, the width of a linear projection (the
+            space that :obj:`diffuse='hidden'` diffuses).
             (default: :obj:`None`)
         num_layers (int, optional): Number of residual blocks.
             (default: :obj:`1`)
@@ -60,25 +75,36 @@ class COIN(torch.nn.Module):
             (default: :obj:`1.`)
         act (str, optional): Non-linearity of the residual blocks.
             (default: :obj:`'relu'`)
-        norm (str, optional): Normalisation of the residual blocks.
-            (default: :obj:`None`)
+        norm (str, optional): Normalisation of the residual blocks
+            (:obj:`None` when :obj:`num_layers=0`). (default: :obj:`None`)
         diffusion_dropout (float, optional): Dropout before each diffusion
             step (the paper's COVID-19 model). (default: :obj:`0.`)
         learn_edge_weights (str, optional): :obj:`None`, :obj:`'kernel'`
             (a :class:`~torch_geometric_coin.nn.KernelEdgeWeight` on the
             input features) or :obj:`'per_edge'` (a
             :class:`~torch_geometric_coin.nn.PerEdgeWeight`), whose output
-            weights the diffusion's graph. (default: :obj:`None`)
-        num_edges (int, optional): The number of edges, needed for
-            :obj:`learn_edge_weights='per_edge'`. (default: :obj:`None`)
+            weights the diffusion's graph. Learned edge weights take an
+            :obj:`edge_index` in any order or a sparse adjacency
+            (:obj:`torch.sparse` or :class:`torch_sparse.SparseTensor`,
+            read as PyG's :obj:`adj_t`), which COIN turns into an
+            :obj:`edge_index` once per tensor; the weight of an edge does
+            not depend on the layout. (default: :obj:`None`)
+        num_edges (int, optional): The number of distinct edges, needed
+            for :obj:`learn_edge_weights='per_edge'`.
+            (default: :obj:`None`)
         **kwargs (optional): Additional arguments of
-            :class:`CoinDiffusionConv` (*e.g.*, :obj:`learn_sigma2`,
-            :obj:`cached`, :obj:`scheme`).
+            :class:`CoinDiffusionConv`: :obj:`add_self_loops`,
+            :obj:`cached`, :obj:`learn_sigma2`, :obj:`scheme`, :obj:`tol`,
+            :obj:`max_iter`, :obj:`stability`.
+
+    Integer arguments take Python or numpy integers, real ones Python or
+    numpy reals (not booleans); every other keyword argument is refused.
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
-          edge indices :math:`(2, |\mathcal{E}|)` or a sparse adjacency,
-          edge weights :math:`(|\mathcal{E}|)` *(optional)*
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` (in the
+          dtype of the parameters), edge indices :math:`(2, |\mathcal{E}|)`
+          or a sparse adjacency, edge weights :math:`(|\mathcal{E}|)`
+          *(optional)*
         - **output:** log-probabilities :math:`(|\mathcal{V}|, C)`
     """
     def __init__(
@@ -101,16 +127,26 @@ class COIN(torch.nn.Module):
         **kwargs,
     ):
         super().__init__()
-        if diffuse not in DIFFUSE:
+        check_number('in_channels', in_channels, integer=True, low=1)
+        check_number('out_channels', out_channels, integer=True, low=2)
+        check_number('diffusion_dropout', diffusion_dropout, low=0, high=1)
+        if not isinstance(diffuse, str) or diffuse not in DIFFUSE:
             raise ValueError(f"Unknown 'diffuse' {diffuse!r}: expected one "
                              f"of {DIFFUSE}")
-        if learn_edge_weights not in LEARN_EDGE_WEIGHTS:
+        if not (learn_edge_weights is None or isinstance(
+                learn_edge_weights, str)) or \
+                learn_edge_weights not in LEARN_EDGE_WEIGHTS:
             raise ValueError(f"Unknown 'learn_edge_weights' "
                              f"{learn_edge_weights!r}: expected one of "
                              f"{LEARN_EDGE_WEIGHTS}")
         if (num_edges is not None) != (learn_edge_weights == 'per_edge'):
             raise ValueError("'num_edges' is needed for, and only for, "
                              "learn_edge_weights='per_edge'")
+        unknown = sorted(set(kwargs) - set(DIFFUSION_KWARGS))
+        if unknown:
+            raise TypeError(f"COIN got unexpected keyword arguments "
+                            f"{unknown}; the options of the diffusion layer "
+                            f"it forwards are {list(DIFFUSION_KWARGS)}")
         self.diffuse = diffuse
         self.learn_edge_weights = learn_edge_weights
         self.edge_weights = None
@@ -126,20 +162,33 @@ class COIN(torch.nn.Module):
                                            normalization=normalization,
                                            dropout=diffusion_dropout,
                                            **kwargs)
+        self._graph = _GraphCache()  # a sparse adjacency as edge_index
 
     def reset_parameters(self):
-        r"""Resets all learnable parameters of the module."""
+        r"""Resets all learnable parameters of the module (and the graph
+        cached by the diffusion)."""
         self.base.reset_parameters()
         self.diffusion.reset_parameters()
         if self.edge_weights is not None:
             self.edge_weights.reset_parameters()
+        self._graph = _GraphCache()
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
-        if isinstance(self.edge_weights, KernelEdgeWeight):
-            edge_weight = self.edge_weights(x, edge_index, edge_weight)
-        elif isinstance(self.edge_weights, PerEdgeWeight):
-            edge_weight = self.edge_weights(edge_index, edge_weight)
+        if isinstance(x, (torch.fx.Proxy, dict, tuple, list)):
+            # to_hetero traces the model (Proxy), or a dict per node type:
+            raise ValueError(
+                "COIN diffuses over one set of nodes (its samples) and does "
+                "not run per node and edge type under 'to_hetero'. Diffuse "
+                "over the whole graph instead: 'data.to_homogeneous()'")
+        if self.edge_weights is not None:
+            check_features(x, self.base.in_channels, self.base._weight())
+            edge_index, edge_weight = self._edge_index(x, edge_index,
+                                                       edge_weight)
+            if isinstance(self.edge_weights, KernelEdgeWeight):
+                edge_weight = self.edge_weights(x, edge_index, edge_weight)
+            else:
+                edge_weight = self.edge_weights(edge_index, edge_weight)
         if self.diffuse == 'hidden':
             h = self.diffusion(self.base.encode(x), edge_index, edge_weight)
             return torch.log_softmax(self.base.decode(h), dim=-1)
@@ -149,6 +198,18 @@ class COIN(torch.nn.Module):
             return torch.log_softmax(out, dim=-1)
         return safe_log(self.diffusion(logits.softmax(dim=-1), edge_index,
                                        edge_weight))
+
+    def _edge_index(self, x: Tensor, adj: Adj, edge_weight: OptTensor,
+                    ) -> Tuple[Tensor, OptTensor]:
+        r"""A sparse adjacency as :obj:`(edge_index, edge_weight)` by the
+        diffusion layer's rule (:obj:`adj_t`), once per tensor."""
+        if isinstance(adj, Tensor) and adj.layout == torch.strided:
+            return adj, edge_weight
+        num_nodes = x.size(0)
+        if not self._graph.hit(adj, edge_weight, num_nodes):
+            value = _check_graph(adj, edge_weight, num_nodes)
+            self._graph.store(value, adj, edge_weight, num_nodes)
+        return self._graph.value
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.base.in_channels}, '
