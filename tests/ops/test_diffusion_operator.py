@@ -2,7 +2,11 @@ import pytest
 import torch
 from dense_reference import dense_laplacian, random_graph
 
-from torch_geometric_coin.ops import DiffusionOperator, SolverStats
+from torch_geometric_coin.ops import (
+    DiffusionOperator,
+    SolverStats,
+    krylov_solve,
+)
 from torch_geometric_coin.utils import coin_norm
 
 
@@ -92,11 +96,23 @@ def test_implicit_matches_dense_solve_and_counts_iterations(symmetric):
     stats = SolverStats()
     out = op.implicit(x, 3, 5.0, tol=1e-12, stats=stats)
     assert torch.allclose(out, ref, atol=1e-9)
-    assert len(stats.forward) == 3 and stats.adjoint == []
-    assert all(1 <= it <= 200 for it in stats.forward)
+    # One solve per step from the previous state: the counts of the same
+    # solves on the dense matrix.
+    counts, u = [], x.detach()
+    for _ in range(3):
+        u, it = krylov_solve(lambda v: A @ v, u, u, A.diagonal(), symmetric,
+                             1e-12)
+        counts.append(it)
+    assert stats.forward == counts and min(counts) > 1
+    assert stats.adjoint == []
     g = torch.randn(40, 3, dtype=torch.float64)
     (out * g).sum().backward()
-    assert len(stats.adjoint) == 3 and all(it >= 1 for it in stats.adjoint)
+    counts, lam = [], g
+    for _ in range(3):
+        lam, it = krylov_solve(lambda v: A.t() @ v, lam, lam, A.diagonal(),
+                               symmetric, 1e-12)
+        counts.append(it)
+    assert stats.adjoint == counts and min(counts) > 1
     ref_grad = g
     for _ in range(3):
         ref_grad = torch.linalg.solve(A.t(), ref_grad)
@@ -196,3 +212,170 @@ def test_reweight_shares_the_layout():
         DiffusionOperator(index, value, 20).reweight(w)
     with pytest.raises(ValueError, match='one diagonal entry per node'):
         DiffusionOperator(edge_index, weight, 20)
+
+
+NEEDS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1),
+         (1, 1, 1)]
+
+
+def _inputs(value, need, sigma2, n=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    return [x.requires_grad_(bool(need[0])),
+            value.clone().requires_grad_(bool(need[1])),
+            torch.tensor(sigma2, dtype=torch.float64,
+                         requires_grad=bool(need[2]))]
+
+
+def _only(fn, args, need):
+    r""":obj:`fn` of the arguments that need gradients (the others fixed),
+    and those arguments."""
+    def f(*free):
+        it = iter(free)
+        return fn(*[next(it) if n else a for a, n in zip(args, need)])
+    return f, [a for a, n in zip(args, need) if n]
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_explicit_second_order_gradients_are_exact(symmetric):
+    # A gradient penalty differentiates the backward pass: exact for every
+    # combination of inputs, the step matrix of a fixed sigma2 included.
+    index, value, L = laplacian(8, 16, 2, symmetric)
+    for need in NEEDS:
+        args = _inputs(value, need, 0.1)
+        f, free = _only(lambda x, v, s: DiffusionOperator(index, v, 8)
+                        .explicit(x, 3, s), args, need)
+        assert torch.autograd.gradgradcheck(f, free)
+    op = DiffusionOperator(index, value, 8)
+    x = args[0].detach().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda x: op.explicit(x, 3, 0.1),
+                                        [x])
+    # The penalty's gradient against dense autograd.
+    v = value.clone().requires_grad_()
+    s = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    g, = torch.autograd.grad(DiffusionOperator(index, v, 8).explicit(
+        x, 3, s).square().sum(), x, create_graph=True)
+    grads = torch.autograd.grad(g.square().sum(), [x, v, s])
+    vr, sr = v.detach().requires_grad_(), s.detach().requires_grad_()
+    M = torch.eye(8, dtype=torch.float64) - sr * dense(index, vr, 8)
+    u = torch.linalg.matrix_power(M, 3) @ x
+    gr, = torch.autograd.grad(u.square().sum(), x, create_graph=True)
+    ref = torch.autograd.grad(gr.square().sum(), [x, vr, sr])
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_implicit_second_order_gradients_are_exact(symmetric):
+    index, value, _ = laplacian(8, 16, 5, symmetric)
+    for need in NEEDS:
+        args = _inputs(value, need, 0.8)
+        f, free = _only(lambda x, v, s: DiffusionOperator(index, v, 8)
+                        .implicit(x, 2, s, tol=1e-14), args, need)
+        assert torch.autograd.gradgradcheck(f, free, atol=1e-6,
+                                            fast_mode=True)
+
+
+def _true_residual(A, b, x):
+    b, x = b.detach().double(), x.detach().double()
+    return float(((b - A @ x).norm(dim=0) / b.norm(dim=0)).max())
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_implicit_float32_meets_the_true_residual_or_raises(symmetric):
+    # In float32 the solver's updated residual drifts from the true one at
+    # a large sigma2; the solution must meet tol in the true residual
+    # (forward and adjoint solves), else raise.
+    from torch_geometric_coin.ops import ConvergenceError
+    edge_index, weight = random_graph(200, 1000, 0, symmetric)
+    op = DiffusionOperator.from_graph(edge_index, weight, 200,
+                                      dtype=torch.float32)
+    L = op.matrix().to_dense().double()
+    x = torch.randn(200, 3, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(200, 3, generator=torch.Generator().manual_seed(2))
+    for sigma2, tol in [(20., 1e-6), (100., 1e-5)]:
+        A = torch.eye(200, dtype=torch.float64) + sigma2 * L
+        u = x.requires_grad_()
+        for _ in range(2):
+            out = op.implicit(u, 1, sigma2, tol=tol)
+            assert _true_residual(A, u, out) <= tol
+            u = out
+        x.grad = None
+        torch.autograd.grad(out, x, g)
+        lam, = torch.autograd.grad(op.implicit(x, 1, sigma2, tol=tol), x, g)
+        assert _true_residual(A.t(), g, lam) <= tol
+    with pytest.raises(ConvergenceError, match=r"float32 does not meet "
+                       r"tol=1e-05.*Use float64"):
+        u = x.detach()
+        for _ in range(3):
+            u = op.implicit(u, 1, 1000., tol=1e-5)
+    # float64 meets it.
+    op = DiffusionOperator.from_graph(edge_index, weight.double(), 200)
+    A = torch.eye(200, dtype=torch.float64) + 1000. * op.matrix().to_dense()
+    u = x.detach().double()
+    out = op.implicit(u, 1, 1000., tol=1e-5)
+    assert _true_residual(A, u, out) <= 1e-5
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_explicit_under_torch_func(symmetric):
+    # grad, jacrev, jacfwd and vmap (over the input or the values) give the
+    # eager results; the implicit scheme refuses with a clear error.
+    from torch.func import grad, jacfwd, jacrev, vmap
+    index, value, L = laplacian(10, 30, 3, symmetric)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    s = torch.tensor(0.2, dtype=torch.float64)
+
+    def run(x, v, s):
+        return DiffusionOperator(index, v, 10).explicit(x, 4, s)
+
+    def loss(x, v, s):
+        return (run(x, v, s) * g).sum()
+
+    args = [x.clone().requires_grad_(), value.clone().requires_grad_(),
+            s.clone().requires_grad_()]
+    loss(*args).backward()
+    eager = [a.grad for a in args]
+    for got, ref in zip(grad(loss, argnums=(0, 1, 2))(x, value, s), eager):
+        assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    # The Jacobian in x is M^4 (times the identity over the channels).
+    M4 = torch.linalg.matrix_power(torch.eye(10, dtype=torch.float64) -
+                                   0.2 * L, 4)
+    ref = torch.einsum('ij,cd->icjd', M4, torch.eye(3, dtype=torch.float64))
+    for jac in [jacrev, jacfwd]:
+        J = jac(run, argnums=(0, 1, 2))(x, value, s)
+        assert torch.allclose(J[0], ref, rtol=0, atol=1e-12)
+    Jv = jacrev(run, argnums=1)(x, value, s)
+    assert torch.allclose(Jv, jacfwd(run, argnums=1)(x, value, s),
+                          rtol=0, atol=1e-12)
+    xs = torch.randn(4, 10, 3, generator=gen, dtype=torch.float64)
+    out = vmap(run, in_dims=(0, None, None))(xs, value, s)
+    assert torch.allclose(out, M4 @ xs, rtol=0, atol=1e-12)
+    vs = value * torch.rand(4, 1, generator=gen, dtype=torch.float64)
+    out = vmap(run, in_dims=(None, 0, None))(x, vs, s)
+    for v, o in zip(vs, out):
+        assert torch.allclose(o, run(x, v, s), rtol=0, atol=1e-12)
+
+    op = DiffusionOperator(index, value, 10)
+    with pytest.raises(NotImplementedError, match="scheme='implicit' does "
+                       "not support torch.func.*scheme='explicit'"):
+        grad(lambda x: op.implicit(x, 2, 1.0).sum())(x)
+    with pytest.raises(NotImplementedError, match='torch.func'):
+        vmap(lambda x: op.implicit(x, 2, 1.0))(xs)
+
+
+def test_operator_copies_and_pickles_after_use():
+    # (A copied model, e.g., the best one of a training run, keeps working.)
+    import copy
+    import pickle
+    index, value, L = laplacian(20, 60, 0)
+    op = DiffusionOperator(index, value, 20)
+    x = torch.randn(20, 2, dtype=torch.float64)
+    out = op.explicit(x, 3, 0.2)
+    out_t = op.implicit(x, 2, 1.0, tol=1e-12)
+    for other in [copy.deepcopy(op), pickle.loads(pickle.dumps(op))]:
+        assert torch.equal(other.explicit(x, 3, 0.2), out)
+        assert torch.allclose(other.implicit(x, 2, 1.0, tol=1e-12), out_t,
+                              rtol=0, atol=1e-12)

@@ -1,9 +1,7 @@
-import warnings
 from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import (
@@ -12,8 +10,17 @@ from torch_geometric.utils import (
     to_edge_index,
 )
 
-from torch_geometric_coin.ops._krylov import krylov_solve
-from torch_geometric_coin.utils import coin_norm
+from torch_geometric_coin.ops._diffusion_kernels import (
+    _Layout,
+    _StepMatrix,
+    explicit_diffusion,
+    explicit_plain,
+    functorch_active,
+    implicit_diffusion,
+    register_stats,
+    values_symmetric,
+)
+from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS, _coin_norm
 
 # Graphs up to this size get the exact largest eigenvalue (dense).
 _DENSE_EIGEN_NODES = 512
@@ -28,74 +35,11 @@ class SolverStats:
     def __init__(self):
         self.forward: List[int] = []
         self.adjoint: List[int] = []
+        self._id = register_stats(self)  # (for torch.compile)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(forward={self.forward}, '
                 f'adjoint={self.adjoint})')
-
-
-class _Layout:
-    r"""The parameter-free CSR structure of a square matrix with exactly one
-    diagonal entry per row, and that of its transpose."""
-    def __init__(self, row: Tensor, col: Tensor, num_nodes: int):
-        n = num_nodes
-        self.num_nodes = n
-        self.perm = torch.argsort(row * n + col)  # COO order -> CSR order
-        self.row, self.col = row[self.perm], col[self.perm]
-        self.crow = _compress(self.row, n)
-        self.t_perm = torch.argsort(self.col * n + self.row)
-        self.t_crow = _compress(self.col, n)
-        self.t_col = self.row[self.t_perm]
-        # The diagonal entries are the last `n` of the COO order.
-        inv = torch.empty_like(self.perm)
-        inv[self.perm] = torch.arange(self.perm.numel(), device=row.device)
-        self.diag_pos = inv[row.numel() - n:]
-        self.symmetric = bool(torch.equal(self.t_crow, self.crow)
-                              and torch.equal(self.t_col, self.col))
-
-    def matrix(self, value: Tensor, transpose: bool = False) -> Tensor:
-        size = (self.num_nodes, self.num_nodes)
-        crow, col = (self.t_crow, self.t_col) if transpose else (self.crow,
-                                                                 self.col)
-        if transpose:
-            value = value[self.t_perm]
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
-            return torch.sparse_csr_tensor(crow, col, value, size,
-                                           check_invariants=False)
-
-    def sddmm(self, a: Tensor, b: Tensor, chunk: int = 1 << 22) -> Tensor:
-        r"""The sampled product :math:`\sum_c a_{ic} b_{jc}` on every entry
-        :math:`(i, j)` of the layout (CSR order), in chunks of :obj:`chunk`
-        entries to bound the memory of the gathers."""
-        out = a.new_empty(self.col.numel())
-        for start in range(0, out.numel(), chunk):
-            end = start + chunk
-            out[start:end] = (a[self.row[start:end]] *
-                              b[self.col[start:end]]).sum(dim=-1)
-        return out
-
-
-class _StepMatrix:
-    r"""Products with :math:`\mathbf{I} + s \mathbf{L}` and its transpose."""
-    def __init__(self, layout: _Layout, value: Tensor, scale: Tensor,
-                 symmetric: bool):
-        value = scale * value
-        value[layout.diag_pos] += 1.0
-        self.layout, self.value, self.symmetric = layout, value, symmetric
-        self._mat = layout.matrix(value)
-        self._mat_t = self._mat if symmetric else None
-
-    def mm(self, x: Tensor) -> Tensor:
-        return torch.sparse.mm(self._mat, x)
-
-    def tmm(self, x: Tensor) -> Tensor:
-        if self._mat_t is None:
-            self._mat_t = self.layout.matrix(self.value, transpose=True)
-        return torch.sparse.mm(self._mat_t, x)
-
-    def diagonal(self) -> Tensor:
-        return self.value[self.layout.diag_pos]
 
 
 class DiffusionOperator:
@@ -137,11 +81,13 @@ class DiffusionOperator:
         self._layout = _layout
         # The validated input of `from_graph`, for `reweight`.
         self.graph: Optional[Tuple[Tensor, OptTensor]] = None
+        self._keep: Optional[Tensor] = None  # its edges that are no loops
         self.normalization: Optional[str] = None
         self.add_self_loops = True
         self._symmetric: Optional[bool] = None
         self._lambda_max: Optional[float] = None
-        self._step = None  # (sigma2, dtype, I - sigma2 L) of fixed values
+        # (sigma2, dtype, sigma2 as a tensor, I - sigma2 L) of fixed values
+        self._step = None
 
     @classmethod
     def from_graph(cls, edge_index: Adj, edge_weight: OptTensor,
@@ -159,11 +105,19 @@ class DiffusionOperator:
                                                num_nodes)
         if edge_weight is not None and dtype is not None:
             edge_weight = edge_weight.to(dtype)
-        index, value = coin_norm(edge_index, edge_weight, num_nodes,
-                                 normalization, add_self_loops, dtype=dtype)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"Unknown 'normalization' {normalization!r}: "
+                             f"expected one of {NORMALIZATIONS}")
+        # The edges that are not self-loops, once per graph: `reweight` then
+        # has output shapes that do not depend on data (torch.compile).
+        keep = (edge_index[0] != edge_index[1]).nonzero().view(-1)
+        index, value = _coin_norm(edge_index, edge_weight, num_nodes,
+                                  normalization, add_self_loops, None, dtype,
+                                  keep)
         op = cls(index, value, num_nodes)
         op.graph = (edge_index, edge_weight)
         op.normalization, op.add_self_loops = normalization, add_self_loops
+        op._keep = keep
         return op
 
     def reweight(self, edge_weight: OptTensor) -> 'DiffusionOperator':
@@ -182,13 +136,14 @@ class DiffusionOperator:
             raise ValueError(f"'edge_weight' must have shape "
                              f"[{edge_index.size(1)}] (got "
                              f"{tuple(edge_weight.size())})")
-        index, value = coin_norm(edge_index, edge_weight, self.num_nodes,
-                                 self.normalization, self.add_self_loops,
-                                 dtype=self.value.dtype)
+        index, value = _coin_norm(edge_index, edge_weight, self.num_nodes,
+                                  self.normalization, self.add_self_loops,
+                                  None, self.value.dtype, self._keep)
         op = DiffusionOperator(index, value, self.num_nodes, self._layout)
         op.graph = (edge_index, edge_weight)
         op.normalization = self.normalization
         op.add_self_loops = self.add_self_loops
+        op._keep = self._keep
         return op
 
     def matrix(self) -> Tensor:
@@ -200,16 +155,7 @@ class DiffusionOperator:
         r"""Whether :math:`\mathbf{L}` is symmetric (to a few units of
         rounding); computed once."""
         if self._symmetric is None:
-            value = self.value.detach()
-            if not self._layout.symmetric:
-                self._symmetric = False
-            elif value.numel() == 0:
-                self._symmetric = True
-            else:
-                tol = 16 * torch.finfo(value.dtype).eps * float(
-                    value.abs().max())
-                diff = (value[self._layout.t_perm] - value).abs().max()
-                self._symmetric = bool(diff <= tol)
+            self._symmetric = values_symmetric(self._layout, self.value)
         return self._symmetric
 
     def gershgorin_bound(self) -> float:
@@ -287,23 +233,40 @@ class DiffusionOperator:
         :math:`\mathbf{L}` store the :math:`K` states and add one sampled
         dense-dense product per step. Without learnable values no state is
         stored, so memory does not grow with :math:`K`.
+
+        Second-order gradients (:obj:`create_graph=True`, *e.g.*, a
+        gradient penalty) are exact: the backward pass is then recomputed
+        with differentiable gathers (memory :math:`K |\mathcal{E}| C`, as
+        unfused autograd). Under :mod:`torch.func` transforms
+        (:func:`~torch.func.grad`, :func:`~torch.func.vmap`,
+        :func:`~torch.func.jacrev`, ...) the steps run as such gathers too;
+        under :func:`torch.compile` as the custom operator
+        :obj:`torch_geometric_coin::explicit_diffusion` (no graph break).
         """
         if K == 0:
             return x
+        value = self.value.to(x.dtype)
+        if functorch_active():
+            return explicit_plain(x, value, _as_tensor(sigma2, x),
+                                  self._layout, K)
         step = None
         if not self.value.requires_grad and not isinstance(sigma2, Tensor):
-            # Fixed values and step size: I - sigma2 L is assembled once.
+            # Fixed values and step size: I - sigma2 L is assembled once
+            # (in eager mode; torch.compile uses the one of a first call).
             key = (float(sigma2), x.dtype)
             if self._step is None or self._step[:2] != key:
-                value = self.value.to(x.dtype)
-                self._step = key + (_StepMatrix(
-                    self._layout, value, -_as_tensor(sigma2, value),
-                    self.symmetric), )
-            step = self._step[2]
-        sigma2 = _as_tensor(sigma2, x)
-        symmetric = None if self.value.requires_grad else self.symmetric
-        return _ExplicitDiffusion.apply(x, self.value.to(x.dtype), sigma2,
-                                        self._layout, K, symmetric, step)
+                if torch.compiler.is_compiling():
+                    key = None
+                else:
+                    scale = _as_tensor(sigma2, x)
+                    self._step = key + (scale, _StepMatrix.shifted(
+                        self._layout, value, -scale, self.symmetric))
+            if key is not None:
+                sigma2, step = self._step[2:]
+        if step is None:
+            sigma2 = _as_tensor(sigma2, x)
+        return explicit_diffusion(x, value, sigma2, self._layout, K,
+                                  self._known_symmetric(), step)
 
     def implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
                  tol: float = 1e-5, max_iter: int = 1000,
@@ -326,139 +289,43 @@ class DiffusionOperator:
         (\mathbf{I} + \sigma^2 \mathbf{L})^{-1}`); learnable values of
         :math:`\mathbf{L}` keep the :math:`K` states. Iteration counts go
         to :obj:`stats` (a :class:`SolverStats`) if given.
+
+        Each solution meets :obj:`tol` in its *true* residual, computed in
+        float64 at the end of the solve (and refined if the solver's
+        updated residual drifted, as it does in float32 at a large
+        :math:`\sigma^2`); where the dtype of :obj:`x` cannot meet
+        :obj:`tol`, :class:`~torch_geometric_coin.ops.ConvergenceError`
+        says so. Second-order gradients (:obj:`create_graph=True`) are exact
+        (to the tolerance of the solves): the backward pass is then made of
+        differentiable implicit steps. Runs under :func:`torch.compile` as
+        the custom operator :obj:`torch_geometric_coin::implicit_diffusion`;
+        :mod:`torch.func` transforms raise :class:`NotImplementedError`.
         """
         if K == 0:
             return x
-        sigma2 = _as_tensor(sigma2, x)
-        return _ImplicitDiffusion.apply(x, self.value.to(x.dtype), sigma2,
-                                        self._layout, K, self.symmetric, tol,
-                                        max_iter, stats)
+        return implicit_diffusion(x, self.value.to(x.dtype),
+                                  _as_tensor(sigma2, x), self._layout, K,
+                                  self._known_symmetric(), tol, max_iter,
+                                  stats)
+
+    def _known_symmetric(self) -> Optional[bool]:
+        r""":attr:`symmetric`, or :obj:`None` where finding it would read
+        learned values (a host synchronisation in each call) or would run
+        under :func:`torch.compile` (the fused operators find it)."""
+        if self._symmetric is None and (self.value.requires_grad or
+                                        torch.compiler.is_compiling()):
+            return None if self._layout.symmetric else False
+        return self.symmetric
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_nodes={self.num_nodes}, '
                 f'nnz={self.value.numel()})')
 
 
-class _ExplicitDiffusion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, value, sigma2, layout, K, symmetric, step):
-        _, need_value, need_sigma2 = ctx.needs_input_grad[:3]
-        M = step or _StepMatrix(layout, value, -sigma2, bool(symmetric))
-        # What the backward pass needs: all states u_0..u_{K-1} for the
-        # gradient of the values, only u_{K-1} for sigma2 alone (M^k are
-        # polynomials of L), none for the input alone.
-        saved = []
-        u = x
-        for k in range(K):
-            if need_value or (need_sigma2 and k == K - 1):
-                saved.append(u)
-            u = M.mm(u)
-        _save(ctx, M, layout, K, value, sigma2, saved)
-        return u
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        need, M, layout, K, value, sigma2, saved = _saved(ctx)
-        need_x, need_value, need_sigma2 = need
-        grad_value = grad_sigma2 = None
-        g = grad_out
-        if need_value:
-            # dLoss/dM_ij = sum_k g_{k+1}[i] u_k[j]
-            dvalue = torch.zeros_like(value)
-            for u in reversed(saved):
-                dvalue += layout.sddmm(g, u)
-                g = M.tmm(g)
-            grad_value = -sigma2 * dvalue
-            if need_sigma2:
-                grad_sigma2 = -(value * dvalue).sum()
-        else:
-            if need_sigma2:  # d u_K / d sigma2 = -K L M^{K-1} u_0
-                L = layout.matrix(value)
-                grad_sigma2 = -K * (grad_out *
-                                    torch.sparse.mm(L, saved[-1])).sum()
-            if need_x:
-                for _ in range(K):
-                    g = M.tmm(g)
-        return g if need_x else None, grad_value, grad_sigma2, None, None, \
-            None, None
-
-
-class _ImplicitDiffusion(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, value, sigma2, layout, K, symmetric, tol, max_iter,
-                stats):
-        _, need_value, need_sigma2 = ctx.needs_input_grad[:3]
-        A = _StepMatrix(layout, value, sigma2, symmetric)
-        diag = A.diagonal()
-        saved = []
-        u = x
-        for _ in range(K):
-            u, it = krylov_solve(A.mm, u, u, diag, symmetric, tol, max_iter)
-            if stats is not None:
-                stats.forward.append(it)
-            if need_value:
-                saved.append(u)
-        if need_sigma2 and not need_value:
-            saved.append(u)
-        ctx.tol, ctx.max_iter, ctx.stats = tol, max_iter, stats
-        _save(ctx, A, layout, K, value, sigma2, saved)
-        return u
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        need, A, layout, K, value, sigma2, saved = _saved(ctx)
-        diag, stats = A.diagonal(), ctx.stats
-        need_x, need_value, need_sigma2 = need
-        grad_value = grad_sigma2 = dvalue = None
-        if need_value:
-            dvalue = torch.zeros_like(value)
-        # The adjoint: lam_k = A^{-T} lam_{k+1}, lam_{K+1} = grad_out.
-        lam = grad_out
-        for k in reversed(range(K)):
-            lam, it = krylov_solve(A.tmm, lam, lam, diag, A.symmetric,
-                                   ctx.tol, ctx.max_iter)
-            if stats is not None:
-                stats.adjoint.append(it)
-            if need_value:  # dLoss/dA_ij = -sum_k lam_k[i] u_k[j]
-                dvalue -= layout.sddmm(lam, saved[k])
-            elif need_sigma2 and k == K - 1:
-                # u_K = R^K u_0 with R = A^{-1}, dR/dsigma2 = -R L R, so
-                # d u_K / d sigma2 = -K R L u_K.
-                L = layout.matrix(value)
-                grad_sigma2 = -K * (lam * torch.sparse.mm(L, saved[0])).sum()
-                if not need_x:
-                    break
-        if need_value:
-            grad_value = sigma2 * dvalue
-            if need_sigma2:
-                grad_sigma2 = (value * dvalue).sum()
-        return (lam if need_x else None, grad_value, grad_sigma2, None, None,
-                None, None, None, None)
-
-
-def _save(ctx, matrix, layout, K, value, sigma2, saved):
-    ctx.matrix, ctx.layout, ctx.K = matrix, layout, K
-    ctx.save_for_backward(value, sigma2, *saved)
-
-
-def _saved(ctx):
-    value, sigma2, *saved = ctx.saved_tensors
-    return (ctx.needs_input_grad[:3], ctx.matrix, ctx.layout, ctx.K, value,
-            sigma2, saved)
-
-
 def _as_tensor(sigma2: Union[float, Tensor], x: Tensor) -> Tensor:
     if not isinstance(sigma2, Tensor):
         return torch.tensor(float(sigma2), dtype=x.dtype, device=x.device)
     return sigma2.to(x.dtype)
-
-
-def _compress(index: Tensor, num_nodes: int) -> Tensor:
-    crow = index.new_zeros(num_nodes + 1)
-    crow[1:] = torch.cumsum(torch.bincount(index, minlength=num_nodes), 0)
-    return crow
 
 
 def _check_graph(edge_index: Adj, edge_weight: OptTensor, num_nodes: int):
@@ -477,6 +344,10 @@ def _check_graph(edge_index: Adj, edge_weight: OptTensor, num_nodes: int):
                              "tensor, not as 'edge_weight'")
         if edge_index.layout == torch.sparse_csc:
             edge_index = edge_index.to_sparse_csr()
+        elif edge_index.layout == torch.sparse_coo:
+            # (PyG's `to_edge_index` would only mark the caller's tensor as
+            # coalesced; duplicates sum, as they do in the Laplacian.)
+            edge_index = edge_index.coalesce()
         _check_square(tuple(edge_index.size()), num_nodes)
         adj_t, edge_weight = to_edge_index(edge_index)
         edge_index = adj_t.flip(0)

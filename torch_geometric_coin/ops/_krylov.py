@@ -1,7 +1,12 @@
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+# Iterative refinement: at most this many corrections, each of which must
+# lower the true residual of every unfinished column by this factor.
+_MAX_REFINE = 10
+_REFINE_FACTOR = 0.5
 
 
 class ConvergenceError(RuntimeError):
@@ -10,32 +15,56 @@ class ConvergenceError(RuntimeError):
 
 def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
                  diag: Tensor, symmetric: bool, tol: float = 1e-5,
-                 max_iter: int = 1000) -> Tuple[Tensor, int]:
+                 max_iter: int = 1000,
+                 matvec64: Optional[Callable[[Tensor], Tensor]] = None,
+                 ) -> Tuple[Tensor, int]:
     r"""Solves :math:`\mathbf{A} \mathbf{X} = \mathbf{B}` for all columns at
     once with Jacobi-preconditioned conjugate gradients when
     :math:`\mathbf{A}` is symmetric positive definite, else with
-    Jacobi-preconditioned BiCGSTAB, until
+    Jacobi-preconditioned BiCGSTAB, until the *true* relative residual
     :math:`\|\mathbf{b} - \mathbf{A}\mathbf{x}\| \leq \mathrm{tol} \cdot
     \|\mathbf{b}\|` in every column.
 
+    The residual that the iteration updates drifts away from the true one
+    in finite precision (by about the rounding unit times the condition
+    number of :math:`\mathbf{A}`), so once the iteration converged, the
+    true residual is computed from its definition (in float64 if
+    :obj:`matvec64` is given) and, while it exceeds the tolerance, the
+    solution is refined: the correction :math:`\mathbf{A}\mathbf{d} =
+    \mathbf{b} - \mathbf{A}\mathbf{x}` is solved again and added.
+
     Args:
-        matvec (Callable): :math:`\mathbf{X} \mapsto \mathbf{A}\mathbf{X}`.
+        matvec (Callable): :math:`\mathbf{X} \mapsto \mathbf{A}\mathbf{X}` in
+            the dtype of :obj:`b`.
         b (torch.Tensor): The right-hand sides :math:`(N, C)`.
         x0 (torch.Tensor): The initial guess :math:`(N, C)`.
         diag (torch.Tensor): The diagonal of :math:`\mathbf{A}` (positive).
         symmetric (bool): Whether :math:`\mathbf{A}` is symmetric.
         tol (float, optional): Relative residual tolerance.
             (default: :obj:`1e-5`)
-        max_iter (int, optional): Iteration limit. (default: :obj:`1000`)
+        max_iter (int, optional): Iteration limit of each solve.
+            (default: :obj:`1000`)
+        matvec64 (Callable, optional): The same product in float64, with
+            which the true residual is computed; if not given, it is
+            computed with :obj:`matvec` in the dtype of :obj:`b`.
+            (default: :obj:`None`)
 
     Returns:
-        (torch.Tensor, int): The solution and the number of iterations
-        (:obj:`0` when :obj:`x0` already meets the tolerance).
+        (torch.Tensor, int): The solution and the number of iterations, those
+        of the refinements included (:obj:`0` when :obj:`x0` already meets
+        the tolerance).
 
     Raises:
         ConvergenceError: if the tolerance is not met in :obj:`max_iter`
-            iterations (or the iteration breaks down).
+            iterations (or the iteration breaks down), or if the true
+            residual stays above it after refinement (the dtype of :obj:`b`
+            is too coarse for :obj:`tol` on this system).
     """
+    x, it = _solve(matvec, b, x0, diag, symmetric, tol, max_iter)
+    return _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter)
+
+
+def _solve(matvec, b, x0, diag, symmetric, tol, max_iter):
     dinv = diag.reciprocal().view(-1, 1)
     bound = tol * b.norm(dim=0)
     x = x0.clone()
@@ -54,6 +83,44 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
             f"residual {rel:.3g} > tol={tol:g} in column {worst}. Raise "
             f"'max_iter' or 'tol', or lower 'sigma2'")
     return x, it
+
+
+def _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter):
+    r"""Checks the true residual of :obj:`x` and refines it (see
+    :func:`krylov_solve`)."""
+    if matvec64 is None:
+        matvec64, wide = matvec, b
+    else:
+        wide = b.to(torch.float64)
+    bound = tol * wide.norm(dim=0)
+    prev = None
+    for step in range(_MAX_REFINE + 1):
+        r = wide - matvec64(x.to(wide.dtype))
+        res = r.norm(dim=0)
+        todo = res > bound
+        if not bool(todo.any()):
+            return x, it
+        if step == _MAX_REFINE or (prev is not None and not bool(
+                (res[todo] <= _REFINE_FACTOR * prev[todo]).all())):
+            break
+        prev = res
+        # The correction of the unfinished columns, in the working dtype,
+        # solved on right-hand sides of unit norm.
+        scale = torch.where(todo, res, torch.zeros_like(res))
+        rhs = (r / res.clamp_min(1e-300)).to(b.dtype) * todo.to(b.dtype)
+        d, it_d = _solve(matvec, rhs, torch.zeros_like(rhs), diag, symmetric,
+                         tol, max_iter)
+        x = x + d * scale.to(b.dtype)
+        it += it_d
+    worst = int(torch.argmax(res / wide.norm(dim=0).clamp_min(1e-300)))
+    rel = float(res[worst] / wide[:, worst].norm().clamp_min(1e-300))
+    raise ConvergenceError(
+        f"The solution of {'conjugate gradients' if symmetric else 'BiCGSTAB'}"
+        f" in {b.dtype} does not meet tol={tol:g}: its true relative residual "
+        f"is {rel:.3g} in column {worst} after iterative refinement (the "
+        f"system is too ill-conditioned for this dtype at this tolerance, "
+        f"e.g., a large 'sigma2'). Use float64 (convert the model and its "
+        f"input with '.double()') or a larger 'tol'")
 
 
 def _safe_div(a: Tensor, b: Tensor) -> Tensor:

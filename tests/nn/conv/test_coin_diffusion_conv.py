@@ -375,12 +375,44 @@ def test_dropout_before_each_step():
 
 
 def test_torch_compile():
+    import torch._dynamo as dynamo
     edge_index, weight = random_graph(10, 30, 13)
     x = torch.randn(10, 3)
+    # Not cached: each call prepares its graph, which compiles with breaks.
     conv = CoinDiffusionConv(5, 0.3)
-    compiled = torch.compile(conv)
+    compiled = torch.compile(conv, backend='aot_eager')
     assert torch.allclose(compiled(x, edge_index, weight),
                           conv(x, edge_index, weight), atol=1e-6)
+    # fullgraph=True needs the graph prepared: a clear error says so.
+    dynamo.reset()
+    conv = CoinDiffusionConv(5, 0.3, cached=True)
+    with pytest.raises(Exception, match='call the model once before'):
+        torch.compile(conv, fullgraph=True, backend='aot_eager')(
+            x, edge_index, weight)
+    # After one eager call: one graph, no break, for every learned part.
+    per_edge = PerEdgeWeight(edge_index.size(1))
+    for kwargs, learned in [(dict(), False), (dict(learn_sigma2=True), False),
+                            (dict(), True), (dict(dropout=0.2), False),
+                            (dict(scheme='implicit'), True)]:
+        dynamo.reset()
+        conv = CoinDiffusionConv(5, 0.3, cached=True, **kwargs)
+
+        def run(module, conv=conv, learned=learned):
+            w = per_edge(edge_index, weight) if learned else weight
+            x_ = x.clone().requires_grad_()
+            out = module(x_, edge_index, w)
+            out.square().sum().backward()
+            return out, x_.grad
+
+        ref, ref_grad = run(conv)
+        w = per_edge(edge_index, weight) if learned else weight
+        explain = dynamo.explain(conv)(x, edge_index, w)
+        assert explain.graph_break_count == 0 and explain.graph_count == 1
+        if not conv.training or conv.dropout == 0:
+            out, grad = run(torch.compile(conv, fullgraph=True,
+                                          backend='aot_eager'))
+            assert torch.allclose(out, ref, atol=1e-6)
+            assert torch.allclose(grad, ref_grad, atol=1e-6)
 
 
 def test_explainer():

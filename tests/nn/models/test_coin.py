@@ -405,3 +405,31 @@ def test_to_hetero_is_refused_at_construction():
     x, edge_index, _ = two_blobs(20)
     with pytest.raises(ValueError, match="to_homogeneous"):
         COIN(8, 2, K=2)({'paper': x}, edge_index)
+
+
+@pytest.mark.parametrize('learn', [None, 'kernel', 'per_edge'])
+def test_compiles_with_fullgraph_after_one_eager_call(learn):
+    import torch._dynamo as dynamo
+    dynamo.reset()
+    gen = torch.Generator().manual_seed(3)
+    edge_index = coalesce(torch.randint(12, (2, 40), generator=gen))
+    x = torch.randn(12, 5, generator=gen)
+    y = torch.randint(3, (12, ), generator=gen)
+    kwargs = dict(num_edges=edge_index.size(1)) if learn == 'per_edge' \
+        else {}
+    model = COIN(5, 3, hidden_channels=8, K=4, sigma2=0.2, cached=True,
+                 learn_sigma2=True, learn_edge_weights=learn, **kwargs)
+
+    def step(module):
+        model.zero_grad()
+        loss = F.nll_loss(module(x, edge_index), y)
+        loss.backward()
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    model.eval()  # no dropout draws, which differ between the modes
+    ref, ref_grads = step(model)
+    loss, grads = step(torch.compile(model, fullgraph=True,
+                                     backend='aot_eager'))
+    assert torch.allclose(loss, ref, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-6)
