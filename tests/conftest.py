@@ -1,8 +1,19 @@
+import os
 import os.path as osp
 import shutil
 import sys
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis draws the same examples in every run (CI is reproducible);
+# HYPOTHESIS_PROFILE=random draws new ones (see tests/README.md).
+settings.register_profile('ci', derandomize=True, deadline=None,
+                          database=None)
+settings.register_profile('thorough', derandomize=True, deadline=None,
+                          database=None)
+settings.register_profile('random', deadline=None)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHARED_DATASETS = osp.join(ROOT, '..', 'shared', 'datasets')

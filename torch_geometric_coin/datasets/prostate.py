@@ -15,9 +15,16 @@ class Prostate(OfflineDataset):
     .. note::
 
         This is *not* the data of the COIN paper's prostate cancer
-        experiment, which used the P1000 cohort of `Elmarakeby et al.
-        (2021) <https://doi.org/10.1038/s41586-021-03922-4>`_; it is a
-        smaller, public stand-in for the same kind of task.
+        experiment, and the COIN paper did not use it. The paper's
+        experiment classifies primary vs metastatic tumours from somatic
+        mutations and copy-number changes of the P1000 cohort (`Elmarakeby
+        et al. (2021) <https://doi.org/10.1038/s41586-021-03922-4>`_; see
+        :class:`~torch_geometric_coin.datasets.P1000`, not shipped). This
+        data serves this package's own experiment
+        (:obj:`benchmarks/prostate.py --dataset singh2002`): tumour vs
+        normal tissue from gene expression, another task, with other
+        features and another graph, whose results say nothing about the
+        paper's.
 
     The raw file is :obj:`Prostate_GE.mat` of the `scikit-feature
     <https://jundongl.github.io/scikit-feature/datasets.html>`_ collection,

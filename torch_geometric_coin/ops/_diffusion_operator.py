@@ -10,6 +10,7 @@ from torch_geometric.utils import (
     to_edge_index,
 )
 
+from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.ops._diffusion_kernels import (
     _Layout,
     _StepMatrix,
@@ -101,6 +102,8 @@ class DiffusionOperator:
         :obj:`[num_nodes, num_nodes]`, as PyG's :obj:`adj_t`) and builds
         the operator of its Laplacian
         (:func:`~torch_geometric_coin.utils.coin_norm`)."""
+        check_number('num_nodes', num_nodes, integer=True, low=0)
+        num_nodes = int(num_nodes)
         edge_index, edge_weight = _check_graph(edge_index, edge_weight,
                                                num_nodes)
         if edge_weight is not None and dtype is not None:
@@ -145,6 +148,25 @@ class DiffusionOperator:
         op.add_self_loops = self.add_self_loops
         op._keep = self._keep
         return op
+
+    def has_graph(self, edge_index: Adj) -> bool:
+        r"""Whether :obj:`edge_index` (any adjacency :meth:`from_graph`
+        takes) holds the same edges in the same order as the graph this
+        operator was built from, and, for a sparse adjacency, the same
+        weights (validated; a comparison on the device)."""
+        if self.graph is None:
+            raise ValueError("'has_graph' needs an operator built by "
+                             "'DiffusionOperator.from_graph'")
+        index, weight = _check_graph(edge_index, None, self.num_nodes)
+        ref_index, ref_weight = self.graph
+        if index.shape != ref_index.shape or not bool(
+                torch.equal(index, ref_index)):
+            return False
+        if weight is None:  # (the weights come as 'edge_weight')
+            return True
+        if ref_weight is None:
+            return bool((weight == 1).all())
+        return bool(torch.equal(weight.to(ref_weight.dtype), ref_weight))
 
     def matrix(self) -> Tensor:
         r"""The :obj:`torch.sparse_csr` matrix :math:`\mathbf{L}`."""
@@ -243,6 +265,7 @@ class DiffusionOperator:
         under :func:`torch.compile` as the custom operator
         :obj:`torch_geometric_coin::explicit_diffusion` (no graph break).
         """
+        _check_steps(K, sigma2)
         if K == 0:
             return x
         value = self.value.to(x.dtype)
@@ -301,6 +324,9 @@ class DiffusionOperator:
         the custom operator :obj:`torch_geometric_coin::implicit_diffusion`;
         :mod:`torch.func` transforms raise :class:`NotImplementedError`.
         """
+        _check_steps(K, sigma2)
+        check_number('tol', tol, low=0, high=1, open_low=True)
+        check_number('max_iter', max_iter, integer=True, low=1)
         if K == 0:
             return x
         return implicit_diffusion(x, self.value.to(x.dtype),
@@ -328,6 +354,13 @@ def _as_tensor(sigma2: Union[float, Tensor], x: Tensor) -> Tensor:
     return sigma2.to(x.dtype)
 
 
+def _check_steps(K, sigma2):
+    # Python numbers only: no host synchronisation.
+    check_number('K', K, integer=True, low=0)
+    if not isinstance(sigma2, Tensor):
+        check_number('sigma2', sigma2)
+
+
 def _check_graph(edge_index: Adj, edge_weight: OptTensor, num_nodes: int):
     r"""Turns any supported adjacency into validated :obj:`(edge_index,
     edge_weight)` with :obj:`edge_index = (source, target)`."""
@@ -344,12 +377,15 @@ def _check_graph(edge_index: Adj, edge_weight: OptTensor, num_nodes: int):
                              "tensor, not as 'edge_weight'")
         if edge_index.layout == torch.sparse_csc:
             edge_index = edge_index.to_sparse_csr()
-        elif edge_index.layout == torch.sparse_coo:
-            # (PyG's `to_edge_index` would only mark the caller's tensor as
-            # coalesced; duplicates sum, as they do in the Laplacian.)
-            edge_index = edge_index.coalesce()
         _check_square(tuple(edge_index.size()), num_nodes)
-        adj_t, edge_weight = to_edge_index(edge_index)
+        if edge_index.layout == torch.sparse_coo:
+            # Coalesced here (PyG's `to_edge_index` would only mark the
+            # caller's tensor as coalesced, and is not differentiable in
+            # the values); duplicates sum, as they do in the Laplacian.
+            adj = edge_index.coalesce()
+            adj_t, edge_weight = adj.indices(), adj.values()
+        else:
+            adj_t, edge_weight = to_edge_index(edge_index)
         edge_index = adj_t.flip(0)
     elif isinstance(edge_index, Tensor):
         if edge_index.dim() != 2 or edge_index.size(0) != 2:

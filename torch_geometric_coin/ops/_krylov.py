@@ -3,6 +3,8 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from torch_geometric_coin._checks import check_number
+
 # Iterative refinement: at most this many corrections, each of which must
 # lower the true residual of every unfinished column by this factor.
 _MAX_REFINE = 10
@@ -60,7 +62,9 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
             residual stays above it after refinement (the dtype of :obj:`b`
             is too coarse for :obj:`tol` on this system).
     """
-    x, it = _solve(matvec, b, x0, diag, symmetric, tol, max_iter)
+    check_number('tol', tol, low=0, high=1, open_low=True)
+    check_number('max_iter', max_iter, integer=True, low=1)
+    x, it = _solve(matvec, b, x0, diag, symmetric, tol, int(max_iter))
     return _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter)
 
 

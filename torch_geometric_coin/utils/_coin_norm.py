@@ -6,6 +6,8 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
+from torch_geometric_coin._checks import check_number
+
 NORMALIZATIONS = ('coin', 'sym', 'rw', None)
 
 
@@ -83,6 +85,11 @@ def coin_norm(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"Unknown 'normalization' {normalization!r}: "
                          f"expected one of {NORMALIZATIONS}")
+    if num_nodes is not None:
+        check_number('num_nodes', num_nodes, integer=True, low=0)
+        num_nodes = int(num_nodes)
+    if sigma2 is not None and not isinstance(sigma2, Tensor):
+        check_number('sigma2', sigma2)
     num_nodes = maybe_num_nodes(edge_index, num_nodes)
     keep = (edge_index[0] != edge_index[1]).nonzero().view(-1)
     return _coin_norm(edge_index, edge_weight, num_nodes, normalization,
@@ -109,13 +116,19 @@ def _coin_norm(edge_index: Tensor, edge_weight: Optional[Tensor],
     else:
         loop = 1.0 if add_self_loops else 0.0
         deg = deg + loop
+        # Inverses of a safe degree: no 0 * inf = NaN in the gradient of
+        # the weights at zero-degree nodes.
+        isolated = deg == 0
+        safe_deg = deg.masked_fill(isolated, 1.)
         if normalization == 'rw':
-            deg_inv = deg.reciprocal().masked_fill(deg == 0, 0.)
+            deg_inv = safe_deg.reciprocal().masked_fill(isolated, 0.)
             adj = edge_weight * deg_inv[dst]
             diag = (deg > 0).to(adj.dtype) - loop * deg_inv
         else:
-            deg_inv_sqrt = deg.rsqrt().masked_fill(deg == 0, 0.)
-            adj = deg_inv_sqrt[src] * edge_weight * deg_inv_sqrt[dst]
+            deg_inv_sqrt = safe_deg.rsqrt().masked_fill(isolated, 0.)
+            # (The product of both scales first: it cannot overflow where
+            # the normalised weight does not.)
+            adj = (deg_inv_sqrt[src] * deg_inv_sqrt[dst]) * edge_weight
             if normalization == 'sym':
                 diag = ((deg > 0).to(adj.dtype) -
                         loop * deg_inv_sqrt.square())

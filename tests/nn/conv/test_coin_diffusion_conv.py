@@ -318,8 +318,15 @@ def test_caching():
     conv = CoinDiffusionConv(3, 0.3, cached=True)
     out = conv(x, edge_index, weight)
     assert conv._cached_op is not None
-    # The cached graph is used, whatever edges are passed:
-    assert torch.allclose(conv(x, edge_index[:, :2], weight), out)
+    # The same edges in a new tensor (a copy, a sparse layout) are fine;
+    # another graph, or the same edges in another order, would silently get
+    # the cached operator, so they are refused:
+    assert torch.equal(conv(x, edge_index.clone(), weight), out)
+    perm = torch.randperm(edge_index.size(1))
+    for other, w in [(edge_index[:, :2], weight[:2]),
+                     (edge_index[:, perm], weight[perm])]:
+        with pytest.raises(ValueError, match='but was given another graph'):
+            conv(x, other, w)
     conv.reset_parameters()
     assert conv._cached_op is None
 

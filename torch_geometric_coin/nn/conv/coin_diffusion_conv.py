@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import scatter
 
 from torch_geometric_coin._checks import (
@@ -30,6 +30,13 @@ _PREPARE_EAGERLY = (
     "CoinDiffusionConv prepares a graph (validation, CSR layout, eigenvalue "
     "estimate) in eager mode. To compile with fullgraph=True, build it with "
     "cached=True and call the model once before torch.compile")
+
+
+def _has_learned_values(adj: Adj) -> bool:
+    if isinstance(adj, SparseTensor):
+        return adj.requires_grad()
+    return isinstance(adj, Tensor) and adj.layout != torch.strided \
+        and adj.requires_grad
 
 
 class CoinDiffusionConv(MessagePassing):
@@ -179,6 +186,7 @@ class CoinDiffusionConv(MessagePassing):
                 self.sigma2_raw.fill_(self.sigma2_init + math.log(
                     -math.expm1(-self.sigma2_init)))
         self._cached_op = None
+        self._cached_index = None
         self._cached_weight = None
         self._checked_learned = False
         self._warned = False
@@ -241,17 +249,27 @@ class CoinDiffusionConv(MessagePassing):
     def _operator(self, x: Tensor, edge_index: Adj,
                   edge_weight: OptTensor) -> DiffusionOperator:
         op = self._cached_op
+        if self.cached and _has_learned_values(edge_index):
+            raise ValueError("A cached layer keeps its graph, not learned "
+                             "weights: pass them as 'edge_weight' with an "
+                             "'edge_index' (or use 'cached=False')")
         if op is None:
             op = self._prepare(x, edge_index, edge_weight)
             if edge_weight is None or not edge_weight.requires_grad:
                 return op
-        elif op.num_nodes != x.size(0):
-            raise ValueError(f"The cached graph has {op.num_nodes} nodes but "
-                             f"'x' has {x.size(0)} rows; use 'cached=False' "
-                             f"for changing graphs")
-        elif edge_weight is self._cached_weight and (
-                edge_weight is None or not edge_weight.requires_grad):
-            return op
+        else:
+            if op.num_nodes != x.size(0):
+                raise ValueError(f"The cached graph has {op.num_nodes} nodes "
+                                 f"but 'x' has {x.size(0)} rows; use "
+                                 f"'cached=False' for changing graphs")
+            if edge_index is not self._cached_index:
+                self._check_cached_graph(op, edge_index)
+            if not isinstance(edge_index, Tensor) or edge_index.is_sparse \
+                    or edge_index.layout != torch.strided:
+                return op  # its values were the cached weights (checked)
+            if edge_weight is self._cached_weight and (
+                    edge_weight is None or not edge_weight.requires_grad):
+                return op
         # New edge weights (e.g., learned): the same layout, new values.
         return op.reweight(edge_weight)
 
@@ -264,19 +282,38 @@ class CoinDiffusionConv(MessagePassing):
         if self.cached:  # hold no autograd graph
             learned = edge_weight is not None and edge_weight.requires_grad
             self._cached_op = op
+            self._cached_index = edge_index
             self._cached_weight = _LEARNED if learned else edge_weight
         return op
+
+    @torch.compiler.disable(reason=_PREPARE_EAGERLY)
+    def _check_cached_graph(self, op: DiffusionOperator, edge_index: Adj):
+        # A new adjacency object for a cached layer: the same graph (for
+        # instance a copy, or the same edges in a new tensor) is fine,
+        # another one would silently get the cached operator.
+        if not op.has_graph(edge_index):
+            raise ValueError(
+                f"The layer cached the operator of the graph of its first "
+                f"call ({op.graph[0].size(1)} edges), but was given another "
+                f"graph (or the same edges in another order). "
+                f"'cached=True' is for one fixed graph: use 'cached=False' "
+                f"for changing graphs, or 'reset_parameters()' to forget "
+                f"the cached one")
+        self._cached_index = edge_index
 
     def _check_stability(self, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> bool:
         r"""Returns whether the explicit scheme is certified stable; warns
         or raises (see :obj:`stability`) when it is not. Learned edge
-        weights are checked on their first values only."""
+        weights and :math:`\sigma^2` are checked on their first values
+        only (and then never count as certified)."""
         if self.scheme == 'implicit':
             return True
         if self.stability == 'ignore' and not self.cached:
             return False  # no estimate for each new graph
-        learned = op.value.requires_grad
+        # Learned edge weights or sigma2 are checked on their first values
+        # (reading them at every call would sync with the device).
+        learned = op.value.requires_grad or isinstance(sigma2, Tensor)
         if learned and self._checked_learned:
             return False
         self._checked_learned = learned
