@@ -3,17 +3,35 @@
     python benchmarks/planetoid.py                          # paper, 10 x 2
     python benchmarks/planetoid.py --splits 100 --seeds 20  # the full paper
     python benchmarks/planetoid.py --protocol public        # 10 seeds
+    python benchmarks/planetoid.py --setting authors ours   # side by side
 
-Protocols: ``paper`` (the COIN authors' one: largest connected component,
-binary features row-normalised, random splits of 20 train / 30 validation
-nodes per class and the rest as test, S splits x I initialisations, Adam lr
-0.01, weight decay 5e-4, early stopping with patience 50) and ``public``
-(the standard Planetoid split, each model with its published optimiser
-settings, 10 seeds). Every model runs on the same splits and seeds. COIN's K
-and sigma2 per data set come from ``benchmarks/configs/coin.json``
-(``benchmarks/search.py`` chose them by validation accuracy). Writes
-``planetoid_<protocol>_<dataset>.{json,md}`` into ``--out-dir``.
+Settings: ``ours`` (the default) and ``authors``. ``authors`` follows the
+COIN authors' code step by step (``benchmarks/authors_planetoid.py``): the
+gnn-benchmark ``.npz`` files (``--npz-root``), their largest component,
+their seeded 20/30/rest splits, their COIN (base block without dropout, K=20,
+sigma2=0.35 unless ``--K``/``--sigma2``), Adam 0.01 / 5e-4, at most 10,000
+epochs, patience 50, the last epoch whose validation loss fell or accuracy
+rose, and their baselines with their own settings (GCN 64 hidden, dropout
+0.8; APPNP with weight decay on its first layer only; MLP; GAT). It writes
+``planetoid_authors_<dataset>.{json,md}``; with both settings also
+``planetoid_authors_vs_<protocol>_<dataset>.{json,md}``, the two side by
+side with the difference (ours - authors) and its 95% interval.
+
+``ours`` has two protocols: ``paper`` (our version of the paper's protocol:
+PyG's Planetoid files, their largest connected component, binary features
+row-normalised, random splits of 20 train / 30 validation nodes per class and
+the rest as test, S splits x I initialisations, every model with Adam lr
+0.01, weight decay 5e-4, at most 1,000 epochs, patience 50, the epoch of best
+validation accuracy; PyG's example models; COIN 64 wide with dropout 0.5)
+and ``public`` (the standard Planetoid split, each model with its published
+optimiser settings, 10 seeds). Every model runs on the same splits and
+seeds. COIN's K and sigma2 per data set come from
+``benchmarks/configs/coin.json`` (``benchmarks/search.py`` chose them by
+validation accuracy). Writes ``planetoid_<protocol>_<dataset>.{json,md}``
+into ``--out-dir``.
 """
+import copy
+import math
 import os.path as osp
 import sys
 
@@ -21,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import authors_planetoid as authors  # noqa: E402
 import common  # noqa: E402
 import reporting  # noqa: E402
 from training import fit  # noqa: E402
@@ -34,6 +53,15 @@ PROTOCOL_TEXT = {
                'features, {seeds} seeds, published optimiser settings per '
                'model'),
 }
+SETTINGS = ('ours', 'authors')
+AUTHORS_TEXT = (
+    "the COIN authors' setting (graph/ of shwangtangjun/COIN): gnn-benchmark "
+    "npz file, largest connected component, binary features row-normalised, "
+    "their seeded splits 20 train / 30 val per class / rest test, {splits} "
+    "splits x {seeds} inits, their models (COIN base block without dropout, "
+    "K={K}, sigma2={sigma2}; baselines with their own settings), Adam, max "
+    "{epochs} epochs, patience {patience}, the last epoch whose validation "
+    "loss fell or accuracy rose")
 
 
 def run_dataset(args, name, bar, write):
@@ -82,6 +110,102 @@ def run_dataset(args, name, bar, write):
     return result
 
 
+def run_authors(args, name, bar, write):
+    r"""The authors' setting (:mod:`authors_planetoid`) on :obj:`name`:
+    every model of :obj:`args.models` that they ran, on their runs; calls
+    :obj:`write(result)` after each run."""
+    device = torch.device(args.device)
+    data = authors.load_authors(args.npz_root, name).to(device)
+    models = [m for m in args.models if m in authors.MODELS]
+    result = dict(dataset=name, num_nodes=data.num_nodes,
+                  num_edges=data.num_edges, models=models,
+                  K=args.authors_K, sigma2=args.authors_sigma2,
+                  epochs=args.authors_epochs, patience=args.patience,
+                  memory='not measured')
+    records = result['runs'] = {m: [] for m in models}
+
+    def after_run(model_name, res):
+        records[model_name].append(res)
+        bar.set_postfix(data=name, model=f'{model_name} (authors)',
+                        acc=f"{res['test_acc']:.3f}")
+        bar.update()
+        if model_name == models[-1]:
+            result['summary'] = reporting.summarize_runs(records)
+            result['completed_runs'] = len(records[models[0]])
+            result['nan_runs'] = {m: sum(r['nan_epoch'] is not None
+                                         for r in recs)
+                                  for m, recs in records.items()}
+            write(result)
+
+    authors.records_of(fit, data, models, args.splits, args.seeds,
+                       epochs=args.authors_epochs, patience=args.patience,
+                       K=args.authors_K, sigma2=args.authors_sigma2,
+                       after_run=after_run)
+    return result
+
+
+def authors_markdown(args, result, command):
+    text = AUTHORS_TEXT.format(splits=args.splits, seeds=args.seeds,
+                               K=result['K'], sigma2=result['sigma2'],
+                               epochs=result['epochs'],
+                               patience=result['patience'])
+    nan = ', '.join(f'{m} {n}' for m, n in result['nan_runs'].items() if n)
+    head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
+            f"{result['num_edges']} edges), {text}; "
+            f"{result['completed_runs']} runs; runs stopped by a NaN (the "
+            f"kept model is reported, as the authors do): "
+            f"{nan or 'none'}.\n\nCommand: `{command}`\n\n")
+    return head + reporting.runs_table(result['summary'])
+
+
+def welch(a, b):
+    r"""The difference of means :obj:`mean(b) - mean(a)` and its 95%
+    Welch interval, as :obj:`(diff, low, high)` (:obj:`nan` bounds with
+    fewer than two values on a side or no spread)."""
+    from scipy.stats import t
+
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    if na < 2 or nb < 2:
+        return mb - ma, float('nan'), float('nan')
+    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return mb - ma, float('nan'), float('nan')
+    dof = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
+    half = float(t.ppf(0.975, dof)) * se
+    return mb - ma, mb - ma - half, mb - ma + half
+
+
+def side_by_side(theirs, ours, protocol, command):
+    r"""Markdown of the authors' setting and ours on one data set: per
+    model both test accuracies and the difference (ours - authors, Welch
+    95% interval, percentage points)."""
+    rows, payload = [], {}
+    for m in theirs['runs']:
+        a = [r['test_acc'] for r in theirs['runs'][m]]
+        b = [r['test_acc'] for r in ours['runs'].get(m, [])]
+        cells = [m, reporting.fmt_acc(reporting.summarize(a))]
+        if b:
+            d, lo, hi = welch(a, b)
+            cells += [reporting.fmt_acc(reporting.summarize(b)),
+                      f'{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]']
+            payload[m] = dict(diff=d, ci_low=lo, ci_high=hi)
+        else:
+            cells += ['-', '-']
+        rows.append(cells)
+    md = (f"**{theirs['dataset']}**: the authors' setting "
+          f"({theirs['num_nodes']} nodes) against ours ({protocol} "
+          f"protocol, {ours['num_nodes']} nodes); test accuracy in %, "
+          f"mean ± std [95% CI] over each setting's own runs; difference "
+          f"ours - authors in points [Welch 95% CI].\n\n"
+          f"Command: `{command}`\n\n" + reporting.markdown_table(
+              ['model', 'authors', f'ours ({protocol})',
+               'ours - authors'], rows))
+    return md, payload
+
+
 def markdown(args, result, command):
     proto = PROTOCOL_TEXT[args.protocol].format(
         splits=args.splits, seeds=args.seeds, epochs=args.epochs,
@@ -100,36 +224,91 @@ def main(argv=None):
     parser = common.parser(
         __doc__, datasets=dict(default=list(common.PLANETOID),
                                choices=common.PLANETOID),
-        models=dict(default=list(common.MODELS), choices=common.MODELS),
+        models=dict(default=list(common.MODELS), choices=list(
+            common.MODELS) + ['COIN-safe']),
         splits=dict(default=10, help='random splits (paper protocol)'),
         seeds=dict(default=None, help='initialisations per split (None: 2 '
                    'for paper, 10 for public)'),
         epochs=dict(default=None, help='maximum epochs (None: 1000 for '
-                    'paper; public: a cap on the published ones)'),
+                    'paper, 10000 for the authors; public: a cap on the '
+                    'published ones)'),
         patience=50, root=osp.join(common.SHARED, 'planetoid'),
-        device='cpu', protocol='paper', coin_config=None)
+        device='cpu', protocol='paper', coin_config=None,
+        K=dict(default=None, help="COIN diffusion steps of the authors' "
+               f"setting (None: theirs, {authors.K})"),
+        sigma2=dict(default=None, help="COIN sigma2 of the authors' setting "
+                    f"(None: theirs, {authors.SIGMA2})"))
+    parser.add_argument('--setting', nargs='+', choices=SETTINGS,
+                        default=['ours'],
+                        help="'ours' (--protocol), 'authors' (their code, "
+                        "step by step), or both side by side")
+    parser.add_argument('--npz-root', default=osp.join(common.SHARED, 'npz'),
+                        help="the folder of the gnn-benchmark .npz files "
+                        "(the authors' setting)")
     args, command = common.parse_args(parser, argv, 'planetoid')
+    args.authors_K = authors.K if args.K is None else args.K
+    args.authors_sigma2 = (authors.SIGMA2 if args.sigma2 is None
+                           else args.sigma2)
+    args.authors_epochs = (authors.MAX_EPOCHS if args.epochs is None
+                           else args.epochs)
+    settings = [s for s in SETTINGS if s in args.setting]
     if args.seeds is None:
         args.seeds = 2 if args.protocol == 'paper' else 10
     if args.protocol == 'paper' and args.epochs is None:
         args.epochs = 1000
 
+    ours_models = [m for m in args.models if m in common.MODELS]
+    authors_models = [m for m in args.models if m in authors.MODELS]
     n_runs = (args.splits if args.protocol == 'paper' else 1) * args.seeds
+    total = len(args.datasets) * (
+        ('ours' in settings) * n_runs * len(ours_models)
+        + ('authors' in settings) * args.splits * args.seeds
+        * len(authors_models))
     outputs, paths = {}, []
-    with tqdm(total=n_runs * len(args.models) * len(args.datasets),
-              desc='runs') as bar:
+    with tqdm(total=total, desc='runs') as bar:
         for name in args.datasets:
-            written = []
+            out = outputs[name] = {}
+            if 'authors' in settings and authors_models:
+                written = []
 
-            def write(result):
-                written[:] = reporting.write_results(
-                    args.out_dir, f'planetoid_{args.protocol}_{name}',
-                    dict(result, command=command, protocol=args.protocol,
-                         args=vars(args)), markdown(args, result, command))
+                def write(result):
+                    written[:] = reporting.write_results(
+                        args.out_dir, f'planetoid_authors_{name}',
+                        dict(result, command=command, setting='authors',
+                             args=vars(args)),
+                        authors_markdown(args, result, command))
 
-            outputs[name] = result = run_dataset(args, name, bar, write)
-            tqdm.write(markdown(args, result, command))
-            paths += written
+                out['authors'] = result = run_authors(args, name, bar, write)
+                tqdm.write(authors_markdown(args, result, command))
+                paths += written
+            if 'ours' in settings and ours_models:
+                written = []
+                ours_args = copy.copy(args)
+                ours_args.models = ours_models
+
+                def write(result):
+                    written[:] = reporting.write_results(
+                        args.out_dir, f'planetoid_{args.protocol}_{name}',
+                        dict(result, command=command, setting='ours',
+                             protocol=args.protocol, args=vars(args)),
+                        markdown(args, result, command))
+
+                out['ours'] = result = run_dataset(ours_args, name, bar,
+                                                   write)
+                tqdm.write(markdown(args, result, command))
+                paths += written
+            if len(out) == 2:
+                md, diff = side_by_side(out['authors'], out['ours'],
+                                        args.protocol, command)
+                paths += reporting.write_results(
+                    args.out_dir,
+                    f'planetoid_authors_vs_{args.protocol}_{name}',
+                    dict(dataset=name, command=command, differences=diff,
+                         authors=out['authors']['summary'],
+                         ours=out['ours']['summary'], args=vars(args)), md)
+                tqdm.write(md)
+            if settings == ['ours']:  # the former return value
+                outputs[name] = out['ours']
     reporting.wrote(*paths)
     return outputs
 

@@ -40,3 +40,63 @@ def test_planetoid_public_tiny(bench, planetoid_root, tmp_path):
     s = res['Cora']['summary']
     assert set(s) == {'COIN', 'SGC'} and s['COIN']['test_acc']['n'] == 2
     assert (tmp_path / 'planetoid_public_Cora.md').exists()
+
+
+def _tiny_cora_npz(folder):
+    # A gnn-benchmark file: 7 classes x 55 nodes on a connected circulant
+    # graph, 20 binary features (the class is one of them).
+    import numpy as np
+    import scipy.sparse as sp
+    y = np.repeat(np.arange(7), 55)
+    n = y.size
+    rows = np.arange(n)
+    adj = sp.csr_matrix((np.ones(2 * n, dtype=np.float32),
+                         (np.r_[rows, rows], np.r_[(rows + 1) % n,
+                                                   (rows + 5) % n])),
+                        shape=(n, n))
+    attr = (np.random.RandomState(0).rand(n, 20) < 0.2)
+    attr[rows, y] = True
+    attr = sp.csr_matrix(attr.astype(np.float32))
+    np.savez(folder / 'cora.npz', adj_data=adj.data, adj_indices=adj.indices,
+             adj_indptr=adj.indptr, adj_shape=np.array(adj.shape),
+             attr_data=attr.data, attr_indices=attr.indices,
+             attr_indptr=attr.indptr, attr_shape=np.array(attr.shape),
+             labels=y.astype(np.int8))
+
+
+def test_planetoid_authors_vs_ours(bench, planetoid_root, tmp_path):
+    planetoid = bench('planetoid')
+    _tiny_cora_npz(tmp_path)
+    out = tmp_path / 'out'
+    res = planetoid.main([
+        '--setting', 'authors', 'ours', '--datasets', 'Cora', '--npz-root',
+        str(tmp_path), '--splits', '2', '--seeds', '1', '--epochs', '2',
+        '--models', 'COIN', 'COIN-safe', 'GCN', '--root', planetoid_root,
+        '--out-dir', str(out), '--threads', '1'])
+    assert set(res['Cora']) == {'authors', 'ours'}
+    assert set(res['Cora']['authors']['summary']) == {'COIN', 'COIN-safe',
+                                                      'GCN'}
+    assert set(res['Cora']['ours']['summary']) == {'COIN', 'GCN'}
+    assert res['Cora']['ours']['num_nodes'] == 2485
+    assert res['Cora']['authors']['num_nodes'] == 385
+    saved = json.loads(
+        (out / 'planetoid_authors_vs_paper_Cora.json').read_text())
+    a = [r['test_acc'] for r in res['Cora']['authors']['runs']['GCN']]
+    b = [r['test_acc'] for r in res['Cora']['ours']['runs']['GCN']]
+    assert math.isclose(saved['differences']['GCN']['diff'],
+                        sum(b) / 2 - sum(a) / 2, abs_tol=1e-12)
+    md = (out / 'planetoid_authors_vs_paper_Cora.md').read_text()
+    assert md.count('\n| ') == 4 and '| COIN-safe |' in md
+    assert (out / 'planetoid_paper_Cora.json').exists()
+    assert (out / 'planetoid_authors_Cora.json').exists()
+
+
+def test_welch_interval(bench):
+    from scipy.stats import ttest_ind
+    planetoid = bench('planetoid')
+    a, b = [0.80, 0.82, 0.81, 0.79], [0.83, 0.85, 0.80, 0.84, 0.86]
+    d, lo, hi = planetoid.welch(a, b)
+    ci = ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert math.isclose(d, sum(b) / 5 - sum(a) / 4)
+    assert math.isclose(lo, ci.low) and math.isclose(hi, ci.high)
+    assert math.isnan(planetoid.welch([0.8], b)[1])
