@@ -84,7 +84,9 @@ class CoinDiffusionConv(MessagePassing):
         cached (bool, optional): If set to :obj:`True`, the layer caches
             the operator of the graph (and its eigenvalue estimate) on first
             execution; new :obj:`edge_weight` tensors (learned ones) reuse
-            its layout. Only for transductive learning.
+            its layout. Only for transductive learning: another graph (a
+            new adjacency object holding other edges, or the same edges in
+            another order) raises a :class:`ValueError`.
             (default: :obj:`False`)
         dropout (float, optional): Dropout probability of the features
             before each step during training. (default: :obj:`0.`)
