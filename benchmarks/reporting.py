@@ -158,7 +158,10 @@ def markdown_table(header: Sequence[str], rows: List[Sequence[Any]]) -> str:
 
 
 def fmt_acc(s: Dict[str, float]) -> str:
-    r"""A :func:`summarize` of accuracies in %: mean ± std [95% CI]."""
+    r"""A :func:`summarize` of accuracies in %: mean ± std [95% CI] (a
+    single run has neither: mean (1 run))."""
+    if s['n'] < 2:
+        return f"{100 * s['mean']:.2f} (1 run)"
     return (f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
             f"[{100 * s['ci_low']:.2f}, {100 * s['ci_high']:.2f}]")
 
@@ -167,7 +170,10 @@ def fmt_mean(s: Dict[str, float], spread: str = 'std', scale: float = 1.,
              digits: int = 4) -> str:
     r"""A :func:`summarize` as :obj:`mean ± spread` (:obj:`'std'` or
     :obj:`'ci95'`, the half-width of the 95% interval), times
-    :obj:`scale` (*e.g.*, 100 for %), with :obj:`digits` decimals."""
+    :obj:`scale` (*e.g.*, 100 for %), with :obj:`digits` decimals (a
+    single run has no spread: mean (1 run))."""
+    if s.get('n', 2) < 2:
+        return f"{scale * s['mean']:.{digits}f} (1 run)"
     return (f"{scale * s['mean']:.{digits}f} ± "
             f"{scale * s[spread]:.{digits}f}")
 

@@ -150,3 +150,12 @@ def test_save_writes_then_says_so(tmp_path, capsys):
         f'wrote {png}']
     with pytest.raises(TypeError, match='payload'):
         stamp([1])
+
+
+def test_single_run_has_no_interval_in_tables():
+    from reporting import fmt_acc, fmt_mean, summarize
+    s = summarize([0.82])
+    assert fmt_acc(s) == '82.00 (1 run)'  # not "[nan, nan]"
+    assert fmt_mean(s, 'ci95', scale=100, digits=2) == '82.00 (1 run)'
+    s = summarize([0.8, 0.9])
+    assert 'nan' not in fmt_acc(s) and fmt_acc(s).startswith('85.00 ± 7.07')
