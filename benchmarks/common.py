@@ -214,6 +214,18 @@ def load_planetoid(root: str, name: str, protocol: str,
     return data
 
 
+def random_graph(num_nodes: int, num_edges: int, device='cpu',
+                 seed: int = 0) -> torch.Tensor:
+    r"""A seeded random undirected graph of :obj:`num_nodes` nodes and
+    about :obj:`num_edges` edges (:obj:`num_edges // 2` random pairs
+    without self-loops, both directions), for timing."""
+    from torch_geometric.utils import to_undirected
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(num_nodes, (2, num_edges // 2), generator=gen)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    return to_undirected(edge_index, num_nodes=num_nodes).to(device)
+
+
 def random_split(y: torch.Tensor, num_train_per_class: int = 20,
                  num_val_per_class: int = 30, seed: int = 0,
                  generator: Optional[torch.Generator] = None):

@@ -20,7 +20,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch_geometric.utils import to_undirected
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
@@ -31,11 +30,9 @@ from torch_geometric_coin.nn import COIN, CoinDiffusionConv  # noqa: E402
 
 def graph(size: str, channels: int, seed: int = 0):
     n, e = (int(v) for v in size.split(':'))
-    gen = torch.Generator().manual_seed(seed)
-    edge_index = torch.randint(n, (2, e // 2), generator=gen)
-    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
-    edge_index = to_undirected(edge_index, num_nodes=n)
-    x = torch.randn(n, channels, generator=gen)
+    edge_index = common.random_graph(n, e, seed=seed)
+    x = torch.randn(n, channels,
+                    generator=torch.Generator().manual_seed(seed + 1))
     return x, edge_index
 
 

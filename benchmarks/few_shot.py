@@ -6,7 +6,7 @@ setting and ours, side by side on the same episodes.
     python benchmarks/few_shot.py --epochs 1 --episodes 4 --val-episodes 4
 
 The defaults are the authors' 10,000 episodes per shape (hours on a 2-core
-CPU); ``--episodes 500`` took 22 minutes there, validation included.
+CPU; BENCHMARKS.md gives the command and time of a shorter run).
 
 **Backbone (not the authors').** The COIN authors (``fewshot/`` of
 shwangtangjun/COIN) use features of a ResNet-18 / WRN pretrained on the base

@@ -63,9 +63,8 @@ and gene order, the same ResNet scores; the COIN scores differ at the level
 of float rounding (sparse instead of dense products over 40 steps x 300
 epochs). The authors' defects are kept (validation patients unused, NaN
 weights from ties); no variant of ours is run on P1000, since the data could
-not be run here. The authors ran on a GPU (``--device cuda``): on one busy
-CPU thread, a split of the full-size synthetic cohort took about 25 s for
-the graph and 0.7 s per epoch and model (hours for 10 x 10 runs).
+not be run here. The authors ran on a GPU (``--device cuda``); on a
+CPU the 10 x 10 runs of the full-size cohort take hours.
 """
 import os.path as osp
 import sys

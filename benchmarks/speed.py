@@ -23,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 from torch_geometric.nn import APPNP
-from torch_geometric.utils import to_undirected
 
 from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 from torch_geometric_coin.ops import DiffusionOperator, SolverStats
@@ -39,13 +38,6 @@ warnings.filterwarnings('ignore', '.*Sparse invariant checks.*')
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize()
-
-
-def random_graph(num_nodes, num_edges, device, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    edge_index = torch.randint(num_nodes, (2, num_edges // 2), generator=gen)
-    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
-    return to_undirected(edge_index, num_nodes=num_nodes).to(device)
 
 
 def load_real(name, root, tmp):
@@ -162,7 +154,7 @@ def implicit_sweep(edge_index, num_nodes, channels, device, sigma2s, K):
 
 
 def training_step(num_nodes, num_edges, channels, K, device):
-    edge_index = random_graph(num_nodes, num_edges, device, seed=1)
+    edge_index = common.random_graph(num_nodes, num_edges, device, seed=1)
     x = torch.randn(num_nodes, channels, device=device)
     y = torch.randint(channels, (num_nodes, ), device=device)
     model = COIN(channels, channels, K=K, cached=True,
@@ -224,7 +216,8 @@ def main(argv=None):
                            16))
     for spec in args.sizes:
         n, e, c = (int(v) for v in spec.split(':'))
-        graphs.append((f'random {n:,}', random_graph(n, e, device), n, c))
+        graphs.append((f'random {n:,}', common.random_graph(n, e, device),
+                       n, c))
 
     results = dict(command=command, device=str(device),
                    torch_threads=torch.get_num_threads(), graphs=[])
@@ -252,7 +245,7 @@ def main(argv=None):
 
     if args.implicit_sigma2:
         n = args.implicit_nodes
-        edge_index = random_graph(n, 10 * n, device, seed=2)
+        edge_index = common.random_graph(n, 10 * n, device, seed=2)
         results['implicit'] = dict(
             nodes=n, edges=int(edge_index.size(1)), K=5, channels=16,
             rows=implicit_sweep(edge_index, n, 16, device,

@@ -64,7 +64,8 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
     """
     check_number('tol', tol, low=0, high=1, open_low=True)
     check_number('max_iter', max_iter, integer=True, low=1)
-    x, it = _solve(matvec, b, x0, diag, symmetric, tol, int(max_iter))
+    max_iter = int(max_iter)
+    x, it = _solve(matvec, b, x0, diag, symmetric, tol, max_iter)
     return _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter)
 
 
@@ -79,14 +80,20 @@ def _solve(matvec, b, x0, diag, symmetric, tol, max_iter):
     solver = _cg if symmetric else _bicgstab
     x, res, it = solver(matvec, x, r, dinv, bound, max_iter)
     if not bool((res <= bound).all()):
-        worst = int(torch.argmax(res / b.norm(dim=0).clamp_min(1e-300)))
-        rel = float(res[worst] / b[:, worst].norm().clamp_min(1e-300))
+        worst, rel = _worst_column(res, b)
         raise ConvergenceError(
             f"{'Conjugate gradients' if symmetric else 'BiCGSTAB'} did not "
             f"converge in {it} iterations (max_iter={max_iter}): relative "
             f"residual {rel:.3g} > tol={tol:g} in column {worst}. Raise "
             f"'max_iter' or 'tol', or lower 'sigma2'")
     return x, it
+
+
+def _worst_column(res: Tensor, b: Tensor) -> Tuple[int, float]:
+    r"""The column of the largest relative residual, and that residual."""
+    rel = res / b.norm(dim=0).clamp_min(1e-300)
+    worst = int(torch.argmax(rel))
+    return worst, float(rel[worst])
 
 
 def _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter):
@@ -116,8 +123,7 @@ def _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter):
                          tol, max_iter)
         x = x + d * scale.to(b.dtype)
         it += it_d
-    worst = int(torch.argmax(res / wide.norm(dim=0).clamp_min(1e-300)))
-    rel = float(res[worst] / wide[:, worst].norm().clamp_min(1e-300))
+    worst, rel = _worst_column(res, wide)
     raise ConvergenceError(
         f"The solution of {'conjugate gradients' if symmetric else 'BiCGSTAB'}"
         f" in {b.dtype} does not meet tol={tol:g}: its true relative residual "

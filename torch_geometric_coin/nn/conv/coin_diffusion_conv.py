@@ -104,11 +104,14 @@ class CoinDiffusionConv(MessagePassing):
             (default: :obj:`None`)
         stability (str, optional): What to do when
             :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme
-            (checked once per graph, learned edge weights on their first
-            values): :obj:`'warn'` (at the caller's line), :obj:`'raise'` or
-            :obj:`'ignore'`. Outside the certified regime the output is
-            checked in eager mode: an overflow raises
-            :class:`FloatingPointError`.
+            (checked once per graph, learned edge weights and
+            :math:`\sigma^2` on their first values): :obj:`'warn'` (at the
+            caller's line), :obj:`'raise'` or :obj:`'ignore'`. Outside the
+            certified regime the output is checked in eager mode (one read
+            from the device per call): an overflow raises
+            :class:`FloatingPointError`. Learned values can leave the
+            stable regime during training, so they are never certified
+            and their output is always checked.
             (default: :obj:`'warn'`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
