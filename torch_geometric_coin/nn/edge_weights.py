@@ -44,8 +44,9 @@ class KernelEdgeWeight(torch.nn.Module):
             (:obj:`in_channels` if :obj:`None`). (default: :obj:`None`)
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F)`, edge indices
-          :math:`(2, |\mathcal{E}|)`, edge weights :math:`(|\mathcal{E}|)`
+        - **input:** node features :math:`(|\mathcal{V}|, F)` (dense), edge
+          indices :math:`(2, |\mathcal{E}|)`, edge weights
+          :math:`(|\mathcal{E}|)`
           *(optional, non-negative)*
         - **output:** edge weights :math:`(|\mathcal{E}|)`
     """
@@ -67,7 +68,7 @@ class KernelEdgeWeight(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_weight: OptTensor = None) -> Tensor:
-        check_features(x, self.in_channels, self.lin.weight)
+        check_features(x, self.in_channels, self.lin.weight, sparse=False)
         _check_edge_weight(edge_index, edge_weight)
         # Validated once per graph (a host sync), not at every call:
         if not self._graph.hit(edge_index, edge_weight, x.size(0)):
@@ -186,24 +187,59 @@ def canonical_edge_ids(edge_index: Tensor) -> Tuple[Tensor, int]:
     return ids, int(group[-1]) + 1
 
 
-def check_features(x: Any, in_channels: int, weight: OptTensor):
+SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)
+
+
+def check_features(x: Any, in_channels: int, weight: OptTensor,
+                   sparse: bool = True):
     r"""Raises a clear error unless :obj:`x` is a floating point tensor of
     shape :obj:`[num_nodes, in_channels]` in the dtype of :obj:`weight`
-    (any dtype under autocast, or if :obj:`weight` is :obj:`None`)."""
+    (any dtype under autocast, or if :obj:`weight` is :obj:`None`).
+
+    With :obj:`sparse=True`, :obj:`x` may also be a 2-D :obj:`torch.sparse`
+    COO or CSR tensor (no dense or batch dimensions, not requiring
+    gradients), in exactly the dtype of :obj:`weight` (sparse products do
+    not autocast), float32 or float64 on the CPU."""
     if not isinstance(x, Tensor):
         raise TypeError(f"'x' must be a tensor of shape [num_nodes, "
                         f"{in_channels}] (got {type(x).__name__})")
+    layout = x.layout
+    if layout != torch.strided:
+        allowed = 'torch.sparse_coo or torch.sparse_csr tensor'
+        if not sparse:
+            raise TypeError(f"'x' must be a dense tensor here (got layout "
+                            f"{layout}); convert it with 'x.to_dense()'")
+        if layout not in SPARSE_LAYOUTS:
+            raise TypeError(f"A sparse 'x' must be a {allowed} (got layout "
+                            f"{layout}); convert it, e.g., with "
+                            f"'x.to_sparse_csr()'")
+        if x.dim() != 2 or x.dense_dim() != 0:
+            raise ValueError(f"A sparse 'x' must be a 2-D {allowed} of "
+                             f"shape [num_nodes, {in_channels}] without "
+                             f"dense or batch dimensions (got shape "
+                             f"{list(x.size())} with {x.dense_dim()} dense "
+                             f"dimensions)")
+        if x.requires_grad:
+            raise ValueError("Gradients with respect to a sparse 'x' are "
+                             "not supported: pass it without "
+                             "'requires_grad' or as a dense tensor")
     if x.dim() != 2 or x.size(-1) != in_channels:
         raise ValueError(f"'x' must have shape [num_nodes, {in_channels}] "
                          f"(got {list(x.size())})")
     if not x.is_floating_point():
         raise TypeError(f"'x' must be a floating point tensor (got "
                         f"{x.dtype}); convert it, e.g., with 'x.float()'")
-    if weight is not None and x.dtype != weight.dtype and \
-            not torch.is_autocast_enabled(x.device.type):
+    if weight is not None and x.dtype != weight.dtype and (
+            layout != torch.strided
+            or not torch.is_autocast_enabled(x.device.type)):
         raise TypeError(f"'x' has dtype {x.dtype} but the parameters have "
                         f"dtype {weight.dtype}; convert one of them, e.g., "
                         f"'x.to({weight.dtype})' or 'model.to({x.dtype})'")
+    if layout != torch.strided and x.device.type == 'cpu' and \
+            x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"A sparse 'x' on the CPU must be float32 or "
+                        f"float64 (got {x.dtype}: no sparse products in "
+                        f"this dtype); pass 'x.to_dense()' or use float32")
 
 
 def _check_edge_index(edge_index: Any):

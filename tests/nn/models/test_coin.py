@@ -433,3 +433,68 @@ def test_compiles_with_fullgraph_after_one_eager_call(learn):
     assert torch.allclose(loss, ref, atol=1e-6)
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, atol=1e-6)
+
+
+# Sparse input features #######################################################
+
+def sparse_blobs(n=30, seed=0):
+    x, edge_index, y = two_blobs(n, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = (x * (torch.rand(x.size(), generator=gen) < 0.4)).double()
+    return x, coalesce(edge_index, num_nodes=n), y
+
+
+@pytest.mark.parametrize('diffuse', ['prob', 'logits', 'hidden'])
+@pytest.mark.parametrize('hidden,num_layers', [(None, 0), (None, 1),
+                                               (None, 2), (16, 0), (16, 1),
+                                               (16, 2)])
+@pytest.mark.parametrize('training', [True, False])
+def test_sparse_features_equal_dense_features(diffuse, hidden, num_layers,
+                                              training):
+    x, edge_index, y = sparse_blobs()
+    torch.manual_seed(0)
+    # Dropout only in evaluation (where it is off): training draws differ.
+    model = COIN(8, 2, hidden_channels=hidden, num_layers=num_layers, K=3,
+                 sigma2=0.3, diffuse=diffuse, learn_sigma2=True,
+                 dropout=0. if training else 0.5).double().train(training)
+    out = model(x, edge_index)
+    F.nll_loss(out, y).backward()
+    ref = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for xs in [x.to_sparse(), x.to_sparse_csr()]:
+        model.zero_grad()
+        out_sparse = model(xs, edge_index)
+        assert torch.allclose(out_sparse, out, atol=1e-12)
+        F.nll_loss(out_sparse, y).backward()
+        for name, p in model.named_parameters():
+            assert torch.allclose(p.grad, ref[name], atol=1e-12), name
+
+
+def test_sparse_features_with_learned_edge_weights():
+    x, edge_index, y = sparse_blobs()
+    model = COIN(8, 2, K=3, learn_edge_weights='per_edge',
+                 num_edges=edge_index.size(1), dropout=0.).double()
+    out = model(x, edge_index)
+    assert torch.allclose(model(x.to_sparse_csr(), edge_index), out)
+    model = COIN(8, 2, K=3, learn_edge_weights='kernel').double()
+    model(x, edge_index)
+    for xs in [x.to_sparse(), x.to_sparse_csr()]:
+        with pytest.raises(ValueError, match="learn_edge_weights='kernel' "
+                           "needs dense node features 'x'"):
+            model(xs, edge_index)
+    with pytest.raises(TypeError, match="'x' must be a dense tensor"):
+        model.edge_weights(x.to_sparse_csr(), edge_index)
+
+
+@pytest.mark.parametrize('learn', [None, 'per_edge'])
+def test_sparse_features_errors(learn):
+    x, edge_index, _ = sparse_blobs()
+    kwargs = dict(num_edges=edge_index.size(1)) if learn else {}
+    model = COIN(8, 2, K=2, learn_edge_weights=learn, **kwargs)
+    with pytest.raises(TypeError, match='layout torch.sparse_csc'):
+        model(x.float().to_sparse_csc(), edge_index)
+    with pytest.raises(TypeError, match="'x' has dtype torch.float64"):
+        model(x.to_sparse_csr(), edge_index)
+    with pytest.raises(ValueError, match=r"'x' must have shape \[num_"):
+        model(x[:, :5].float().to_sparse(), edge_index)
+    with pytest.raises(ValueError, match="2-D .* without dense or batch"):
+        model(x.float().unsqueeze(-1).to_sparse(2), edge_index)

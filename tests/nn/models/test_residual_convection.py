@@ -145,3 +145,128 @@ def test_residual_convection_errors():
         model(torch.randn(3, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="'x' must be a tensor"):
         model([[0.0] * 4])
+
+
+# Sparse input features #######################################################
+
+def sparse_features(n=12, f=8, density=0.4, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, f, generator=gen, dtype=dtype)
+    return x * (torch.rand(n, f, generator=gen) < density)
+
+
+def as_layout(x, layout):
+    if layout == 'csr':
+        return x.to_sparse_csr()
+    if layout == 'coo':
+        return x.to_sparse()
+    # An uncoalesced COO tensor: every stored value split in two entries.
+    coo = x.to_sparse()
+    idx, val = coo.indices(), coo.values()
+    return torch.sparse_coo_tensor(torch.cat([idx, idx], 1),
+                                   torch.cat([0.25 * val, 0.75 * val]),
+                                   x.size(), check_invariants=True)
+
+
+@pytest.mark.parametrize('layout', ['coo', 'csr', 'coo_uncoalesced'])
+@pytest.mark.parametrize('hidden,num_layers', [(8, 0), (8, 1), (8, 2),
+                                               (5, 0), (5, 1), (5, 2)])
+@pytest.mark.parametrize('out_channels', [3, None])
+@pytest.mark.parametrize('training', [True, False])
+def test_sparse_input_equals_dense_input(layout, hidden, num_layers,
+                                         out_channels, training):
+    if num_layers == 0 and hidden == 8 and out_channels is None:
+        return  # the identity (tested below)
+    torch.manual_seed(0)
+    # Dropout only in evaluation (where it is off): training draws differ.
+    model = ResidualConvection(
+        8, hidden, out_channels, num_layers=num_layers,
+        T=1.5 if num_layers else 1.,
+        norm='batch_norm' if num_layers else None,
+        dropout=0. if training else 0.5).double().train(training)
+    x = sparse_features()
+    grad = torch.randn(12, out_channels or hidden, dtype=torch.float64)
+    out = model(x)
+    out.backward(grad)
+    ref = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    xs = as_layout(x, layout)
+    out_sparse = model(xs)
+    assert out_sparse.layout == torch.strided
+    assert torch.allclose(out_sparse, out, atol=1e-12)
+    out_sparse.backward(grad)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref[name], atol=1e-12), name
+    assert torch.allclose(model.encode(xs), model.encode(x), atol=1e-12)
+
+
+def test_sparse_input_of_the_identity_and_in_place_changes():
+    model = ResidualConvection(8, num_layers=0).double()
+    x = sparse_features()
+    for layout in ['coo', 'csr']:
+        assert torch.equal(model(as_layout(x, layout)), x)
+    # The prepared structure follows in-place changes of the input:
+    model = ResidualConvection(8, 8, 3).double().eval()
+    xs = x.to_sparse_csr()
+    assert torch.allclose(model(xs), model(x))
+    xs.mul_(2.)
+    assert torch.allclose(model(xs), model(2. * x))
+
+
+@pytest.mark.parametrize('layout', ['coo', 'csr'])
+def test_sparse_dropout_is_dropout_on_the_stored_values(layout):
+    # The first map is lin_in = [I; 0] without bias: the output shows the
+    # dropped input.
+    p = 0.3
+    model = ResidualConvection(6, 7, None, num_layers=0, dropout=p,
+                               bias=False).double()
+    with torch.no_grad():
+        model.lin_in.weight.copy_(torch.eye(7, 6))
+    x = sparse_features(3000, 6, density=0.5, seed=1) + 0.  # no -0.
+    xs = as_layout(x, layout)
+    torch.manual_seed(0)
+    out = model(xs)[:, :6]
+    nonzero = x != 0
+    kept = out != 0
+    assert not bool((kept & ~nonzero).any())  # zeros stay zeros
+    assert torch.allclose(out[kept], x[kept] / (1 - p))  # scaled by 1/(1-p)
+    frac = kept.sum() / nonzero.sum()  # ~ Binomial(9000, 0.7) / 9000
+    assert abs(float(frac) - (1 - p)) < 0.02
+    torch.manual_seed(1)
+    assert not torch.equal(model(xs)[:, :6], out)  # fresh draws
+    model.eval()
+    assert torch.allclose(model(xs)[:, :6], x)
+    # The residual adds the input itself, not its dropped copy:
+    model = ResidualConvection(6, dropout=0.5).double()
+    with torch.no_grad():
+        model.lins[0].weight.zero_()
+        model.lins[0].bias.zero_()
+    assert torch.equal(model(xs), x)
+
+
+def test_sparse_input_errors():
+    model = ResidualConvection(8, 8, 3)
+    x = sparse_features(dtype=torch.float32)
+    with pytest.raises(TypeError, match="torch.sparse_coo or torch.sparse_"
+                       "csr tensor.*layout torch.sparse_csc"):
+        model(x.to_sparse_csc())
+    with pytest.raises(TypeError, match='layout torch.sparse_bsr'):
+        model(x.to_sparse_bsr((2, 2)))
+    with pytest.raises(ValueError, match="2-D .* without dense or batch"):
+        model(x.unsqueeze(-1).to_sparse(2))  # a hybrid COO tensor
+    with pytest.raises(ValueError, match="2-D .* without dense or batch"):
+        model(x.unsqueeze(0).to_sparse_csr())  # a batch of CSR
+    with pytest.raises(ValueError, match=r"'x' must have shape \[num_"):
+        model(x[:, :5].to_sparse_csr())
+    with pytest.raises(TypeError, match="'x' has dtype torch.float64"):
+        model(x.double().to_sparse_csr())
+    with pytest.raises(TypeError, match="'x' must be a floating point"):
+        model(x.long().to_sparse())
+    with pytest.raises(ValueError, match="Gradients with respect to a "
+                       "sparse 'x'"):
+        model(x.to_sparse().requires_grad_())
+    for dtype in [torch.float16, torch.bfloat16]:
+        with pytest.raises(TypeError, match="sparse 'x' on the CPU must be "
+                           "float32 or float64"):
+            model.to(dtype)(x.to(dtype).to_sparse_csr())
+    assert model(x.to(torch.bfloat16)).dtype == torch.bfloat16  # dense

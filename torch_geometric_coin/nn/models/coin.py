@@ -100,11 +100,17 @@ class COIN(torch.nn.Module):
     Integer arguments take Python or numpy integers, real ones Python or
     numpy reals (not booleans); every other keyword argument is refused.
 
+    The node features may be a :obj:`torch.sparse` COO or CSR tensor
+    (*e.g.*, bag-of-words features): the first linear map of the base
+    classifier is then a sparse-dense product, with dropout on the stored
+    values (see :class:`ResidualConvection`); everything after it is
+    unchanged. :obj:`learn_edge_weights='kernel'` needs dense features.
+
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` (in the
-          dtype of the parameters), edge indices :math:`(2, |\mathcal{E}|)`
-          or a sparse adjacency, edge weights :math:`(|\mathcal{E}|)`
-          *(optional)*
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, dense or
+          sparse (COO or CSR; in the dtype of the parameters), edge
+          indices :math:`(2, |\mathcal{E}|)` or a sparse adjacency, edge
+          weights :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** log-probabilities :math:`(|\mathcal{V}|, C)`
     """
     def __init__(
@@ -183,6 +189,13 @@ class COIN(torch.nn.Module):
                 "over the whole graph instead: 'data.to_homogeneous()'")
         if self.edge_weights is not None:
             check_features(x, self.base.in_channels, self.base._weight())
+            if x.layout != torch.strided and \
+                    isinstance(self.edge_weights, KernelEdgeWeight):
+                raise ValueError(
+                    f"learn_edge_weights='kernel' needs dense node features "
+                    f"'x' (got layout {x.layout}): pass 'x.to_dense()', or "
+                    f"use learn_edge_weights=None or 'per_edge' with a "
+                    f"sparse 'x'")
             edge_index, edge_weight = self._edge_index(x, edge_index,
                                                        edge_weight)
             if isinstance(self.edge_weights, KernelEdgeWeight):

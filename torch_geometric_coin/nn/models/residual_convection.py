@@ -1,5 +1,5 @@
 import numbers
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch_geometric.nn.resolver import (
 )
 
 from torch_geometric_coin._checks import check_number
-from torch_geometric_coin.nn.edge_weights import check_features
+from torch_geometric_coin.nn.edge_weights import _GraphCache, check_features
 
 
 class ResidualConvection(torch.nn.Module):
@@ -36,6 +36,16 @@ class ResidualConvection(torch.nn.Module):
     with dropout on the input of every linear map. The input projection is
     the identity when :obj:`hidden_channels` equals :obj:`in_channels` (the
     authors' base classifier: one block as wide as the input).
+
+    The input :math:`\mathbf{x}` may be a :obj:`torch.sparse` COO or CSR
+    tensor (*e.g.*, bag-of-words features): the first linear map is then a
+    sparse-dense product (forward and backward), dropout acts on the stored
+    values (the same distribution as dense dropout on a coalesced input),
+    and the residual of a first block without projection adds
+    :math:`\mathbf{x}` to the dense block output. Everything after the first
+    linear map is dense and unchanged. The sparse structure (a CSR copy of a
+    COO input, and its transpose for the weight gradient) is prepared once
+    per input tensor.
 
     Args:
         in_channels (int): Size of each input sample.
@@ -64,9 +74,10 @@ class ResidualConvection(torch.nn.Module):
     numpy reals (not booleans).
 
     Shapes:
-        - **input:** :math:`(N, F_{in})`
+        - **input:** :math:`(N, F_{in})`, dense or sparse (COO or CSR, in
+          the dtype of the parameters; float32 or float64 on the CPU)
         - **output:** :math:`(N, F_{out})`, or :math:`(N, F_{hid})` without
-          output map
+          output map (dense)
     """
     def __init__(
         self,
@@ -147,6 +158,7 @@ class ResidualConvection(torch.nn.Module):
         if self.out_channels is not None:
             self.lin_out = Linear(hidden_channels, self.out_channels,
                                   bias=bool(bias))
+        self._sparse = _GraphCache()  # a sparse x -> its _SparseInput
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -157,26 +169,62 @@ class ResidualConvection(torch.nn.Module):
                 module.reset_parameters()
 
     def encode(self, x: Tensor) -> Tensor:
-        r"""Runs the residual blocks, without the output map."""
-        check_features(x, self.in_channels, self._weight())
-        if self.lin_in is not None:
-            x = F.dropout(x, p=self.dropout, training=self.training)
-            x = self.lin_in(x)
-        step = self.T / max(self.num_layers, 1)
-        for lin, norm in zip(self.lins, self.norms):
-            h = F.dropout(x, p=self.dropout, training=self.training)
-            x = x + step * self.act(norm(lin(h)))
-        return x
+        r"""Runs the residual blocks, without the output map (dense
+        output)."""
+        x, sp = self._encode(x)
+        return x if sp is None else sp.csr.to_dense()
 
     def decode(self, x: Tensor) -> Tensor:
         r"""The output map (dropout, then :obj:`lin_out`), if any."""
         if self.lin_out is not None:
-            x = F.dropout(x, p=self.dropout, training=self.training)
-            x = self.lin_out(x)
+            x = self._linear(self.lin_out, x)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        h, sp = self._encode(x)
+        if sp is None:
+            return self.decode(h)
+        # No map before the output map: it is the first one.
+        if self.lin_out is None:
+            return sp.csr.to_dense()
+        return self._linear(self.lin_out, None, sp)
+
+    def _encode(self, x: Tensor) -> Tuple[Optional[Tensor],
+                                          Optional['_SparseInput']]:
+        r"""The residual blocks; returns :obj:`(h, None)`, or
+        :obj:`(None, sparse input)` if a sparse :obj:`x` met no linear
+        map."""
+        check_features(x, self.in_channels, self._weight())
+        sp = self._sparse_input(x) if x.layout != torch.strided else None
+        if self.lin_in is not None:
+            x, sp = self._linear(self.lin_in, x, sp), None
+        step = self.T / max(self.num_layers, 1)
+        for lin, norm in zip(self.lins, self.norms):
+            h = self.act(norm(self._linear(lin, x, sp)))
+            if sp is None:
+                x = x + step * h
+            elif step == 1.:  # x + h with a sparse x: no dense copy of x
+                x, sp = h + sp.csr, None
+            else:  # added in place into the fresh dense product
+                x, sp = (step * h).add_(sp.csr), None
+        return x, sp
+
+    def _linear(self, lin: Linear, x: Optional[Tensor],
+                sp: Optional['_SparseInput'] = None) -> Tensor:
+        r"""Dropout, then :obj:`lin`; on the stored values and as a
+        sparse-dense product for a sparse input :obj:`sp`."""
+        if sp is None:
+            return lin(F.dropout(x, p=self.dropout, training=self.training))
+        values = F.dropout(sp.csr.values(), p=self.dropout,
+                           training=self.training)
+        return _SparseLinear.apply(values, sp, lin.weight, lin.bias)
+
+    def _sparse_input(self, x: Tensor) -> '_SparseInput':
+        r"""The CSR form of :obj:`x` and the structure of its transpose,
+        once per tensor."""
+        if not self._sparse.hit(x):
+            self._sparse.store(_SparseInput.of(x), x)
+        return self._sparse.value
 
     def _weight(self) -> Optional[Tensor]:
         r"""The weight of the first linear map (:obj:`None` if the module
@@ -190,6 +238,68 @@ class ResidualConvection(torch.nn.Module):
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.hidden_channels}, {self.out_channels}, '
                 f'num_layers={self.num_layers}, T={self.T})')
+
+
+class _SparseInput(NamedTuple):
+    r"""A sparse input as CSR (:obj:`csr`), with the permutation of its
+    stored values into the CSR order of its transpose (:obj:`perm`) and that
+    transpose's :obj:`crow_t` and :obj:`col_t`."""
+    csr: Tensor
+    perm: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+
+    @staticmethod
+    def of(x: Tensor) -> '_SparseInput':
+        with torch.no_grad():
+            if x.layout == torch.sparse_coo:
+                x = x.coalesce().to_sparse_csr()
+            crow, col = x.crow_indices(), x.col_indices()
+            num_rows, num_cols = x.size()
+            row = torch.repeat_interleave(
+                torch.arange(num_rows, device=col.device),
+                crow.diff().long())
+            perm = torch.argsort(col.long() * num_rows + row)
+            crow_t = torch.zeros(num_cols + 1, dtype=crow.dtype,
+                                 device=crow.device)
+            crow_t[1:] = torch.bincount(col, minlength=num_cols).cumsum(0)
+            return _SparseInput(x, perm, crow_t, row[perm].to(col.dtype))
+
+
+class _SparseLinear(torch.autograd.Function):
+    r""":math:`\mathbf{X} \mathbf{W}^{\top} + \mathbf{b}` for a sparse
+    :math:`\mathbf{X}` (given by its values and the structure of
+    :obj:`sp`), with the weight gradient
+    :math:`(\mathbf{X}^{\top} \mathbf{G})^{\top}` as a CSR product (no
+    gradient for :math:`\mathbf{X}`)."""
+    @staticmethod
+    def forward(ctx, values: Tensor, sp: _SparseInput, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        csr = sp.csr
+        x = torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(),
+                                    values, csr.size(),
+                                    check_invariants=False)
+        if bias is None:
+            out = torch.sparse.mm(x, weight.t())
+        else:  # the bias as the initial value of the product
+            out = torch.addmm(bias, x, weight.t())
+        ctx.save_for_backward(values)
+        ctx.sp = sp
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        values, = ctx.saved_tensors
+        sp = ctx.sp
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[2]:
+            x_t = torch.sparse_csr_tensor(
+                sp.crow_t, sp.col_t, values[sp.perm],
+                (sp.csr.size(1), sp.csr.size(0)), check_invariants=False)
+            grad_weight = torch.sparse.mm(x_t, grad).t()
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad.sum(0)
+        return None, None, grad_weight, grad_bias
 
 
 def _resolve(name: str, query: Any, channels: int,
