@@ -33,6 +33,15 @@ RUNS = osp.join(REPO, 'runs')  # Default --out-dir: untracked, git-ignored.
 CONFIGS = osp.join(HERE, 'configs')
 ENV_VAR = 'TORCH_GEOMETRIC_COIN_DATASETS'
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
+# Node classification data sets of load_node_dataset: name -> sub-folder of
+# the data folder. Amazon and Coauthor: largest connected component, random
+# splits; the heterophilous graphs (Platonov et al. 2023): 10 fixed splits.
+HETEROPHILOUS = ('chameleon_filtered', 'squirrel_filtered', 'chameleon',
+                 'squirrel', 'actor', 'cornell', 'texas', 'wisconsin')
+NODE_DATASETS = dict(
+    **{name: 'planetoid' for name in PLANETOID},
+    Computers='amazon', Photo='amazon', CS='coauthor', Physics='coauthor',
+    **{name: 'npz' for name in HETEROPHILOUS})
 PROTOCOLS = ('paper', 'public')
 MODELS = ('COIN', 'ResNet', 'MLP', 'GCN', 'GAT', 'APPNP', 'SGC', 'GCNII')
 
@@ -214,6 +223,119 @@ def load_planetoid(root: str, name: str, protocol: str,
     return data
 
 
+def _find_folder(root: str, family: str, name: str) -> str:
+    for folder in (osp.join(root, family, name), osp.join(root, name)):
+        if osp.isdir(folder):
+            return folder
+    raise FileNotFoundError(f"No '{family}/{name}' (or '{name}') under "
+                            f"'{root}': pass the data folder as --root")
+
+
+def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
+    r"""Loads a node classification data set of :obj:`NODE_DATASETS` from
+    the data folder :obj:`root` (:func:`dataset_root`), which holds
+    :obj:`planetoid/`, :obj:`amazon/`, :obj:`coauthor/` and :obj:`npz/`
+    (a Planetoid folder itself, the former :obj:`--root`, is accepted for
+    Cora, CiteSeer and PubMed). The splits of :func:`runs` follow the data
+    set:
+
+    - Cora, CiteSeer, PubMed: :func:`load_planetoid` with :obj:`protocol`
+      (:obj:`'paper'`: random splits; :obj:`'public'`: the public split).
+    - Amazon :obj:`'Computers'`, :obj:`'Photo'`, Coauthor :obj:`'CS'`,
+      :obj:`'Physics'` (:class:`~torch_geometric.datasets.Amazon`,
+      :class:`~torch_geometric.datasets.Coauthor`, from a writable copy):
+      the protocol of Shchur et al. (2018), as :obj:`'paper'` on Planetoid:
+      the largest connected component, the binary bag-of-words features
+      row-normalised, random splits of 20 train / 30 validation nodes per
+      class and the rest as test (:func:`random_split`), under either
+      protocol (they have no public split).
+    - The heterophilous graphs of Platonov et al. (2023)
+      (:obj:`HETEROPHILOUS`, :obj:`npz/<name>.npz` with
+      :obj:`node_features`, :obj:`node_labels`, :obj:`edges`,
+      :obj:`train/val/test_masks`): the features as they are in the file
+      (not normalised, the convention of these benchmarks), the edges made
+      undirected (both directions, duplicates and self-loops removed),
+      every node kept,
+      and their 10 fixed splits (:obj:`data.train_masks` etc. of shape
+      :obj:`[10, N]`; split :obj:`s` is row :obj:`s`) under either
+      protocol.
+
+    :obj:`data.split_text` says which splits :func:`runs` draws.
+    """
+    if name not in NODE_DATASETS:
+        raise ValueError(f'Unknown data set {name!r}: expected one of '
+                         f'{tuple(NODE_DATASETS)}')
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
+                         f'{PROTOCOLS}')
+    family = NODE_DATASETS[name]
+    if family == 'planetoid':
+        folder = _find_folder(root, family, name)
+        data = load_planetoid(osp.dirname(folder), name, protocol)
+        data.split_text = (
+            'random splits 20 train / 30 val per class / rest test'
+            if protocol == 'paper' else 'the public split')
+        return data
+    if family in ('amazon', 'coauthor'):
+        from torch_geometric.datasets import Amazon, Coauthor
+        folder = _find_folder(root, family, name)
+        cache = writable_copy(folder)
+        cls = Amazon if family == 'amazon' else Coauthor
+        data = cls(osp.dirname(cache), name)[0]
+        data = T.LargestConnectedComponents()(data)
+        data.x = (data.x > 0).float()
+        data = T.NormalizeFeatures()(data)
+        data.split_text = ('largest connected component, random splits 20 '
+                           'train / 30 val per class / rest test')
+    else:
+        import numpy as np
+        from torch_geometric.data import Data
+        from torch_geometric.utils import to_undirected
+        path = osp.join(root, 'npz', f'{name}.npz')
+        if not osp.isfile(path):
+            path = osp.join(root, f'{name}.npz')
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"No 'npz/{name}.npz' under '{root}': "
+                                    f"pass the data folder as --root")
+        with np.load(path) as f:
+            arrays = {k: torch.from_numpy(f[k]) for k in (
+                'node_features', 'node_labels', 'edges', 'train_masks',
+                'val_masks', 'test_masks')}
+        n = arrays['node_labels'].numel()
+        edge_index = arrays['edges'].long().t()
+        edge_index = to_undirected(edge_index[:, edge_index[0]
+                                              != edge_index[1]], num_nodes=n)
+        data = Data(x=arrays['node_features'].float(), edge_index=edge_index,
+                    y=arrays['node_labels'].long())
+        for key in ('train', 'val', 'test'):
+            masks = arrays[f'{key}_masks'].bool()
+            if masks.dim() != 2 or masks.size(1) != n:
+                raise ValueError(f"'{key}_masks' of {path} must have shape "
+                                 f"[num_splits, {n}] (got "
+                                 f"{list(masks.shape)})")
+            data[f'{key}_masks'] = masks
+        data.split_text = (f'its {data.train_masks.size(0)} fixed splits, '
+                           f'undirected edges, features as given')
+    data.num_classes = int(data.y.max()) + 1
+    return data
+
+
+def num_runs(data, protocol: str, splits: int, seeds: int) -> int:
+    r"""The number of runs :func:`runs` yields."""
+    public = protocol == 'public' and 'train_mask' in data \
+        and 'train_masks' not in data
+    return (1 if public else splits) * seeds
+
+
+def sparse_features(data) -> torch.Tensor:
+    r"""The node features :obj:`data.x` as a :obj:`torch.sparse_csr` tensor
+    (for models that take sparse features, such as COIN)."""
+    import warnings
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is beta"
+        warnings.simplefilter('ignore', UserWarning)
+        return data.x.to_sparse_csr()
+
+
 def random_graph(num_nodes: int, num_edges: int, device='cpu',
                  seed: int = 0) -> torch.Tensor:
     r"""A seeded random undirected graph of :obj:`num_nodes` nodes and
@@ -251,14 +373,27 @@ def random_split(y: torch.Tensor, num_train_per_class: int = 20,
 
 def runs(data, protocol: str, splits: int, seeds: int):
     r"""Yields :obj:`(split, init, seed, train_mask, val_mask, test_mask)`:
-    :obj:`splits` random splits x :obj:`seeds` initialisations for
-    :obj:`'paper'`, the public split with :obj:`seeds` initialisations for
-    :obj:`'public'`."""
-    for s in range(splits if protocol == 'paper' else 1):
-        if protocol == 'paper':
-            masks = random_split(data.y, seed=s)
-        else:
+    :obj:`splits` splits x :obj:`seeds` initialisations, where split
+    :obj:`s` is the random split of seed :obj:`s` (:func:`random_split`;
+    :obj:`'paper'`, or a data set without a public split), or the fixed
+    split :obj:`s` of a data set that has them (:obj:`data.train_masks` of
+    :func:`load_node_dataset`; a :class:`ValueError` if :obj:`splits`
+    exceeds their number); for :obj:`'public'` on a data set with a public
+    split (:obj:`data.train_mask`), that split with :obj:`seeds`
+    initialisations."""
+    fixed = 'train_masks' in data
+    public = protocol == 'public' and 'train_mask' in data and not fixed
+    if fixed and splits > data.train_masks.size(0):
+        raise ValueError(f"The data set has {data.train_masks.size(0)} "
+                         f"fixed splits, fewer than --splits={splits}")
+    for s in range(1 if public else splits):
+        if public:
             masks = (data.train_mask, data.val_mask, data.test_mask)
+        elif fixed:
+            masks = (data.train_masks[s], data.val_masks[s],
+                     data.test_masks[s])
+        else:
+            masks = random_split(data.y, seed=s)
         for i in range(seeds):
             yield (s, i, 1000 * s + i) + tuple(masks)
 
@@ -382,35 +517,86 @@ GCNII_SETTINGS = {  # Chen et al. (2020), Table 6 / their semi-supervised runs
 }
 
 
-def load_coin_config(dataset: str, path: Optional[str] = None) -> Dict:
-    r"""COIN's hyper-parameters for :obj:`dataset` from
-    :obj:`benchmarks/configs/coin.json` (chosen by :obj:`search.py`)."""
+SEARCHED = ('COIN', 'APPNP')  # the models whose hyper-parameters search.py
+# chooses; ResNet (COIN with K=0) takes COIN's.
+
+
+def config_path(protocol: str) -> str:
+    r"""The committed configuration of :obj:`search.py` for a protocol:
+    :obj:`benchmarks/configs/search_<protocol>.json`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
+                         f'{PROTOCOLS}')
+    return osp.join(CONFIGS, f'search_{protocol}.json')
+
+
+def load_model_config(model: str, dataset: str,
+                      path: Optional[str] = None) -> Optional[Dict]:
+    r"""The hyper-parameters of :obj:`model` on :obj:`dataset` from a
+    configuration file (default :obj:`benchmarks/configs/coin.json`):
+    either the layout of :obj:`search.py`
+    (:obj:`{"models": {model: {"defaults": ..., "datasets": ...}}}`) or
+    that of :obj:`coin.json` (:obj:`{"defaults": ..., "datasets": ...}`,
+    COIN's). Returns :obj:`None` for a model the file does not hold (it
+    keeps its published hyper-parameters); raises a :class:`ValueError`
+    for a data set missing from a model's entry."""
     path = path or osp.join(CONFIGS, 'coin.json')
     with open(path) as f:
         cfg = json.load(f)
+    if 'models' in cfg:
+        cfg = cfg['models'].get('COIN' if model == 'ResNet' else model)
+    elif model not in ('COIN', 'ResNet'):
+        cfg = None
+    if cfg is None:
+        return None
     if dataset not in cfg['datasets']:
-        raise ValueError(f'{path} has no entry for {dataset!r}')
-    return dict(cfg['defaults'], **cfg['datasets'][dataset])
+        raise ValueError(f'{path} has no {model} entry for {dataset!r}')
+    return dict(cfg.get('defaults', {}), **cfg['datasets'][dataset])
+
+
+def load_coin_config(dataset: str, path: Optional[str] = None) -> Dict:
+    r"""COIN's hyper-parameters for :obj:`dataset` from
+    :obj:`benchmarks/configs/coin.json` or another file of
+    :func:`load_model_config`'s layouts (chosen by :obj:`search.py`)."""
+    cfg = load_model_config('COIN', dataset, path)
+    if cfg is None:
+        raise ValueError(f'{path} has no COIN entry')
+    return cfg
 
 
 def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
-                coin: Optional[Dict] = None):
+                coin: Optional[Dict] = None, config: Optional[Dict] = None):
     r"""Returns :obj:`(model, train_kwargs)`: a fresh model with its published
     hyper-parameters and the optimiser settings of
     :func:`training.fit` for the public
     split (:obj:`lr`, :obj:`weight_decay` or :obj:`param_groups`,
-    :obj:`epochs`, :obj:`patience`)."""
+    :obj:`epochs`, :obj:`patience`).
+
+    :obj:`config` holds searched hyper-parameters (:obj:`search.py`,
+    :func:`load_model_config`) of COIN and ResNet (:obj:`K`,
+    :obj:`sigma2`, :obj:`scheme`, :obj:`diffuse`, :obj:`hidden_channels`,
+    :obj:`num_layers`, :obj:`dropout`, :obj:`weight_decay`,
+    :obj:`epochs`; :obj:`coin` is the former name) or APPNP (:obj:`K`,
+    :obj:`alpha`, :obj:`hidden_channels`, :obj:`dropout`,
+    :obj:`weight_decay`); a searched :obj:`weight_decay` replaces the
+    published one. Other models take none (a :class:`ValueError`)."""
     train = dict(lr=0.01, weight_decay=5e-4, epochs=200, patience=None)
+    if config is not None and name not in ('COIN', 'ResNet', 'APPNP'):
+        raise ValueError(f"'config' holds searched hyper-parameters of "
+                         f"COIN, ResNet and APPNP, not of {name!r}")
     if name in ('COIN', 'ResNet'):
-        cfg = dict(coin or load_coin_config(dataset))
+        cfg = dict(config or coin or load_coin_config(dataset))
         if name == 'ResNet':
             cfg['K'] = 0
+        scheme = cfg.get('scheme', 'explicit')
         model = COIN(in_channels, out_channels,
                      hidden_channels=cfg.get('hidden_channels'),
                      num_layers=cfg.get('num_layers', 1), K=cfg['K'],
                      sigma2=cfg['sigma2'], dropout=cfg.get('dropout', 0.5),
+                     diffuse=cfg.get('diffuse', 'prob'), scheme=scheme,
                      cached=True, stability='ignore')
-        train.update(epochs=cfg.get('epochs', 200))
+        train.update(epochs=cfg.get('epochs', 200),
+                     weight_decay=cfg.get('weight_decay', 5e-4))
     elif name == 'MLP':
         model = MLPNet(in_channels, out_channels)
     elif name == 'GCN':
@@ -422,7 +608,12 @@ def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
                      weight_decay=1e-3 if pubmed else 5e-4, epochs=1000,
                      patience=100)
     elif name == 'APPNP':
-        model = APPNPNet(in_channels, out_channels)
+        cfg = config or {}
+        model = APPNPNet(in_channels, out_channels,
+                         hidden_channels=cfg.get('hidden_channels', 64),
+                         K=cfg.get('K', 10), alpha=cfg.get('alpha', 0.1),
+                         dropout=cfg.get('dropout', 0.5))
+        train.update(weight_decay=cfg.get('weight_decay', 5e-4))
     elif name == 'SGC':
         model = SGC(in_channels, out_channels)
         train.update(lr=0.2, weight_decay=5e-3, epochs=100)

@@ -252,3 +252,49 @@ def test_fit_nan_training_loss():
                        "at epoch 2"):
         fit(NaNOn(slice(0, 30), at=2, train=True), data, mask, ~mask, ~mask,
             epochs=10)
+
+
+class StackedScripted(torch.nn.Module):
+    r"""R :class:`Scripted` models as one stacked model (output
+    :obj:`[R, 8, 2]`, one parameter row per run)."""
+    def __init__(self, scripts):
+        super().__init__()
+        self.runs = [Scripted(s) for s in scripts]
+        self.num_runs = len(scripts)
+        self.p = torch.nn.Parameter(torch.zeros(self.num_runs))
+
+    def forward(self, x, edge_index):
+        outs = []
+        for run in self.runs:
+            run.train(self.training)
+            outs.append(run(x, edge_index))
+        return torch.stack(outs) + 0 * self.p.view(-1, 1, 1)
+
+
+def test_fit_stacked_selection_and_patience_per_run():
+    # Each run of a stacked model is selected and stopped by the rule of a
+    # single run, on its own script: different selected epochs and stops.
+    data = Data(x=torch.zeros(8, 1), edge_index=torch.empty(2, 0).long(),
+                y=torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]))
+    scripts = [
+        [[0.9, 0.9, 0.4, 0.4], [0.51, 0.51, 0.51, 0.1],
+         [0.6, 0.6, 0.6, 0.1], [0.4, 0.4, 0.9, 0.1]],
+        [[0.4, 0.4, 0.4, 0.4], [0.6, 0.4, 0.4, 0.4], [0.6, 0.6, 0.4, 0.4],
+         [0.6, 0.6, 0.6, 0.4], [0.6, 0.6, 0.6, 0.6], [0.7, 0.7, 0.7, 0.7],
+         [0.3, 0.3, 0.3, 0.3]],
+    ]
+    train = torch.arange(8) < 4
+    singles = [fit(Scripted(s), data, train, ~train, ~train, epochs=50,
+                   patience=3) for s in scripts]
+    assert [r['epochs'] for r in singles] == [5, 9]
+    calls = []
+    masks = train.expand(2, 8)
+    results = fit(StackedScripted(scripts), data, masks, ~masks, ~masks,
+                  epochs=50, patience=3,
+                  progress=lambda e, m: calls.append(m))
+    assert len(calls) == 9 and calls[0]['val_acc'].shape == (2, )
+    for single, res in zip(singles, results):
+        assert res['runs'] == 2
+        for key in single:
+            if key != 'time_per_epoch':
+                assert res[key] == pytest.approx(single[key]), key

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from torch_geometric_coin.nn import ResidualConvection
+from torch_geometric_coin.nn.models.residual_convection import dropout
 
 
 def test_residual_convection_is_euler():
@@ -55,7 +55,7 @@ def test_residual_convection_dropout_sites_in_training():
     torch.manual_seed(7)
     out = model(x)
     torch.manual_seed(7)
-    drop = lambda t: F.dropout(t, p=0.4, training=True)  # noqa: E731
+    drop = lambda t: dropout(t, 0.4, True)  # noqa: E731
     h = model.lin_in(drop(x))
     for lin in model.lins:
         h = h + 0.5 * torch.relu(lin(drop(h)))
@@ -65,6 +65,28 @@ def test_residual_convection_dropout_sites_in_training():
     for lin in model.lins:
         h = h + 0.5 * torch.relu(lin(h))
     assert torch.equal(model(x), model.lin_out(h))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('p', [0.2, 0.5, 0.8])
+def test_dropout_has_the_distribution_of_torch_dropout(p, dtype):
+    # Each entry kept with probability 1 - p (binomial count within 5 sd),
+    # scaled by 1 / (1 - p); the gradient is the same mask; identity in
+    # eval mode or with p = 0; zeros with p = 1.
+    torch.manual_seed(0)
+    x = torch.rand(400, 250, dtype=dtype) + 1.
+    x.requires_grad_()
+    out = dropout(x, p, True)
+    kept = out != 0
+    n = x.numel()
+    assert abs(int(kept.sum()) - n * (1 - p)) < 5 * (n * p * (1 - p)) ** .5
+    assert torch.allclose(out[kept], x[kept] / (1 - p))
+    out.sum().backward()
+    assert torch.allclose(x.grad, kept.to(dtype) / (1 - p))
+    assert dropout(x, p, False) is x and dropout(x, 0., True) is x
+    assert torch.equal(dropout(x, 1., True), torch.zeros_like(x))
+    # Independent draws: two calls differ.
+    assert not torch.equal(dropout(x, p, True) != 0, kept)
 
 
 def test_residual_convection_numpy_scalars_and_options():
