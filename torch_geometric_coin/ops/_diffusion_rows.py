@@ -1,0 +1,528 @@
+r"""Sparse rows of COIN's explicit diffusion operator
+:math:`(\mathbf{I} - \sigma^2 \mathbf{L})^K`, truncated after each step."""
+import sys
+import warnings
+from typing import List, Optional, Tuple
+
+import scipy.sparse
+import torch
+from torch import Tensor
+
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.utils import is_torch_sparse_tensor, scatter
+
+from torch_geometric_coin._checks import (
+    check_bool,
+    check_number,
+    warn_at_caller,
+)
+from torch_geometric_coin.ops._diffusion_kernels import _compress
+from torch_geometric_coin.ops._diffusion_operator import (
+    DiffusionOperator,
+    _check_graph,
+)
+from torch_geometric_coin.utils import coin_norm
+from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
+from torch_geometric_coin.utils._knn_search import MAX_MEMORY
+
+# The approximate temporary bytes of one expanded entry of a product (the
+# sparse product's output, its copy and the truncation's masks): index and
+# value, three times.
+_COPIES = 3
+
+
+def check_rows_options(K, sigma2, normalization, add_self_loops, eps, topk,
+                       max_memory):
+    r"""Validates the options of :func:`diffusion_rows` (shared with
+    :class:`~torch_geometric_coin.transforms.CoinDiffusion`)."""
+    check_number('K', K, integer=True, low=0)
+    check_number('sigma2', sigma2, low=0, open_low=True)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"Unknown 'normalization' {normalization!r}: "
+                         f"expected one of {NORMALIZATIONS}")
+    check_bool('add_self_loops', add_self_loops)
+    if eps is not None:
+        check_number('eps', eps, low=0, open_low=True)
+    if topk is not None:
+        check_number('topk', topk, integer=True, low=1)
+    if max_memory is not None:
+        check_number('max_memory', max_memory, integer=True, low=1)
+
+
+def diffusion_rows(
+    edge_index: Adj,
+    edge_weight: OptTensor = None,
+    num_nodes: Optional[int] = None,
+    seeds: Optional[Tensor] = None,
+    *,
+    K: int = 20,
+    sigma2: float = 0.35,
+    normalization: Optional[str] = 'coin',
+    add_self_loops: bool = True,
+    eps: Optional[float] = None,
+    topk: Optional[int] = None,
+    max_memory: Optional[int] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The rows :obj:`seeds` of COIN's explicit diffusion operator
+
+    .. math::
+        \mathbf{P} = \mathbf{M}^K, \quad \mathbf{M} = \mathbf{I} - \sigma^2
+        \mathbf{L},
+
+    as a sparse matrix, with the Laplacian :math:`\mathbf{L}` of
+    :func:`~torch_geometric_coin.utils.coin_norm` (the operator that
+    :class:`~torch_geometric_coin.nn.CoinDiffusionConv` applies:
+    :math:`\mathbf{X}^{\prime} = \mathbf{P} \mathbf{X}`, so row :math:`i`
+    holds the weights :math:`P_{ij}` of the nodes :math:`j` in the output
+    of node :math:`i`). Computed by :math:`K` sparse products from the unit
+    rows :math:`\mathbf{r}_0 = \mathbf{e}_s^{\top}`,
+
+    .. math::
+        \mathbf{r}_{k} = \mathcal{T}(\mathbf{r}_{k-1} \mathbf{M}), \quad
+        k = 1, \dots, K,
+
+    where the truncation :math:`\mathcal{T}` drops the entries of modulus
+    below :obj:`eps` and then keeps the :obj:`topk` largest moduli of each
+    row (either, both, or neither: without truncation the rows are exact).
+    With :math:`\mathbf{d}_k \geq 0` the moduli of the entries dropped at
+    step :math:`k`, the returned :obj:`bound` is
+
+    .. math::
+        \beta = \sum_{k=1}^K \mathbf{d}_k^{\top} \mathbf{g}_{K-k}, \quad
+        \mathbf{g}_0 = \mathbf{1}, \quad \mathbf{g}_{m+1} = |\mathbf{M}|
+        \mathbf{g}_m,
+
+    an upper bound of :math:`\| \mathbf{e}_s^{\top} \mathbf{P} -
+    \mathbf{r}_K \|_1`: the error :math:`\mathbf{d}_k` made at step
+    :math:`k` propagates through the :math:`K - k` remaining steps, and
+    :math:`\|\mathbf{e}_i^{\top} \mathbf{M}^m\|_1 \leq g_m(i) \leq
+    \|\mathbf{M}\|_{\infty}^m` (the largest absolute row sum of
+    :math:`\mathbf{M}`, :math:`1` for :obj:`'coin'` and :obj:`'rw'` when
+    :math:`\mathbf{M} \geq 0`). It is :math:`0` where nothing was dropped.
+    The per-node weights :math:`\mathbf{g}_m` cost :math:`K-1` sparse
+    products with :math:`|\mathbf{M}|` and :math:`8 (K-1) N` bytes; the
+    scalar :math:`\|\mathbf{M}\|_{\infty}^m` replaces them where they
+    would exceed :obj:`max_memory` (a looser bound) and where all rows of
+    :math:`|\mathbf{M}|` have the same sum to a relative :math:`10^{-6}`
+    (then :math:`\mathbf{g}_m` is that sum to the power :math:`m`, as for
+    :obj:`'coin'` and :obj:`'rw'` with :math:`\mathbf{M} \geq 0`).
+    Rounding errors of the products are not part of the bound.
+
+    Each product runs on blocks of rows whose expanded entries (the sum,
+    over the row's nonzeros :math:`i`, of the number of entries of row
+    :math:`i` of :math:`\mathbf{M}`) need at most :obj:`max_memory` bytes
+    of temporaries (about :math:`3 \times` (8 bytes of index + the value's
+    size) per expanded entry), as CSR products: :obj:`scipy.sparse` on the
+    CPU (PyTorch's CPU product of two CSR tensors leaks memory),
+    :obj:`torch.sparse` (cuSPARSE) on GPUs. The truncated rows, the matrix
+    :math:`\mathbf{M}` and the weights :math:`\mathbf{g}` are not counted.
+    A single row needing more raises a :class:`ValueError`.
+
+    The graph is validated as by
+    :meth:`~torch_geometric_coin.ops.DiffusionOperator.from_graph` (edge
+    weights, duplicate edges and self-loops as the layer takes them). The
+    stability rule is the layer's: if :math:`\sigma^2 \lambda_{\max}(
+    \mathbf{L}) > 2` (see
+    :meth:`~torch_geometric_coin.ops.DiffusionOperator.lambda_max`) a
+    warning is issued, and non-finite rows raise a
+    :class:`FloatingPointError`.
+
+    Args:
+        edge_index (torch.Tensor or SparseTensor): The edge indices
+            :math:`(2, |\mathcal{E}|)` (edge :obj:`(j, i)` is the entry
+            :math:`(i, j)`), or a sparse adjacency as the layer takes.
+        edge_weight (torch.Tensor, optional): Non-negative edge weights
+            :math:`(|\mathcal{E}|)`. (default: :obj:`None`)
+        num_nodes (int, optional): The number of nodes :math:`N`.
+            (default: :obj:`None`)
+        seeds (torch.Tensor, optional): The rows to compute, node indices
+            :math:`(S)` (repetitions allowed); all nodes if :obj:`None`.
+            (default: :obj:`None`)
+        K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
+        sigma2 (float, optional): Step size :math:`\sigma^2 > 0`.
+            (default: :obj:`0.35`)
+        normalization (str, optional): :obj:`'coin'`, :obj:`'sym'`,
+            :obj:`'rw'` or :obj:`None` (see
+            :func:`~torch_geometric_coin.utils.coin_norm`).
+            (default: :obj:`'coin'`)
+        add_self_loops (bool, optional): Whether to add self-loops of weight
+            one before normalising. (default: :obj:`True`)
+        eps (float, optional): Drops the entries of modulus below
+            :obj:`eps` after each product. (default: :obj:`None`)
+        topk (int, optional): Keeps the :obj:`topk` entries of largest
+            modulus of each row after each product (ties at the cut in any
+            order). (default: :obj:`None`)
+        max_memory (int, optional): Budget in bytes of the temporaries of
+            each blocked product (see above); :obj:`None` for 256 MiB.
+            (default: :obj:`None`)
+
+    Returns:
+        (:class:`torch.Tensor`, :class:`torch.Tensor`,
+        :class:`torch.Tensor`): :obj:`index` :math:`(2, \textrm{nnz})`
+        (:obj:`index[0]` the position in :obj:`seeds`, :obj:`index[1]` the
+        node), sorted by row and then column, without duplicates;
+        :obj:`value` :math:`(\textrm{nnz})`, in the dtype of
+        :obj:`edge_weight` (float32 for half precision; the default dtype
+        if :obj:`None`); :obj:`bound` :math:`(S)`, the bound
+        :math:`\beta` above, per row.
+    """
+    check_rows_options(K, sigma2, normalization, add_self_loops, eps, topk,
+                       max_memory)
+    K, sigma2 = int(K), float(sigma2)
+    max_memory = MAX_MEMORY if max_memory is None else int(max_memory)
+    num_nodes = _num_nodes(edge_index, num_nodes)
+    dtype = _value_dtype(edge_index, edge_weight)
+    # The validation of `DiffusionOperator.from_graph`, the entries of L of
+    # `coin_norm` (without the operator's CSR layouts, L and its transpose).
+    edge_index, edge_weight = _check_graph(edge_index, edge_weight,
+                                           num_nodes)
+    if edge_weight is not None:
+        edge_weight = edge_weight.to(dtype)
+    lap_index, lap_value = coin_norm(edge_index, edge_weight, num_nodes,
+                                     normalization, add_self_loops,
+                                     dtype=dtype)
+    device = lap_value.device
+    seeds = _check_seeds(seeds, num_nodes, device)
+    _check_stable(lap_index, lap_value, num_nodes, sigma2, normalization)
+
+    S, N = seeds.numel(), num_nodes
+    bound = torch.zeros(S, dtype=torch.float64, device=device)
+    if K == 0 or S == 0:
+        index = torch.stack([torch.arange(S, device=device), seeds])
+        return index, torch.ones(S, dtype=dtype, device=device), \
+            bound.to(dtype)  # (zeros)
+
+    crow_m, col_m, val_m = _step_matrix(lap_index, lap_value, N, sigma2)
+    mat = _matrix(crow_m, col_m, val_m, N, N)
+    deg_m = crow_m.diff()
+    truncate = eps is not None or topk is not None
+    weights = _propagation_weights(mat, deg_m, val_m, K, N, max_memory) \
+        if truncate else None
+    # Weights that overflow (an unstable scheme) need care where 0 drops.
+    overflow = weights is not None and not all(
+        bool(torch.isfinite(torch.as_tensor(w)).all()) for w in (
+            weights if isinstance(weights, list) else
+            [torch.tensor(weights, dtype=torch.float64).pow(K)]))
+    entry_bytes = _COPIES * (8 + val_m.element_size())
+
+    crow = torch.arange(S + 1, device=device)
+    col, val = seeds, torch.ones(S, dtype=dtype, device=device)
+    out_row = out_col = None
+    for k in range(1, K + 1):
+        last = k == K
+        blocks = _blocks(crow, deg_m[col], max(1, max_memory // entry_bytes),
+                         max_memory, entry_bytes)
+        crows: List[Tensor] = []
+        cols: List[Tensor] = []
+        vals: List[Tensor] = []
+        rows: List[Tensor] = []
+        for r0, r1 in blocks:
+            start, end = int(crow[r0]), int(crow[r1])
+            b_crow, b_col, b_val = _product(
+                mat, crow[r0:r1 + 1] - start, col[start:end],
+                val[start:end], N)
+            if truncate:
+                crow_before, col_before = b_crow, b_col
+                b_crow, b_col, b_val, dropped = _truncate(
+                    b_crow, b_col, b_val, eps, topk)
+                if dropped is not None:
+                    # The dropped moduli times the weights of their nodes,
+                    # summed per row (kept entries are zeros).
+                    if isinstance(weights, list) and k < K:
+                        w = weights[K - k - 1][col_before].mul_(dropped)
+                    else:
+                        w = dropped.double()
+                        if k < K:
+                            w.mul_(w.new_tensor(weights).pow_(K - k))
+                    if overflow and k < K:  # (no inf * 0 = NaN)
+                        w = torch.where(dropped > 0, w, 0.)
+                    bound[r0:r1] += torch.segment_reduce(
+                        w, 'sum', offsets=crow_before)
+            if last:  # sorted by row, then column
+                b_row = _rows(b_crow)
+                perm = torch.argsort(b_row * N + b_col)
+                rows.append(b_row[perm] + r0)
+                cols.append(b_col[perm])
+                vals.append(b_val[perm])
+            else:
+                crows.append(b_crow[1:])
+                cols.append(b_col)
+                vals.append(b_val)
+        if last:
+            out_row, out_col = torch.cat(rows), torch.cat(cols)
+        else:
+            crow = _concat_crow(crows, device)
+            col = torch.cat(cols)
+        val = torch.cat(vals)
+
+    if not bool(torch.isfinite(val).all()):
+        raise FloatingPointError(
+            f"Explicit diffusion overflowed after {K} steps with "
+            f"sigma2={sigma2:.4g}: sigma2 times the largest eigenvalue of the "
+            f"Laplacian exceeds 2. Lower 'sigma2' or 'K'")
+    return torch.stack([out_row, out_col]), val, _round_up(bound, dtype)
+
+
+def _num_nodes(edge_index: Adj, num_nodes: Optional[int]) -> int:
+    if num_nodes is not None:
+        check_number('num_nodes', num_nodes, integer=True, low=0)
+        return int(num_nodes)
+    if isinstance(edge_index, SparseTensor):
+        return int(edge_index.size(0))
+    if is_torch_sparse_tensor(edge_index):
+        return int(edge_index.size(0))
+    # Validates the shape, type and sign (no upper limit), then N = max + 1.
+    edge_index, _ = _check_graph(edge_index, None, sys.maxsize)
+    return int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
+
+
+def _round_up(bound: Tensor, dtype: torch.dtype) -> Tensor:
+    r"""The float64 :obj:`bound` in :obj:`dtype`, rounded up (a bound)."""
+    out = bound.to(dtype)
+    if dtype != torch.float64:
+        low = out.double() < bound
+        out = torch.where(low, torch.nextafter(out, out.new_tensor(
+            float('inf'))), out)
+    return out
+
+
+def _value_dtype(edge_index: Adj, edge_weight: OptTensor) -> torch.dtype:
+    r"""The dtype of the weights (of a sparse adjacency's values), float32
+    for half precision, the default dtype if none."""
+    if isinstance(edge_index, SparseTensor):
+        edge_weight = edge_index.storage.value()
+    elif is_torch_sparse_tensor(edge_index):
+        edge_weight = edge_index  # (its dtype is that of its values)
+    dtype = torch.get_default_dtype()
+    if isinstance(edge_weight, Tensor) and edge_weight.is_floating_point():
+        dtype = edge_weight.dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) \
+        else dtype
+
+
+def _check_seeds(seeds, num_nodes: int, device) -> Tensor:
+    if seeds is None:
+        return torch.arange(num_nodes, device=device)
+    if not isinstance(seeds, Tensor):
+        try:
+            seeds = torch.as_tensor(seeds, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"'seeds' must be a tensor of node indices "
+                            f"(got {type(seeds).__name__})") from None
+    if seeds.dtype not in (torch.long, torch.int, torch.int16, torch.int8,
+                           torch.uint8) or seeds.dim() != 1:
+        raise ValueError(f"'seeds' must be a one-dimensional integer tensor "
+                         f"(got dtype {seeds.dtype}, shape "
+                         f"{tuple(seeds.size())})")
+    if seeds.device != device:
+        raise ValueError(f"'seeds' is on {seeds.device} but the graph on "
+                         f"{device}")
+    seeds = seeds.long()
+    if seeds.numel() > 0:
+        low, high = int(seeds.min()), int(seeds.max())
+        if low < 0 or high >= num_nodes:
+            raise ValueError(f"'seeds' contains node indices outside "
+                             f"[0, {num_nodes - 1}] (range found: "
+                             f"[{low}, {high}])")
+    return seeds
+
+
+def _check_stable(index: Tensor, value: Tensor, n: int, sigma2: float,
+                  normalization: Optional[str]):
+    r"""The rule of :class:`~torch_geometric_coin.nn.CoinDiffusionConv`
+    (its default :obj:`stability='warn'`): warns if :math:`\sigma^2
+    \lambda_{\max} > 2`, with :math:`\lambda_{\max}` of
+    :meth:`DiffusionOperator.lambda_max`. Its Gershgorin bound (the
+    formula of :meth:`DiffusionOperator.gershgorin_bound`) comes first, on
+    the entries of :obj:`coin_norm`: the operator is built only if that
+    bound does not settle it."""
+    if n == 0:
+        return
+    num_off = value.numel() - n
+    off, center = value[:num_off].abs(), value[num_off:].abs()
+    rows = center + scatter(off, index[1, :num_off], 0, dim_size=n,
+                            reduce='sum')
+    cols = center + scatter(off, index[0, :num_off], 0, dim_size=n,
+                            reduce='sum')
+    if sigma2 * float(torch.minimum(rows.max(), cols.max())) <= 2.0:
+        return
+    lam = DiffusionOperator(index, value, n).lambda_max()
+    if sigma2 * lam <= 2.0:
+        return
+    warn_at_caller(
+        f"Explicit diffusion is unstable: sigma2 * lambda_max = "
+        f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
+        f"lambda_max is the largest eigenvalue of the {normalization!r} "
+        f"Laplacian; the scheme is stable for sigma2 <= {2.0 / lam:.4g}")
+
+
+def _step_matrix(index: Tensor, value: Tensor, n: int,
+                 sigma2: float) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The CSR entries of :math:`\mathbf{M} = \mathbf{I} - \sigma^2
+    \mathbf{L}` (row :math:`i`, column :math:`j`: :math:`M_{ij}`, from
+    the entry :obj:`(j, i)` of :obj:`coin_norm`), with the duplicates of a
+    multigraph summed."""
+    value = -sigma2 * value.detach()
+    value[value.numel() - n:] += 1.0  # the diagonal entries come last
+    key, perm = torch.sort(index[1] * n + index[0], stable=True)
+    value = value[perm]
+    key, inverse = torch.unique_consecutive(key, return_inverse=True)
+    if key.numel() < value.numel():
+        value = value.new_zeros(key.numel()).index_add_(0, inverse, value)
+    row = torch.div(key, n, rounding_mode='floor')
+    return _compress(row, n), key - row * n, value
+
+
+def _matrix(crow: Tensor, col: Tensor, value: Tensor, num_rows: int,
+            num_cols: int):
+    r"""A CSR matrix: a :obj:`scipy.sparse` one on the CPU (PyTorch's CPU
+    product of two CSR tensors leaks memory and can crash, see
+    `pytorch#109445 <https://github.com/pytorch/pytorch/issues/109445>`_),
+    a :obj:`torch.sparse_csr` one elsewhere (cuSPARSE)."""
+    if crow.device.type == 'cpu':
+        return scipy.sparse.csr_matrix(
+            (value.numpy(), col.numpy(), crow.numpy()),
+            shape=(num_rows, num_cols))
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
+        return torch.sparse_csr_tensor(crow, col, value,
+                                       (num_rows, num_cols),
+                                       check_invariants=False)
+
+
+def _entries(mat) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The :obj:`(crow, col, value)` of a matrix of :func:`_matrix`."""
+    if isinstance(mat, Tensor):
+        return (mat.crow_indices().long(), mat.col_indices().long(),
+                mat.values())
+    return (torch.from_numpy(mat.indptr).long(),
+            torch.from_numpy(mat.indices).long(), torch.from_numpy(mat.data))
+
+
+def _propagation_weights(mat, deg: Tensor, value: Tensor, K: int,
+                         n: int, max_memory: int):
+    r"""The per-node weights :math:`\mathbf{g}_1, \dots,
+    \mathbf{g}_{K-1}` (:math:`\mathbf{g}_{m+1} = |\mathbf{M}|
+    \mathbf{g}_m`) in float64, or, where they would take more than
+    :obj:`max_memory` bytes, the scalar :math:`\|\mathbf{M}\|_\infty`."""
+    absval = value.detach().abs().double()
+    row = _rows_from_deg(deg)
+    sums = absval.new_zeros(n).index_add_(0, row, absval)
+    norm = float(sums.max()) if n > 0 else 0.0
+    # The scalar where it is (nearly) as tight: rows of |M| of equal sums
+    # (as those of 'coin' and 'rw' where M >= 0) make g_m = norm^m.
+    if (K - 1) * n * 8 > max_memory or n == 0 \
+            or float(sums.min()) >= norm * (1 - 1e-6):
+        return norm
+    crow, col, _ = _entries(mat)
+    abs_mat = _matrix(crow, col, absval, n, n)
+    g = torch.ones(n, dtype=torch.float64, device=value.device)
+    weights = []
+    for _ in range(K - 1):
+        if isinstance(abs_mat, Tensor):
+            g = torch.mv(abs_mat, g)
+        else:
+            g = torch.from_numpy(abs_mat @ g.numpy())
+        weights.append(g)
+    return weights
+
+
+def _rows_from_deg(deg: Tensor) -> Tensor:
+    return torch.repeat_interleave(
+        torch.arange(deg.numel(), device=deg.device), deg)
+
+
+def _rows(crow: Tensor) -> Tensor:
+    return _rows_from_deg(crow.diff())
+
+
+def _blocks(crow: Tensor, expand: Tensor, budget: int, max_memory: int,
+            entry_bytes: int) -> List[Tuple[int, int]]:
+    r"""Splits the rows into consecutive blocks :obj:`(r0, r1)` whose
+    expanded entries (:obj:`expand` per nonzero) sum to at most
+    :obj:`budget`."""
+    num_rows = crow.numel() - 1
+    total = torch.zeros(expand.numel() + 1, dtype=torch.long,
+                        device=crow.device)
+    torch.cumsum(expand, 0, out=total[1:])
+    per_row = total[crow].cpu()  # expanded entries before each row
+    if int(per_row[-1]) <= budget:
+        return [(0, num_rows)]
+    blocks, r0 = [], 0
+    while r0 < num_rows:
+        r1 = int(torch.searchsorted(per_row, per_row[r0] + budget,
+                                    right=True)) - 1
+        if r1 <= r0:
+            need = int(per_row[r0 + 1] - per_row[r0]) * entry_bytes
+            raise ValueError(f"'max_memory' ({max_memory} bytes) is below "
+                             f"what the product of one row needs (about "
+                             f"{need} bytes)")
+        r1 = min(r1, num_rows)
+        blocks.append((r0, r1))
+        r0 = r1
+    return blocks
+
+
+def _product(mat, crow: Tensor, col: Tensor, val: Tensor,
+             n: int) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The CSR entries of the rows times :math:`\mathbf{M}` (columns
+    unsorted within rows)."""
+    num_rows = crow.numel() - 1
+    if col.numel() == 0:
+        return crow, col, val
+    return _entries(_matrix(crow, col, val, num_rows, n) @ mat)
+
+
+def _truncate(crow: Tensor, col: Tensor, val: Tensor, eps: Optional[float],
+              topk: Optional[int]):
+    r"""Keeps the entries of modulus at least :obj:`eps`, then the
+    :obj:`topk` largest of each row; returns the kept rows and the moduli
+    of all entries with those kept set to zero (:obj:`None` if none was
+    dropped)."""
+    mag = val.abs()
+    keep = None
+    if eps is not None:
+        keep = mag >= eps
+    if topk is not None:
+        counts = _segment_count(crow, keep)
+        if bool((counts > topk).any()):
+            row = _rows(crow)
+            idx = torch.arange(val.numel(), device=val.device)
+            if keep is not None:
+                idx = idx[keep]
+            # Within each row, by decreasing modulus: two stable sorts.
+            perm = idx[torch.argsort(mag[idx], descending=True, stable=True)]
+            perm = perm[torch.argsort(row[perm], stable=True)]
+            first = torch.zeros(counts.numel() + 1, dtype=torch.long,
+                                device=val.device)
+            torch.cumsum(counts, 0, out=first[1:])
+            rank = torch.arange(perm.numel(), device=val.device) - \
+                first[row[perm]]
+            keep = torch.zeros(val.numel(), dtype=torch.bool,
+                               device=val.device)
+            keep[perm[rank < topk]] = True
+    if keep is None or bool(keep.all()):
+        return crow, col, val, None
+    idx = keep.nonzero().view(-1)  # increasing
+    return (torch.searchsorted(idx, crow), col[idx], val[idx],
+            mag.masked_fill_(keep, 0.))
+
+
+def _segment_count(crow: Tensor, keep: Optional[Tensor]) -> Tensor:
+    if keep is None:
+        return crow.diff()
+    kept = torch.zeros(keep.numel() + 1, dtype=torch.long,
+                       device=keep.device)
+    torch.cumsum(keep, 0, out=kept[1:])
+    return kept[crow].diff()
+
+
+def _concat_crow(crows: List[Tensor], device) -> Tensor:
+    r"""The row pointer of consecutive blocks (each given without its
+    leading zero)."""
+    parts, offset = [torch.zeros(1, dtype=torch.long, device=device)], 0
+    for c in crows:
+        parts.append(c + offset)
+        if c.numel() > 0:
+            offset = offset + c[-1]
+    return torch.cat(parts)
