@@ -75,3 +75,34 @@ def test_ogbn_tiny(tmp_path):
     assert (out / 'ogbn_ogbn_arxiv.md').read_text().count('| COIN |') == 1
     assert proc.stdout.splitlines()[-1] == \
         f"wrote {out / 'ogbn_ogbn_arxiv.md'}"
+
+
+def test_ogbn_tiny_decoupled(tmp_path):
+    root = write_tiny_ogbn(str(tmp_path / 'ogb'))
+    out = tmp_path / 'out'
+    env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'ogbn.py'), '--root',
+         root, '--seeds', '2', '--epochs', '5', '--hidden-channels', '16',
+         '--K', '2', '--models', 'COIN', 'GCN', '--mode', 'decoupled',
+         '--batch-size', '8', '--eps', '1e-3', '--out-dir', str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / 'ogbn_ogbn_arxiv_decoupled.json') as f:
+        res = json.load(f)
+    assert set(res['summary']) == {'COIN', 'GCN'}
+    coin = res['runs']['COIN'][0]
+    assert 0 <= coin['bound'] < 1 and coin['preprocess_time'] > 0
+    assert 'predict_time' not in res['runs']['GCN'][0]  # full batch
+    # Scored on OGB's split: 15 test nodes, multiples of 1/15.
+    acc = coin['test_acc']
+    assert abs(acc * 15 - round(acc * 15)) < 1e-6
+    assert 'COIN decoupled (batch 8' in (
+        out / 'ogbn_ogbn_arxiv_decoupled.md').read_text()
+    bad = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'ogbn.py'), '--root',
+         root, '--distributed', '--out-dir', str(out)],
+        env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and '--distributed needs' in bad.stderr

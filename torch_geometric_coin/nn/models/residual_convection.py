@@ -159,6 +159,15 @@ class ResidualConvection(torch.nn.Module):
             self.lin_out = Linear(hidden_channels, self.out_channels,
                                   bias=bool(bias))
         self._sparse = _GraphCache()  # a sparse x -> its _SparseInput
+        first = self._first_linear()
+        if first is not None:
+            # Stored column-major (W^T contiguous): a sparse input's product
+            # X W^T reads W^T in place and its weight gradient (X^T G)^T
+            # arrives in the same layout, with no transposed copy of the
+            # (in_channels x width) matrix either way; dense inputs are
+            # multiplied as fast with either layout.
+            first.weight = torch.nn.Parameter(
+                first.weight.detach().t().contiguous().t())
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -225,13 +234,19 @@ class ResidualConvection(torch.nn.Module):
             self._sparse.store(_SparseInput.of(x), x)
         return self._sparse.value
 
+    def _first_linear(self) -> Optional[Linear]:
+        r"""The linear map applied to the input (:obj:`None` if the module
+        is the identity)."""
+        for lin in [self.lin_in, *self.lins, self.lin_out]:
+            if lin is not None:
+                return lin
+        return None
+
     def _weight(self) -> Optional[Tensor]:
         r"""The weight of the first linear map (:obj:`None` if the module
         is the identity), whose dtype :obj:`x` must have."""
-        for lin in [self.lin_in, *self.lins, self.lin_out]:
-            if lin is not None:
-                return lin.weight
-        return None
+        first = self._first_linear()
+        return None if first is None else first.weight
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
