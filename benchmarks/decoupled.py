@@ -55,7 +55,12 @@ from torch import Tensor
 import os.path as osp
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from training import _check_finite, _check_mask, _evaluate  # noqa: E402
+from training import (  # noqa: E402
+    _check_finite,
+    _check_mask,
+    _evaluate,
+    adam,
+)
 
 from torch_geometric_coin._checks import check_number  # noqa: E402
 from torch_geometric_coin.nn import COIN  # noqa: E402
@@ -448,8 +453,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
         step_base = DistributedDataParallel(
             base, device_ids=[x.device] if x.is_cuda else None)
-    optimizer = torch.optim.Adam(base.parameters(), lr=lr,
-                                 weight_decay=weight_decay)
+    optimizer = adam(base.parameters(), lr=lr, weight_decay=weight_decay)
     sizes = [p.numel() for p in parts]
     best: Dict[str, float] = {}
     best_state = None
