@@ -16,6 +16,9 @@ extras = {
     'ogb': ['ogb'],
     'bench': ['tqdm', 'matplotlib', 'pandas', 'scikit-learn', 'pillow'],
     'test': ['pytest', 'hypothesis'],
+    # The faiss backends of knn_search / gaussian_knn_graph ('faiss',
+    # 'faiss_hnsw', 'faiss_ivf'):
+    'faiss': ['faiss-cpu'],
 }
 # Everything pip installs from wheels alone. The sparse accelerators are
 # compiled against the installed torch, so they are opt-in (see the Makefile

@@ -1,6 +1,10 @@
 r"""Exactness, speed and peak memory of the exact kNN search behind
 :func:`torch_geometric_coin.utils.gaussian_knn_graph`, side by side with
-scikit-learn's :class:`NearestNeighbors` (brute force, KD-tree, ball tree).
+scikit-learn's :class:`NearestNeighbors` (brute force, KD-tree, ball tree),
+and the recall, speed and COIN accuracy of its approximate backends (faiss
+HNSW and IVF).
+
+Four parts (``--parts``, all by default):
 
 Exactness: recall of our k nearest other nodes against scikit-learn's brute
 force in float64 on random Gaussian data (no ties).
@@ -12,14 +16,42 @@ would exceed ``--time-cap`` seconds (estimated from a probe on
 full time is extrapolated linearly in the number of queries (fit time is
 measured in full); such rows are marked ``extrapolated``.
 
+Approximate: the backends ``--backends`` of
+:func:`~torch_geometric_coin.utils.knn_search` build the k nearest other
+nodes of all N points (index built and searched, timed in full) of a seeded
+synthetic Gaussian mixture (d = 64, float32, ``--clusters`` components with
+centres drawn from N(0, I), each a Gaussian of ``--intrinsic-dim``
+dimensions in a random subspace plus isotropic noise ``--noise``; see
+:func:`make_mixture`). Real features have a low intrinsic dimension; a
+mixture of isotropic 64-dimensional components (``--intrinsic-dim 64
+--noise 0``), whose nearest neighbours are nearly equidistant, is much
+harder for every approximate search (IVF with nprobe=16 found 79% of the
+neighbours at N = 10^6). The exact builder would take hours at N = 10^6, but
+its cost is linear in the number of queries (every query is scored against
+all N points): it is timed on ``--queries`` random query points (searching
+all N points) and its time is scaled by N / queries. The recall of each
+backend is measured against the exact neighbours of these queries.
+
+COIN: the Gaussian kNN graph (k = ``--k``, bandwidth ``--bandwidth-k``) of
+the node features of a real data set (``--coin-dataset``, Coauthor-CS by
+default, reduced to ``--coin-dim`` dimensions by seeded randomized PCA) is
+built exactly and with each backend, and COIN (``--K``, ``--sigma2``,
+``normalization=None``) is trained on each graph with the same random splits
+(20 / 30 labels per class) and seeds by :func:`training.fit`; the table
+gives the test accuracy and its paired difference to the exact graph.
+
 Example (the table in BENCHMARKS.md):
 
     nice -n 5 python benchmarks/knn.py
 
+Approximate search at 10^5 and 10^6 points, and the COIN check:
+
+    python benchmarks/knn.py --parts approximate coin --threads 2
+
 Tiny configuration (smoke test, a few seconds):
 
-    python benchmarks/knn.py --sizes 2000 --exact-sizes 500 --dim 8 \
-        --out-dir /tmp/knn
+    python benchmarks/knn.py --parts exactness speed --sizes 2000 \
+        --exact-sizes 500 --dim 8 --out-dir /tmp/knn
 """
 import argparse
 import json
@@ -38,11 +70,171 @@ import common  # noqa: E402
 import reporting  # noqa: E402
 
 METHODS = ['ours', 'sklearn_brute', 'sklearn_kd_tree', 'sklearn_ball_tree']
+PARTS = ['exactness', 'speed', 'approximate', 'coin']
+APPROXIMATE = ['faiss_hnsw', 'faiss_ivf']
+COIN_DATASETS = {'CS': ('coauthor', 'CS'), 'Physics': ('coauthor', 'Physics'),
+                 'Computers': ('amazon', 'Computers'),
+                 'Photo': ('amazon', 'Photo')}
 
 
 def make_data(N, dim, seed, dtype=np.float32):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((N, dim)).astype(dtype)
+
+
+def make_mixture(N, dim, clusters, seed, intrinsic_dim=8, noise=0.1):
+    r"""A seeded Gaussian mixture in float32 of a low intrinsic dimension, as
+    real features: :obj:`clusters` centres drawn from N(0, I); each point a
+    centre (uniformly chosen) plus a standard Gaussian of
+    :obj:`intrinsic_dim` dimensions in the component's random subspace (a
+    random basis of N(0, 1 / intrinsic_dim) entries) plus isotropic noise of
+    standard deviation :obj:`noise` (:obj:`intrinsic_dim = dim` and
+    :obj:`noise = 0` give isotropic unit components)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    r = min(intrinsic_dim, dim)
+    basis = rng.standard_normal((clusters, r, dim)).astype(np.float32)
+    basis /= np.sqrt(r)
+    label = rng.integers(0, clusters, N)
+    x = noise * rng.standard_normal((N, dim)).astype(np.float32)
+    x += centres[label]
+    for c in range(clusters):  # (Component by component: little memory.)
+        idx = np.nonzero(label == c)[0]
+        z = rng.standard_normal((idx.size, r)).astype(np.float32)
+        x[idx] += z @ basis[c]
+    return x
+
+
+def recall(index, ref):
+    r"""The fraction of the reference neighbours (rows of :obj:`ref`) found
+    in the rows of :obj:`index`."""
+    hits = sum(len(set(a) & set(b))
+               for a, b in zip(index.tolist(), ref.tolist()))
+    return hits / ref.numel()
+
+
+def backend_options(args, backend):
+    r"""The options of :obj:`backend` set on the command line."""
+    names = {'faiss_hnsw': ['hnsw_m', 'ef_construction', 'ef_search'],
+             'faiss_ivf': ['nlist', 'nprobe']}[backend]
+    return {n: getattr(args, n) for n in names
+            if getattr(args, n) is not None}
+
+
+def exact_on_queries(x, k, queries):
+    r"""The k nearest other points of :obj:`x[queries]` by the exact search
+    (:obj:`k + 1` neighbours, the query's own point removed) and the time."""
+    from torch_geometric_coin.utils import knn_search
+    t = time.perf_counter()
+    _, index = knn_search(x, k + 1, y=x[queries])
+    elapsed = time.perf_counter() - t
+    own = index == queries.view(-1, 1)
+    # (Continuous data: the query's own point is among its k + 1 nearest.)
+    keep = ~own
+    keep[~own.any(1), -1] = False
+    return index[keep].view(-1, k), elapsed
+
+
+def approximate(args):
+    from torch_geometric_coin.utils import knn_search
+    rows = []
+    for N in args.approx_sizes:
+        x = torch.from_numpy(make_mixture(N, args.dim, args.clusters,
+                                          args.seed, args.intrinsic_dim,
+                                          args.noise))
+        gen = torch.Generator().manual_seed(args.seed)
+        m = min(N, args.queries)
+        queries = torch.randperm(N, generator=gen)[:m].sort().values
+        ref, exact_s = exact_on_queries(x, args.k, queries)
+        exact_full = exact_s * N / m
+        rows.append(dict(N=N, method='exact', time_s=exact_full,
+                         measured_s=exact_s, measured_queries=m,
+                         extrapolated=m < N, recall=1.0, speedup=1.0,
+                         options={}))
+        print(f"N={N:>8} exact      {exact_full:9.1f} s (from {m} queries "
+              f"in {exact_s:.1f} s)", flush=True)
+        for backend in args.backends:
+            options = backend_options(args, backend)
+            t = time.perf_counter()
+            _, index = knn_search(x, args.k, backend=backend, **options)
+            elapsed = time.perf_counter() - t
+            rows.append(dict(N=N, method=backend, time_s=elapsed,
+                             measured_s=elapsed, measured_queries=N,
+                             extrapolated=False,
+                             recall=recall(index[queries], ref),
+                             speedup=exact_full / elapsed, options=options))
+            print(f"N={N:>8} {backend:<10} {elapsed:9.1f} s, "
+                  f"{rows[-1]['speedup']:.1f}x faster, recall "
+                  f"{rows[-1]['recall']:.4f}", flush=True)
+    return rows
+
+
+def load_features(args):
+    r"""The node features and labels of :obj:`--coin-dataset` (PyG's
+    Coauthor / Amazon from the data folder), or :obj:`None` if absent."""
+    from torch_geometric.datasets import Amazon, Coauthor
+    sub = COIN_DATASETS[args.coin_dataset]
+    src = osp.join(common.dataset_root(args.root), *sub)
+    if not osp.isdir(src):
+        return None
+    dst = common.writable_copy(src)
+    cls = Coauthor if sub[0] == 'coauthor' else Amazon
+    data = cls(osp.dirname(dst), args.coin_dataset)[0]
+    return data.x, data.y
+
+
+def coin_check(args):
+    r"""COIN's test accuracy on the exact and the approximate Gaussian kNN
+    graphs of real features, with the same splits and seeds."""
+    from torch_geometric.data import Data
+    from training import fit
+
+    from torch_geometric_coin.nn import COIN
+    from torch_geometric_coin.utils import gaussian_knn_graph, knn_search
+    loaded = load_features(args)
+    if loaded is None:
+        print(f'COIN check skipped: no {args.coin_dataset} in '
+              f'{common.dataset_root(args.root)}')
+        return None
+    x, y = loaded
+    torch.manual_seed(args.seed)  # (Randomized PCA.)
+    q = min(args.coin_dim, x.size(0), x.size(1))
+    u, s, _ = torch.pca_lowrank(x, q=q, center=True, niter=4)
+    x = (u * s).contiguous()  # The principal components, [N, q].
+    num_classes = int(y.max()) + 1
+    graphs, rows = {}, []
+    _, exact_index = knn_search(x, args.k)
+    for backend in ['exact'] + args.backends:
+        options = ({} if backend == 'exact' else
+                   backend_options(args, backend))
+        t = time.perf_counter()
+        graphs[backend] = gaussian_knn_graph(x, args.k, args.bandwidth_k,
+                                             backend=backend, **options)
+        graph_s = time.perf_counter() - t
+        _, index = knn_search(x, args.k, backend=backend, **options)
+        rows.append(dict(graph=backend, graph_s=graph_s, acc=[],
+                         edges=graphs[backend][0].size(1),
+                         recall=recall(index, exact_index)))
+    data = Data(x=x, y=y)
+    for split in range(args.splits):
+        masks = common.random_split(y, seed=args.seed + split)
+        for row in rows:
+            data.edge_index, data.edge_weight = graphs[row['graph']]
+            torch.manual_seed(args.seed + split)
+            model = COIN(x.size(1), num_classes, K=args.K, sigma2=args.sigma2,
+                         normalization=None, cached=True)
+            res = fit(model, data, *masks, epochs=args.epochs)
+            row['acc'].append(res['test_acc'])
+    for row in rows:
+        diff = [a - b for a, b in zip(row['acc'], rows[0]['acc'])]
+        row.update(summary=reporting.summarize(row['acc']),
+                   diff=reporting.summarize(diff))
+        print(f"COIN on {args.coin_dataset} ({row['graph']} graph, recall "
+              f"{row['recall']:.4f}): test accuracy "
+              f"{100 * row['summary']['mean']:.2f}, difference to exact "
+              f"{100 * row['diff']['mean']:+.2f} points", flush=True)
+    return dict(dataset=args.coin_dataset, num_nodes=x.size(0), dim=q,
+                rows=rows)
 
 
 def peak_rss_mib():
@@ -167,8 +359,60 @@ def exactness(args):
 
 def markdown(result):
     a = result['args']
+    parts = []
+    if 'speed' in result:
+        parts.append(markdown_exact(result))
+    if 'approximate' in result:
+        rows = []
+        for r in result['approximate']:
+            note = (f"scaled from {r['measured_queries']} queries "
+                    f"({r['measured_s']:.1f} s)" if r['extrapolated'] else
+                    'full run')
+            opts = ', '.join(f'{k}={v}' for k, v in r['options'].items())
+            rows.append([r['N'], r['method'] + (f' ({opts})' if opts else ''),
+                         f"{r['time_s']:.1f}", f"{r['speedup']:.1f}x",
+                         f"{r['recall']:.4f}", note])
+        parts.append(
+            f"Approximate search: k nearest other points of all N points of "
+            f"a seeded Gaussian mixture ({a['clusters']} components, centres "
+            f"N(0, I), each a standard Gaussian in a random "
+            f"{a['intrinsic_dim']}-dimensional subspace plus isotropic noise "
+            f"of std {a['noise']}), d = {a['dim']}, k = {a['k']}, float32; "
+            f"recall on {a['queries']} random queries against the exact "
+            f"search, whose time is scaled linearly from these queries (its "
+            f"cost is linear in the number of queries); approximate times "
+            f"include building the index; {result['machine']}; "
+            f"{result['date']}; torch (and faiss) threads "
+            f"{result['torch_threads']}, shared CPU.\n\n" +
+            reporting.markdown_table(['N', 'method', 'time (s)',
+                                      'speed-up vs exact', 'recall', 'note'],
+                                     rows))
+    if result.get('coin'):
+        c = result['coin']
+        rows = [[r['graph'], f"{r['recall']:.4f}", r['edges'],
+                 f"{r['graph_s']:.1f}", reporting.fmt_acc(r['summary']),
+                 reporting.fmt_acc(r['diff'])] for r in c['rows']]
+        parts.append(
+            f"COIN on {c['dataset']} ({c['num_nodes']} nodes, features "
+            f"reduced to {c['dim']} dimensions by PCA) with the Gaussian kNN "
+            f"graph (k = {a['k']}, bandwidth_k = {a['bandwidth_k']}) built "
+            f"exactly or approximately; K = {a['K']}, sigma2 = "
+            f"{a['sigma2']}, normalization=None, {a['epochs']} epochs, "
+            f"{a['splits']} random splits (20 / 30 labels per class), the "
+            f"same splits and seeds on every graph; differences paired by "
+            f"split: mean ± std [95% CI].\n\n" +
+            reporting.markdown_table(
+                ['graph', 'neighbour recall', 'edges', 'graph time (s)',
+                 'test accuracy (%)', 'difference to exact (points)'], rows))
+    if 'exactness' in result and 'speed' not in result:
+        parts.append(markdown_exact(result))
+    return '\n\n'.join(parts)
+
+
+def markdown_exact(result):
+    a = result['args']
     speed = []
-    for r in result['speed']:
+    for r in result.get('speed', []):
         ours = [o for o in result['speed']
                 if o['N'] == r['N'] and o['method'] == 'ours']
         ratio = r['time_s'] / ours[0]['time_s'] if ours else float('nan')
@@ -178,7 +422,7 @@ def markdown(result):
                       f'{ratio:.2f}x', f"{r['peak_rss_mib']:.0f}",
                       f"{r['data_rss_mib']:.0f}", note])
     exact = [[r['N'], f"{r['recall']:.6f}", r['misses'], r['float32_ties']]
-             for r in result['exactness']]
+             for r in result.get('exactness', [])]
     return (
         f"Random Gaussian data, d = {a['dim']}, k = {a['k']}, float32; "
         f"{result['machine']}; {result['date']}; torch threads "
@@ -209,7 +453,12 @@ def plot(result, path):
 
 
 def main(argv=None):
-    parser = common.parser(__doc__, seed=0, k=10)
+    parser = common.parser(__doc__, seed=0, k=10, bandwidth_k=5, K=10,
+                           sigma2=0.3, epochs=200, root=None,
+                           splits=dict(default=3, help='random splits of '
+                                       'the COIN check'))
+    parser.add_argument('--parts', nargs='+', default=PARTS, choices=PARTS,
+                        help='the parts to run')
     parser.add_argument('--sizes', type=int, nargs='+',
                         default=[10**4, 10**5, 10**6],
                         help='numbers of points of the speed runs')
@@ -224,6 +473,31 @@ def main(argv=None):
                         help='seconds per method and N before extrapolating')
     parser.add_argument('--probe', type=int, default=1000,
                         help='query points of the probe run')
+    parser.add_argument('--approx-sizes', type=int, nargs='+',
+                        default=[10**5, 10**6],
+                        help='numbers of points of the approximate runs')
+    parser.add_argument('--backends', nargs='+', default=APPROXIMATE,
+                        choices=APPROXIMATE,
+                        help='the approximate backends of knn_search')
+    parser.add_argument('--queries', type=int, default=10**4,
+                        help='random queries on which the exact search is '
+                        'timed and the recall measured')
+    parser.add_argument('--clusters', type=int, default=100,
+                        help='components of the Gaussian mixture')
+    parser.add_argument('--intrinsic-dim', type=int, default=8,
+                        help='dimension of each component of the mixture')
+    parser.add_argument('--noise', type=float, default=0.1,
+                        help='isotropic noise (std) of the mixture')
+    for name in ['hnsw_m', 'ef_construction', 'ef_search', 'nlist',
+                 'nprobe']:
+        parser.add_argument('--' + name.replace('_', '-'), type=int,
+                            default=None, help=f'{name} of knn_search '
+                            f'(None: its default)')
+    parser.add_argument('--coin-dataset', default='CS',
+                        choices=sorted(COIN_DATASETS),
+                        help='the real data set of the COIN check')
+    parser.add_argument('--coin-dim', type=int, default=64,
+                        help='PCA dimensions of its features')
     parser.add_argument('--worker', nargs=3, default=None,
                         help=argparse.SUPPRESS)
     args, command = common.parse_args(parser, argv, 'knn')
@@ -236,13 +510,21 @@ def main(argv=None):
 
     result = dict(command=command, args=vars(args),
                   torch_threads=torch.get_num_threads())
-    result['exactness'] = exactness(args)
-    result['speed'] = speed(args)
+    if 'exactness' in args.parts:
+        result['exactness'] = exactness(args)
+    if 'speed' in args.parts:
+        result['speed'] = speed(args)
+    if 'approximate' in args.parts:
+        result['approximate'] = approximate(args)
+    if 'coin' in args.parts:
+        result['coin'] = coin_check(args)
     print(markdown(reporting.stamp(result)))
-    png = osp.join(args.out_dir, 'knn.png')
-    os.makedirs(args.out_dir, exist_ok=True)
-    plot(result, png)
-    return reporting.save(args.out_dir, 'knn', result, markdown, png)
+    also = []
+    if 'speed' in result:
+        also.append(osp.join(args.out_dir, 'knn.png'))
+        os.makedirs(args.out_dir, exist_ok=True)
+        plot(result, also[0])
+    return reporting.save(args.out_dir, 'knn', result, markdown, *also)
 
 
 if __name__ == '__main__':

@@ -126,3 +126,34 @@ def test_large_magnitudes_and_numpy_scalars():
     assert torch.equal(data.edge_index, ref[0])
     torch.testing.assert_close(data.edge_weight.double(), ref[1], rtol=0,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(backend='faiss_hnsw', hnsw_m=8, ef_construction=20, ef_search=16),
+    dict(backend='faiss_ivf', nlist=8, nprobe=2, seed=5),
+])
+def test_gaussian_knn_graph_transform_approximate(kwargs):
+    pytest.importorskip('faiss')
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(3))
+    transform = GaussianKNNGraph(5, 2, **kwargs)
+    assert str(transform).startswith(f"GaussianKNNGraph(k=5, bandwidth_k=2, "
+                                     f"attr='x', backend='{kwargs['backend']}"
+                                     f"'")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (A reproducible HNSW graph.)
+    try:
+        data = transform(Data(x=x))
+        edge_index, edge_weight = gaussian_knn_graph(x, 5, 2, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(data.edge_index, edge_index)
+    assert torch.equal(data.edge_weight, edge_weight)
+
+
+def test_gaussian_knn_graph_transform_approximate_options_refused():
+    # Checked when the transform is created:
+    with pytest.raises(ValueError, match="'nlist' applies to "
+                       "backend='faiss_ivf' only"):
+        GaussianKNNGraph(5, 2, backend='faiss_hnsw', nlist=8)
+    with pytest.raises(ValueError, match="'seed' must be an integer >= 0"):
+        GaussianKNNGraph(5, 2, backend='faiss_ivf', seed=-2)

@@ -318,3 +318,65 @@ def test_gradient_with_duplicates():
         ref_grad, = torch.autograd.grad((ref * coef).sum(), x)
         assert bool(torch.isfinite(grad).all())
         torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+def weights_of_neighbours(x, nbr, bandwidth_k, kernel):
+    r"""The dense normalized, symmetrized W (with self loops) of the given
+    neighbour lists (sorted by distance), in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    nbr = np.asarray(nbr)
+    N = x.shape[0]
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :])**2).sum(-1))
+    s = dist[np.arange(N), nbr[:, bandwidth_k - 1]]
+    W = np.eye(N)
+    for i in range(N):
+        for j in nbr[i]:
+            den = s[i]**2 if kernel == 'gaussian' else s[i] * s[j]
+            W[i, j] = np.exp(-dist[i, j]**2 / den)
+    deg = W.sum(1)
+    W = W / np.sqrt(np.outer(deg, deg))
+    return (W + W.T) / 2
+
+
+@pytest.mark.parametrize('backend,options', [
+    ('faiss_hnsw', dict(hnsw_m=4, ef_construction=8, ef_search=1)),
+    ('faiss_ivf', dict(nlist=30, nprobe=1, seed=3)),
+])
+@pytest.mark.parametrize('kernel', ['gaussian', 'self_tuning'])
+def test_approximate_backends_same_weights(backend, options, kernel):
+    # The weights of the edges an approximate search finds are those of the
+    # one routine (settings of low recall, so that the edges differ from the
+    # exact ones; one thread, so that the HNSW graph is reproducible).
+    pytest.importorskip('faiss')
+    gen = torch.Generator().manual_seed(30)
+    x = torch.randn(300, 8, generator=gen, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, nbr = knn_search(x, 6, backend=backend, **options)
+        out = gaussian_knn_graph(x, 6, 3, kernel=kernel, backend=backend,
+                                 **options)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(nbr.sort(1).values,
+                           knn_search(x, 6)[1].sort(1).values)
+    np.testing.assert_allclose(to_dense(*out, 300),
+                               weights_of_neighbours(x, nbr, 3, kernel),
+                               rtol=1e-10, atol=1e-13)
+    # Probing every cell: the exact graph.
+    if backend == 'faiss_ivf':
+        out = gaussian_knn_graph(x, 6, 3, kernel=kernel, backend=backend,
+                                 nlist=30, nprobe=30)
+        ref = gaussian_knn_graph(x, 6, 3, kernel=kernel)
+        assert torch.equal(out[0], ref[0])
+        torch.testing.assert_close(out[1], ref[1], rtol=1e-12, atol=0)
+
+
+def test_approximate_options_refused():
+    with pytest.raises(ValueError, match="'nprobe' applies to "
+                       "backend='faiss_ivf' only"):
+        gaussian_knn_graph(torch.randn(10, 2), 3, 2, backend='faiss_hnsw',
+                           nprobe=4)
+    with pytest.raises(ValueError, match="'hnsw_m' applies to "
+                       "backend='faiss_hnsw' only"):
+        gaussian_knn_graph(torch.randn(10, 2), 3, 2, hnsw_m=4)

@@ -269,8 +269,9 @@ def test_faiss_backend_with_a_stand_in(monkeypatch):
             i = np.argsort(d2, axis=1, kind='stable')[:, :k]
             return np.take_along_axis(d2, i, 1), i
 
-    monkeypatch.setitem(sys.modules, 'faiss',
-                        types.SimpleNamespace(IndexFlatL2=IndexFlatL2))
+    monkeypatch.setitem(sys.modules, 'faiss', types.SimpleNamespace(
+        IndexFlatL2=IndexFlatL2, omp_get_max_threads=lambda: 1,
+        omp_set_num_threads=lambda n: None))
     torch.manual_seed(11)
     x, y = torch.randn(120, 4), torch.randn(30, 4)
     batch = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)
@@ -439,3 +440,200 @@ def test_gradient():
     y = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda x, y: knn_search(x, 3, y=y)[0], (x, y))
     torch.autograd.gradcheck(lambda x: knn_search(x * 1e20, 3)[0], (x, ))
+
+
+# Approximate backends (faiss HNSW and IVF) ###################################
+
+APPROXIMATE = ['faiss_hnsw', 'faiss_ivf']
+
+
+def clustered(n, F, clusters, seed, dtype=torch.float32, r=4):
+    r"""A seeded Gaussian mixture of a low intrinsic dimension (as real
+    features and the mixture of benchmarks/knn.py): centres N(0, 9 I), each
+    component a standard Gaussian in a random r-dimensional subspace plus
+    noise of std 0.1."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, F, generator=gen, dtype=dtype) * 3
+    basis = torch.randn(clusters, r, F, generator=gen, dtype=dtype) / r**0.5
+    label = torch.randint(0, clusters, (n, ), generator=gen)
+    z = torch.randn(n, 1, r, generator=gen, dtype=dtype)
+    return (centres[label] + (z @ basis[label]).squeeze(1) +
+            0.1 * torch.randn(n, F, generator=gen, dtype=dtype))
+
+
+def recall(index, ref_index):
+    hits = sum(len(set(a) & set(b)) for a, b in
+               zip(index.tolist(), ref_index.tolist()))
+    return hits / ref_index.numel()
+
+
+def assert_valid(x, k, dist, index, y=None, batch=None, batch_y=None):
+    r"""The format of the exact search: shapes, dtypes, indices in range and
+    in the query's graph, no repeated neighbour, the query itself excluded
+    without y, the exact distances of the neighbours found, ascending."""
+    M = x.size(0) if y is None else y.size(0)
+    assert dist.shape == index.shape == (M, k)
+    assert dist.dtype == x.dtype and index.dtype == torch.long
+    assert bool((index >= 0).all()) and bool((index < x.size(0)).all())
+    assert bool((index.sort(1).values.diff(dim=1) > 0).all())
+    if y is None:
+        assert not bool((index == torch.arange(M).view(-1, 1)).any())
+    if batch is not None:
+        by = batch if y is None else batch_y
+        assert bool((batch[index] == by.view(-1, 1)).all())
+    q = (x if y is None else y).double()
+    true = (x.double()[index] - q.unsqueeze(1)).norm(dim=-1)
+    torch.testing.assert_close(dist.double(), true, rtol=1e-5, atol=1e-6)
+    assert bool((dist[:, 1:] >= dist[:, :-1]).all())
+
+
+@pytest.mark.parametrize('backend', APPROXIMATE)
+@pytest.mark.parametrize('k', [10, 15])
+def test_approximate_recall_on_clustered_data(backend, k):
+    pytest.importorskip('faiss')
+    x = clustered(4300, 16, 20, seed=20)
+    x, y = x[:4000], x[4000:]  # Queries y of the same mixture.
+    ref = reference(x, k)
+    dist, index = knn_search(x, k, backend=backend)
+    assert_valid(x, k, dist, index)
+    assert recall(index, ref.indices) >= 0.95
+    # Queries y: nothing excluded.
+    dist, index = knn_search(x, k, y=y, backend=backend)
+    assert_valid(x, k, dist, index, y)
+    assert recall(index, reference(x, k, y).indices) >= 0.95
+
+
+@pytest.mark.parametrize('backend', APPROXIMATE)
+def test_approximate_float64_batch_and_cosine(backend):
+    pytest.importorskip('faiss')
+    x = clustered(900, 8, 6, seed=22, dtype=torch.float64)
+    batch = torch.arange(3).repeat(300)  # Unsorted, three graphs.
+    dist, index = knn_search(x, 6, batch, backend=backend)
+    assert_valid(x, 6, dist, index, batch=batch)
+    assert recall(index, reference(x, 6, batch=batch).indices) >= 0.95
+    y = clustered(60, 8, 6, seed=23, dtype=torch.float64)
+    batch_y = torch.arange(3).repeat(20)
+    dist, index = knn_search(x, 6, batch, y, batch_y, backend=backend)
+    assert_valid(x, 6, dist, index, y, batch, batch_y)
+    # Cosine: the unit rows are indexed, the distances 1 - cos.
+    dist, index = knn_search(x, 6, metric='cosine', backend=backend)
+    ref_d, ref_i = knn_search(x, 6, metric='cosine')
+    assert recall(index, ref_i) >= 0.95
+    xn = x / x.norm(dim=1, keepdim=True)
+    true = 1 - (xn[index] * xn.unsqueeze(1)).sum(-1)
+    torch.testing.assert_close(dist, true, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('backend', APPROXIMATE)
+def test_approximate_duplicates(backend):
+    # Each point three times: the query itself is excluded, its two twins
+    # are its nearest neighbours, at distance 0.
+    pytest.importorskip('faiss')
+    base = clustered(300, 6, 5, seed=24)
+    x = base.repeat(3, 1)
+    dist, index = knn_search(x, 5, backend=backend)
+    assert_valid(x, 5, dist, index)
+    twins = torch.arange(900).view(-1, 1) % 300 + torch.tensor([0, 300, 600])
+    for i in range(900):
+        assert set(index[i, :2].tolist()) == set(twins[i].tolist()) - {i}
+    assert bool((dist[:, :2] == 0).all()) and bool((dist[:, 2:] > 0).all())
+
+
+def test_ivf_few_candidates_fall_back_to_exact(monkeypatch):
+    # One cell per point and one probed cell: most queries get fewer than k
+    # candidates and are searched exhaustively (exactly).
+    pytest.importorskip('faiss')
+    calls = []
+    brute_force = search_module._brute_force
+
+    def spy(*args, **kwargs):
+        calls.append(args[2].size(0))
+        return brute_force(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, '_brute_force', spy)
+    x = clustered(200, 4, 4, seed=25)
+    dist, index = knn_search(x, 5, backend='faiss_ivf', nlist=200, nprobe=1)
+    assert sum(calls) > 100
+    assert_valid(x, 5, dist, index)
+    assert recall(index, reference(x, 5).indices) >= 0.9
+
+
+def test_approximate_options_reach_faiss():
+    # Low-quality settings lower the recall (so the options are used), the
+    # IVF index is deterministic given its seed, and faiss's thread count is
+    # restored.
+    faiss = pytest.importorskip('faiss')
+    threads = faiss.omp_get_max_threads()
+    x = torch.randn(3000, 32, generator=torch.Generator().manual_seed(26))
+    ref = reference(x, 10).indices
+    good = recall(knn_search(x, 10, backend='faiss_ivf', nprobe=64)[1], ref)
+    bad = recall(knn_search(x, 10, backend='faiss_ivf', nprobe=1)[1], ref)
+    assert good > bad + 0.2
+    good = recall(knn_search(x, 10, backend='faiss_hnsw', hnsw_m=32,
+                             ef_search=200)[1], ref)
+    bad = recall(knn_search(x, 10, backend='faiss_hnsw', hnsw_m=2,
+                            ef_construction=4, ef_search=1)[1], ref)
+    assert good > bad + 0.05
+    runs = [knn_search(x, 10, backend='faiss_ivf', nlist=40, nprobe=2,
+                       seed=s) for s in (1, 1, 2)]
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert not torch.equal(runs[0][1], runs[2][1])
+    assert faiss.omp_get_max_threads() == threads
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(backend='exact', hnsw_m=16), "'hnsw_m' applies to "
+     "backend='faiss_hnsw' only"),
+    (dict(backend='faiss_ivf', ef_search=16), "'ef_search' applies to "
+     "backend='faiss_hnsw' only"),
+    (dict(backend='faiss', ef_construction=16), "'ef_construction' applies"),
+    (dict(backend='faiss_hnsw', nlist=16), "'nlist' applies to "
+     "backend='faiss_ivf' only"),
+    (dict(backend='pyg_lib', nprobe=4), "'nprobe' applies to "
+     "backend='faiss_ivf' only"),
+    (dict(backend='exact', seed=0), "'seed' applies to backend='faiss_ivf'"),
+    (dict(backend='faiss_hnsw', chunk_size=4), "'chunk_size' applies to "
+     "backend='exact' only"),
+    (dict(backend='faiss_ivf', num_workers=2), "'num_workers' applies"),
+    (dict(backend='faiss_hnsw', hnsw_m=1), "'hnsw_m' must be an integer >= "
+     "2"),
+    (dict(backend='faiss_hnsw', ef_search=0), "'ef_search' must be an "
+     "integer >= 1"),
+    (dict(backend='faiss_ivf', nprobe=2.5), "'nprobe' must be an integer"),
+    (dict(backend='faiss_ivf', seed=-1), "'seed' must be an integer >= 0"),
+    (dict(backend='faiss_ivf', seed=2**31), "'seed' must be an integer >= 0 "
+     "and < 2147483648"),
+    (dict(backend='faiss_ivf', nlist=11), "'nlist' must not exceed the "
+     r"number of points \(got nlist=11 for 10 points\)"),
+])
+def test_approximate_option_errors(monkeypatch, kwargs, match):
+    # (faiss replaced by a stand-in where the error comes first.)
+    import sys
+    import types
+    if 'nlist' not in kwargs or kwargs['backend'] != 'faiss_ivf':
+        monkeypatch.setitem(sys.modules, 'faiss', types.SimpleNamespace())
+    else:
+        pytest.importorskip('faiss')
+    with pytest.raises(ValueError, match=match):
+        knn_search(torch.randn(10, 2), 2, **kwargs)
+
+
+def test_nlist_per_graph():
+    pytest.importorskip('faiss')
+    x = torch.randn(30, 2)
+    batch = torch.tensor([0] * 20 + [1] * 10)
+    with pytest.raises(ValueError, match="'nlist' must not exceed the number "
+                       r"of points of graph 1 \(got nlist=12 for 10"):
+        knn_search(x, 2, batch, backend='faiss_ivf', nlist=12)
+    assert [search_module._ivf_lists(n) for n in (1, 50, 10**4, 10**6)] == \
+        [1, 1, 256, 4000]
+
+
+def test_approximate_backends_need_faiss(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'faiss', None)  # "Not installed".
+    for backend in APPROXIMATE:
+        with pytest.raises(ImportError, match=f"backend='{backend}' requires "
+                           f"the 'faiss' package"):
+            knn_search(torch.randn(10, 2), 2, backend=backend)

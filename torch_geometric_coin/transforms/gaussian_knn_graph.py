@@ -40,7 +40,10 @@ class GaussianKNNGraph(BaseTransform):
             :func:`~torch_geometric_coin.utils.gaussian_knn_graph`
             (:obj:`loop`, :obj:`normalize`, :obj:`symmetrize`, :obj:`metric`,
             :obj:`kernel`, :obj:`chunk_size`, :obj:`max_memory`,
-            :obj:`backend`, :obj:`num_workers`).
+            :obj:`backend`, :obj:`num_workers`, and the options of the
+            approximate backends :obj:`"faiss_hnsw"` (:obj:`hnsw_m`,
+            :obj:`ef_construction`, :obj:`ef_search`) and
+            :obj:`"faiss_ivf"` (:obj:`nlist`, :obj:`nprobe`, :obj:`seed`)).
     """
     def __init__(
         self,

@@ -27,6 +27,12 @@ def gaussian_knn_graph(
     max_memory: Optional[int] = None,
     backend: str = 'exact',
     num_workers: Optional[int] = None,
+    hnsw_m: Optional[int] = None,
+    ef_construction: Optional[int] = None,
+    ef_search: Optional[int] = None,
+    nlist: Optional[int] = None,
+    nprobe: Optional[int] = None,
+    seed: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Builds a weighted :math:`k`-nearest-neighbour graph with Gaussian
     edge weights from node features, as used by Convection-Diffusion Networks
@@ -65,11 +71,14 @@ def gaussian_knn_graph(
 
     The neighbours come from the exact search
     :func:`~torch_geometric_coin.utils.knn_search`, which never needs
-    :math:`O(N^2)` memory. The weights depend on ratios of distances only,
-    and are computed from the points scaled by a power of two, so any finite
-    features give the weights of an exact computation to the precision of
-    the dtype, however large or small their magnitude (features of half
-    precision are computed in float32).
+    :math:`O(N^2)` memory (or from its approximate backends
+    :obj:`"faiss_hnsw"` and :obj:`"faiss_ivf"` for large :math:`N`: the
+    weights above are then computed from the exact distances of the
+    neighbours found, by the same routine). The weights depend on ratios of
+    distances only, and are computed from the points scaled by a power of
+    two, so any finite features give the weights of an exact computation to
+    the precision of the dtype, however large or small their magnitude
+    (features of half precision are computed in float32).
 
     Args:
         x (torch.Tensor): Node features :math:`\mathbf{X} \in
@@ -103,11 +112,29 @@ def gaussian_knn_graph(
         max_memory (int, optional): Memory budget in bytes of the search's
             temporary score matrices. (default: :obj:`None`, 256 MiB)
         backend (str, optional): The search's candidate generator,
-            :obj:`"exact"`, :obj:`"faiss"` or :obj:`"pyg_lib"`.
+            :obj:`"exact"`, :obj:`"faiss"` or :obj:`"pyg_lib"`, or the
+            approximate :obj:`"faiss_hnsw"` or :obj:`"faiss_ivf"`.
             (default: :obj:`"exact"`)
         num_workers (int, optional): CPU threads searching query chunks in
             parallel (on other devices only :obj:`None` or :obj:`1`).
             (default: :obj:`None`, :meth:`torch.get_num_threads`)
+        hnsw_m (int, optional): Links per node of the HNSW graph
+            (:obj:`backend="faiss_hnsw"` only, as :obj:`ef_construction`
+            and :obj:`ef_search`). (default: :obj:`None`, :obj:`32`)
+        ef_construction (int, optional): HNSW candidate list size while
+            building. (default: :obj:`None`, :obj:`80`)
+        ef_search (int, optional): HNSW candidate list size while searching.
+            (default: :obj:`None`, :obj:`64`)
+        nlist (int, optional): IVF cells per graph
+            (:obj:`backend="faiss_ivf"` only, as :obj:`nprobe` and
+            :obj:`seed`). (default: :obj:`None`, about
+            :math:`4 \sqrt{N}`)
+        nprobe (int, optional): IVF cells scanned per query.
+            (default: :obj:`None`, :obj:`8`)
+        seed (int, optional): Seed of the IVF k-means.
+            (default: :obj:`None`, :obj:`1234`)
+            See :func:`~torch_geometric_coin.utils.knn_search` for these
+            options.
 
     Returns:
         (torch.Tensor, torch.Tensor): :obj:`edge_index` of shape
@@ -121,14 +148,17 @@ def gaussian_knn_graph(
         >>> conv = CoinDiffusionConv(K=10, normalization=None)
         >>> out = conv(x, edge_index, edge_weight)
     """
+    options = dict(hnsw_m=hnsw_m, ef_construction=ef_construction,
+                   ef_search=ef_search, nlist=nlist, nprobe=nprobe, seed=seed)
     _check_options(k, bandwidth_k, loop, normalize, symmetrize, metric,
-                   kernel, chunk_size, max_memory, backend, num_workers)
+                   kernel, chunk_size, max_memory, backend, num_workers,
+                   **options)
     k, bandwidth_k = int(k), int(bandwidth_k)
 
     # The distances of the points scaled by a power of two, which the weights
     # do not depend on (in float32 or float64), [N, k], ascending:
     dist, col, _ = _search(x, k, batch, None, None, metric, chunk_size,
-                           max_memory, backend, num_workers)
+                           max_memory, backend, num_workers, **options)
     if metric == 'cosine':
         dist = dist * dist / 2  # 1 - cos from the distances of unit rows.
     N, device = dist.size(0), dist.device
@@ -169,9 +199,10 @@ def gaussian_knn_graph(
 
 
 def _check_options(k, bandwidth_k, loop, normalize, symmetrize, metric,
-                   kernel, chunk_size, max_memory, backend, num_workers):
+                   kernel, chunk_size, max_memory, backend, num_workers,
+                   **options):
     r"""Checks the arguments of :func:`gaussian_knn_graph` that are not
-    tensors."""
+    tensors (:obj:`options`: those of the approximate backends)."""
     check_number('k', k, integer=True, low=1)
     check_number('bandwidth_k', bandwidth_k, integer=True, low=1)
     if bandwidth_k > k:
@@ -183,4 +214,4 @@ def _check_options(k, bandwidth_k, loop, normalize, symmetrize, metric,
                         ('symmetrize', symmetrize)):
         check_bool(name, value)
     check_search_options(k, metric, chunk_size, max_memory, backend,
-                         num_workers)
+                         num_workers, **options)

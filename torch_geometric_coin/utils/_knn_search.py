@@ -1,6 +1,6 @@
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -8,8 +8,19 @@ from torch import Tensor
 from torch_geometric_coin._checks import check_number
 
 METRICS = ('euclidean', 'cosine')
-BACKENDS = ('exact', 'faiss', 'pyg_lib')
+BACKENDS = ('exact', 'faiss', 'faiss_hnsw', 'faiss_ivf', 'pyg_lib')
 MAX_MEMORY = 256 * 2**20  # The default memory budget in bytes.
+# The options of the approximate backends, with their defaults (None: chosen
+# per graph, see `_ivf_lists`), and the smallest value allowed:
+APPROXIMATE_OPTIONS = {
+    'faiss_hnsw': {'hnsw_m': (32, 2), 'ef_construction': (80, 1),
+                   'ef_search': (64, 1)},
+    'faiss_ivf': {'nlist': (None, 1), 'nprobe': (8, 1), 'seed': (1234, 0)},
+}
+# k-means of the IVF coarse quantizer: iterations and training points per
+# list (a seeded sample of the graph's points when it has more):
+_IVF_NITER = 10
+_IVF_POINTS_PER_LIST = 64
 
 # Columns of the score matrix processed at once inside a query chunk, and the
 # group size of the block-minimum pre-selection that makes top-k cheap:
@@ -29,9 +40,16 @@ def knn_search(
     max_memory: Optional[int] = None,
     backend: str = 'exact',
     num_workers: Optional[int] = None,
+    hnsw_m: Optional[int] = None,
+    ef_construction: Optional[int] = None,
+    ef_search: Optional[int] = None,
+    nlist: Optional[int] = None,
+    nprobe: Optional[int] = None,
+    seed: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Finds for each query point the :obj:`k` nearest points of
-    :obj:`x` within the same graph, exactly.
+    :obj:`x` within the same graph, exactly (or approximately with
+    :obj:`backend="faiss_hnsw"` or :obj:`"faiss_ivf"`).
 
     Without :obj:`y`, the queries are the points of :obj:`x` themselves and
     each query's own point is excluded (its :obj:`k` nearest *other*
@@ -57,6 +75,31 @@ def knn_search(
     finite features give correct distances, however large or small their
     magnitude: a :class:`FloatingPointError` is raised only if a returned
     distance itself exceeds the range of the dtype of :obj:`x`.
+
+    The approximate backends build one `faiss <https://github.com/
+    facebookresearch/faiss>`_ index per graph (on CPU, in float32, from the
+    points scaled as above, or the unit rows for :obj:`"cosine"`): a
+    hierarchical navigable small world graph (:obj:`"faiss_hnsw"`,
+    :class:`faiss.IndexHNSWFlat`) or an inverted file of :obj:`nlist`
+    k-means cells of which the :obj:`nprobe` nearest are scanned
+    (:obj:`"faiss_ivf"`, :class:`faiss.IndexIVFFlat`). They return
+    :obj:`k + max(8, k // 2)` candidates per query, which are re-ranked by
+    the exact distances, so the output has the format and the semantics of
+    the exact search (the query's own point excluded without :obj:`y`,
+    duplicates of it kept at distance :obj:`0`, no repeated neighbour, the
+    distances exact for the neighbours found), but a neighbour may be
+    missed. Queries left with fewer than :obj:`k` candidates (*e.g.*, IVF
+    cells with few points) are searched exhaustively. With the defaults,
+    the recall against the exact search was :obj:`0.976` (HNSW, 8.5 times
+    faster than the exact search) and :obj:`0.984` (IVF, 14 times faster) at
+    :obj:`k = 10` on :math:`10^6` points of a 64-dimensional Gaussian
+    mixture of intrinsic dimension 8 (see :obj:`benchmarks/knn.py`); it
+    depends on the data (it is lower on data of a high intrinsic
+    dimension, whose nearest neighbours are nearly equidistant). faiss uses
+    :meth:`torch.get_num_threads` threads for the search (restored
+    afterwards). The IVF index is deterministic given :obj:`seed`; the
+    HNSW graph is deterministic with one thread only (its insertions run in
+    parallel).
 
     Args:
         x (torch.Tensor): The points searched, :math:`\mathbf{X} \in
@@ -87,7 +130,8 @@ def knn_search(
             :obj:`"pyg_lib"` to generate the candidates with these libraries
             when installed (their candidates are re-ranked by exact distances,
             but, unlike :obj:`"exact"`, not certified).
-            (default: :obj:`"exact"`)
+            :obj:`"faiss_hnsw"` and :obj:`"faiss_ivf"` search approximately
+            (see above). (default: :obj:`"exact"`)
         num_workers (int, optional): On CPU, the number of threads that
             search query chunks in parallel, each running single-threaded
             PyTorch operations (PyTorch's intra-op thread count is set to 1
@@ -96,6 +140,31 @@ def knn_search(
             shared (:obj:`backend="exact"` only; on other devices only
             :obj:`None` or :obj:`1`). If :obj:`None`, uses
             :meth:`torch.get_num_threads`. (default: :obj:`None`)
+        hnsw_m (int, optional): The number of links of each node of the HNSW
+            graph (faiss's :obj:`M`), :obj:`>= 2`; more links, higher recall
+            and memory (:obj:`backend="faiss_hnsw"` only, as
+            :obj:`ef_construction` and :obj:`ef_search`). If :obj:`None`,
+            :obj:`32`. (default: :obj:`None`)
+        ef_construction (int, optional): The candidate list size while
+            building the HNSW graph (faiss's :obj:`efConstruction`). If
+            :obj:`None`, :obj:`80`. (default: :obj:`None`)
+        ef_search (int, optional): The candidate list size of an HNSW search
+            (faiss's :obj:`efSearch`; at least the number of candidates,
+            :obj:`k + max(8, k // 2)`, is used). If :obj:`None`, :obj:`64`.
+            (default: :obj:`None`)
+        nlist (int, optional): The number of IVF cells of every graph, at
+            most its number of points (:obj:`backend="faiss_ivf"` only, as
+            :obj:`nprobe` and :obj:`seed`). If :obj:`None`, chosen per graph
+            of :math:`n` points as :math:`\min(\lceil 4 \sqrt{n} \rceil,
+            \max(1, \lfloor n / 39 \rfloor))` (faiss's rule of thumb, with
+            at least 39 training points per cell). (default: :obj:`None`)
+        nprobe (int, optional): The number of IVF cells scanned per query
+            (all cells, an exact search, if it exceeds :obj:`nlist`). If
+            :obj:`None`, :obj:`8`. (default: :obj:`None`)
+        seed (int, optional): The seed of the IVF k-means (its training
+            sample of at most :obj:`64` points per cell and its
+            initialisation), :obj:`>= 0`. If :obj:`None`, :obj:`1234`.
+            (default: :obj:`None`)
 
     Returns:
         (torch.Tensor, torch.Tensor): The distances, in the dtype of
@@ -107,9 +176,12 @@ def knn_search(
         >>> x, y = torch.randn(1000, 16), torch.randn(10, 16)
         >>> dist, index = knn_search(x, 5, y=y)  # 5 nearest rows of x
         >>> dist, index = knn_search(x, 5)  # 5 nearest other rows of x
+        >>> dist, index = knn_search(x, 5, backend='faiss_hnsw', ef_search=32)
     """
-    d, idx, exponent = _search(x, k, batch, y, batch_y, metric, chunk_size,
-                               max_memory, backend, num_workers)
+    d, idx, exponent = _search(
+        x, k, batch, y, batch_y, metric, chunk_size, max_memory, backend,
+        num_workers, hnsw_m=hnsw_m, ef_construction=ef_construction,
+        ef_search=ef_search, nlist=nlist, nprobe=nprobe, seed=seed)
     if metric == 'cosine':
         dist = d * d / 2  # 1 - cos(a, b) = |a - b|^2 / 2 for unit vectors.
     else:
@@ -134,6 +206,7 @@ def _search(
     max_memory: Optional[int],
     backend: str,
     num_workers: Optional[int],
+    **options: Optional[int],
 ) -> Tuple[Tensor, Tensor, int]:
     r"""The search of :func:`knn_search` (same arguments), returning the
     Euclidean distances of the points scaled by :math:`2^{-e}` (in float32
@@ -142,10 +215,11 @@ def _search(
 
     Scaling by a power of two is exact and makes the largest magnitude of
     :obj:`x` and :obj:`y` lie in :math:`[1/2, 1)`, so that neither the
-    squares of large features overflow nor those of tiny ones underflow."""
+    squares of large features overflow nor those of tiny ones underflow.
+    :obj:`options` are the options of the approximate backends."""
     x, batch, y, batch_y = _check_input(x, k, batch, y, batch_y, metric,
                                         chunk_size, max_memory, backend,
-                                        num_workers)
+                                        num_workers, options)
     k = int(k)
     max_memory = MAX_MEMORY if max_memory is None else int(max_memory)
     chunk_size = None if chunk_size is None else int(chunk_size)
@@ -180,7 +254,7 @@ def _search(
                             num_workers)
     else:
         d, idx = _library_knn(x, y, k, batch, batch_y, ptr_x, ptr_y,
-                              self_search, backend)
+                              self_search, backend, options)
 
     if perm_x is not None:
         idx = perm_x[idx]
@@ -239,8 +313,10 @@ def _check_batch(batch, t: Tensor, name: str, of: str) -> Optional[Tensor]:
     return batch
 
 
-def _check_options(k, metric, chunk_size, max_memory, backend, num_workers):
-    r"""Checks the arguments of :func:`knn_search` that are not tensors."""
+def _check_options(k, metric, chunk_size, max_memory, backend, num_workers,
+                   **options):
+    r"""Checks the arguments of :func:`knn_search` that are not tensors
+    (:obj:`options`: those of the approximate backends, by name)."""
     check_number('k', k, integer=True, low=1)
     if metric not in METRICS:
         raise ValueError(f"'metric' must be one of {METRICS} (got {metric!r})")
@@ -260,12 +336,27 @@ def _check_options(k, metric, chunk_size, max_memory, backend, num_workers):
                 raise ValueError(f"'{name}' applies to backend='exact' only "
                                  f"(got {name}={value!r} with "
                                  f"backend={backend!r}); leave it None")
+    known = {name: (owner, low) for owner, opts in APPROXIMATE_OPTIONS.items()
+             for name, (_, low) in opts.items()}
+    for name, value in options.items():
+        if name not in known:
+            raise TypeError(f"'{name}' is not an option of knn_search")
+        if value is None:
+            continue
+        owner, low = known[name]
+        check_number(name, value, integer=True, low=low,
+                     high=2**31)  # (C ints of faiss.)
+        if backend != owner:  # It would be ignored:
+            raise ValueError(f"'{name}' applies to backend={owner!r} only "
+                             f"(got {name}={value!r} with "
+                             f"backend={backend!r}); leave it None")
 
 
 def _check_input(x, k, batch, y, batch_y, metric, chunk_size, max_memory,
-                 backend, num_workers):
+                 backend, num_workers, options):
     x = _check_points(x, 'x')
-    _check_options(k, metric, chunk_size, max_memory, backend, num_workers)
+    _check_options(k, metric, chunk_size, max_memory, backend, num_workers,
+                   **options)
     if x.device.type != 'cpu' and num_workers not in (None, 1):
         raise ValueError(f"'num_workers' applies to CPU searches only (got "
                          f"{num_workers} for 'x' on {x.device}); leave it "
@@ -574,30 +665,19 @@ def _brute_force(x: Tensor, batch: Optional[Tensor], q: Tensor,
 
 def _library_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
                  batch_y: Optional[Tensor], ptr_x: List[int],
-                 ptr_y: List[int], self_search: bool,
-                 backend: str) -> Tuple[Tensor, Tensor]:
+                 ptr_y: List[int], self_search: bool, backend: str,
+                 options: Dict[str, Optional[int]]) -> Tuple[Tensor, Tensor]:
     r"""Candidates from faiss or pyg-lib (both use the matrix form too), with
     the query itself excluded (without :obj:`y`) and re-ranked by exact
-    distances."""
+    distances; queries left with fewer than :obj:`k` candidates are searched
+    exhaustively."""
     graphs = [g for g in range(len(ptr_x) - 1) if ptr_y[g + 1] > ptr_y[g]]
     min_size = min(ptr_x[g + 1] - ptr_x[g] for g in graphs)
     kq = min(k + max(8, k // 2) + int(self_search), min_size)
 
-    if backend == 'faiss':
-        try:
-            import faiss
-        except ImportError as e:
-            raise ImportError("backend='faiss' requires the 'faiss' package "
-                              "(pip install faiss-cpu)") from e
-        parts = []
-        for g in graphs:
-            xg = x[ptr_x[g]:ptr_x[g + 1]].detach().cpu().float().contiguous()
-            yg = y[ptr_y[g]:ptr_y[g + 1]].detach().cpu().float().contiguous()
-            index = faiss.IndexFlatL2(xg.size(1))
-            index.add(xg.numpy())
-            _, i = index.search(yg.numpy(), kq)
-            parts.append(torch.from_numpy(i).long() + ptr_x[g])
-        cand = torch.cat(parts, 0).to(x.device)
+    if backend.startswith('faiss'):
+        cand = _faiss_candidates(x, y, kq, ptr_x, ptr_y, graphs, backend,
+                                 options)
     else:
         import torch_geometric.typing
         if not torch_geometric.typing.WITH_KNN:
@@ -607,10 +687,91 @@ def _library_knn(x: Tensor, y: Tensor, k: int, batch: Optional[Tensor],
         perm = torch.argsort(assign[0], stable=True)
         cand = assign[1][perm].view(y.size(0), kq)
 
-    d = _exact_dist(y, x, cand)
-    mask = cand < 0
-    if self_search:
-        mask |= cand == torch.arange(y.size(0), device=x.device).view(-1, 1)
-    d = d.masked_fill(mask, float('inf'))
-    d, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
-    return d, cand.gather(1, j)
+    # Re-ranking by exact distances, in chunks of queries within the memory
+    # budget. Sorted candidates reveal repeated ones (and put the missing
+    # ones, -1, first):
+    cand = cand.sort(dim=1).values
+    rows = max(1, MAX_MEMORY // (kq * x.size(1) * x.element_size()))
+    out_d, out_i = [], []
+    for r0 in range(0, y.size(0), rows):
+        c = cand[r0:r0 + rows]
+        mask = c < 0
+        mask[:, 1:] |= c[:, 1:] == c[:, :-1]
+        if self_search:
+            mask |= c == torch.arange(r0, r0 + c.size(0),
+                                      device=x.device).view(-1, 1)
+        d = _exact_dist(y[r0:r0 + rows], x, c.clamp(min=0))
+        d = d.masked_fill(mask, float('inf'))
+        d, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
+        out_d.append(d)
+        out_i.append(c.gather(1, j))
+    d, idx = torch.cat(out_d), torch.cat(out_i)
+
+    short = torch.isinf(d[:, -1]).nonzero().view(-1)
+    if short.numel() > 0:  # Fewer than k candidates: exhaustive search.
+        d_s, i_s = _brute_force(
+            x, batch, y[short], None if batch is None else batch_y[short],
+            short if self_search else None, k, MAX_MEMORY)
+        d = d.index_put((short, ), d_s)
+        idx = idx.index_put((short, ), i_s)
+    return d, idx
+
+
+def _ivf_lists(n: int) -> int:
+    r"""The default number of IVF cells of a graph of :obj:`n` points."""
+    return min(math.ceil(4 * math.sqrt(n)), max(1, n // 39))
+
+
+def _faiss_candidates(x: Tensor, y: Tensor, kq: int, ptr_x: List[int],
+                      ptr_y: List[int], graphs: List[int], backend: str,
+                      options: Dict[str, Optional[int]]) -> Tensor:
+    r"""The :obj:`kq` candidates of every query (indices into :obj:`x`,
+    :obj:`-1` where the index found fewer), from one faiss index per
+    graph, searched with :meth:`torch.get_num_threads` threads."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(f"backend={backend!r} requires the 'faiss' "
+                          f"package (pip install faiss-cpu)") from e
+    opts = {name: default if options.get(name) is None else
+            int(options[name]) for name, (default, _) in
+            APPROXIMATE_OPTIONS.get(backend, {}).items()}
+    if backend == 'faiss_ivf' and opts['nlist'] is not None:
+        for g in graphs:
+            n = ptr_x[g + 1] - ptr_x[g]
+            if opts['nlist'] > n:
+                of = '' if len(ptr_x) == 2 else f' of graph {g}'
+                raise ValueError(f"'nlist' must not exceed the number of "
+                                 f"points{of} (got nlist={opts['nlist']} for "
+                                 f"{n} points)")
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    try:
+        parts = []
+        for g in graphs:
+            xg = x[ptr_x[g]:ptr_x[g + 1]].detach().cpu().float().contiguous()
+            yg = y[ptr_y[g]:ptr_y[g + 1]].detach().cpu().float().contiguous()
+            F = xg.size(1)
+            if backend == 'faiss':
+                index = faiss.IndexFlatL2(F)
+            elif backend == 'faiss_hnsw':
+                index = faiss.IndexHNSWFlat(F, opts['hnsw_m'])
+                index.hnsw.efConstruction = opts['ef_construction']
+                index.hnsw.efSearch = max(opts['ef_search'], kq)
+            else:
+                nlist = opts['nlist'] or _ivf_lists(xg.size(0))
+                index = faiss.IndexIVFFlat(faiss.IndexFlatL2(F), F, nlist)
+                index.cp.seed = opts['seed']
+                index.cp.niter = _IVF_NITER
+                index.cp.max_points_per_centroid = _IVF_POINTS_PER_LIST
+                index.cp.min_points_per_centroid = 1  # (No warnings.)
+                index.train(xg.numpy())
+                index.nprobe = min(opts['nprobe'], nlist)
+            index.add(xg.numpy())
+            _, i = index.search(yg.numpy(), kq)
+            i = torch.from_numpy(i).long()
+            parts.append(torch.where(i >= 0, i + ptr_x[g], i))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return torch.cat(parts, 0).to(x.device)
