@@ -1,9 +1,11 @@
-"""COIN against PyG's baselines on Cora, CiteSeer and PubMed.
+"""COIN against PyG's baselines on Cora, CiteSeer and PubMed (and the other
+node classification data sets of ``common.load_node_dataset``).
 
     python benchmarks/planetoid.py                          # paper, 10 x 2
     python benchmarks/planetoid.py --splits 100 --seeds 20  # the full paper
     python benchmarks/planetoid.py --protocol public        # 10 seeds
     python benchmarks/planetoid.py --setting authors ours   # side by side
+    python benchmarks/planetoid.py --datasets Computers CS chameleon_filtered
 
 Settings: ``ours`` (the default) and ``authors``. ``authors`` follows the
 COIN authors' code step by step (``benchmarks/authors_planetoid.py``): the
@@ -15,20 +17,33 @@ rose, and their baselines with their own settings (GCN 64 hidden, dropout
 0.8; APPNP with weight decay on its first layer only; MLP; GAT). It writes
 ``planetoid_authors_<dataset>.{json,md}``; with both settings also
 ``planetoid_authors_vs_<protocol>_<dataset>.{json,md}``, the two side by
-side with the difference (ours - authors) and its 95% interval.
+side with the difference (ours - authors) and its 95% interval (Cora and
+CiteSeer only).
 
 ``ours`` has two protocols: ``paper`` (our version of the paper's protocol:
 PyG's Planetoid files, their largest connected component, binary features
 row-normalised, random splits of 20 train / 30 validation nodes per class and
 the rest as test, S splits x I initialisations, every model with Adam lr
-0.01, weight decay 5e-4, at most 1,000 epochs, patience 50, the epoch of best
-validation accuracy; PyG's example models; COIN 64 wide with dropout 0.5)
-and ``public`` (the standard Planetoid split, each model with its published
-optimiser settings, 10 seeds). Every model runs on the same splits and
-seeds. COIN's K and sigma2 per data set come from
-``benchmarks/configs/coin.json`` (``benchmarks/search.py`` chose them by
-validation accuracy). Writes ``planetoid_<protocol>_<dataset>.{json,md}``
-into ``--out-dir``.
+0.01, weight decay 5e-4 (COIN, ResNet and APPNP: the searched one), at most
+1,000 epochs, patience 50, the epoch of best validation accuracy; PyG's
+example models) and ``public`` (the standard Planetoid split, each model
+with its published optimiser settings, 10 seeds). Every model runs on the
+same splits and seeds. The other data sets have one protocol each
+(``common.load_node_dataset``): Amazon Computers/Photo and Coauthor
+CS/Physics the paper protocol (largest component, random 20/30/rest
+splits), the heterophilous graphs (chameleon_filtered, squirrel_filtered,
+...) their 10 fixed splits (``--splits`` at most 10); the optimiser settings
+follow ``--protocol``. COIN's, ResNet's and APPNP's hyper-parameters per
+data set come from ``--config`` (by default the committed
+``benchmarks/configs/search_<protocol>.json``, which ``benchmarks/search.py``
+writes by validation accuracy); the other models keep the published ones.
+
+COIN, ResNet, MLP, GCN, SGC and APPNP train all their runs in one pass
+(``stacked.stack``; ``--runs-per-pass`` splits them into chunks), with
+bag-of-words features as ``torch.sparse`` (``--x-layout``, by default sparse
+below 20% non-zeros: all but Amazon's); their time per epoch is that
+of the pass divided by its runs. GAT and GCNII train run by run. Writes
+``planetoid_<protocol>_<dataset>.{json,md}`` into ``--out-dir``.
 """
 import copy
 import math
@@ -42,6 +57,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import authors_planetoid as authors  # noqa: E402
 import common  # noqa: E402
 import reporting  # noqa: E402
+import stacked  # noqa: E402
 from training import fit  # noqa: E402
 
 PROTOCOL_TEXT = {
@@ -54,6 +70,8 @@ PROTOCOL_TEXT = {
                'model'),
 }
 SETTINGS = ('ours', 'authors')
+# The models that train all runs in one pass (stacked.stack):
+STACKED = ('COIN', 'ResNet', 'MLP', 'GCN', 'SGC', 'APPNP')
 AUTHORS_TEXT = (
     "the COIN authors' setting (graph/ of shwangtangjun/COIN): gnn-benchmark "
     "npz file, largest connected component, binary features row-normalised, "
@@ -64,28 +82,108 @@ AUTHORS_TEXT = (
     "loss fell or accuracy rose")
 
 
+def model_configs(args, name):
+    r"""The searched hyper-parameters of :obj:`args.models` on :obj:`name`
+    (:func:`common.load_model_config` of :obj:`args.config`; :obj:`None`:
+    the published ones)."""
+    configs = {}
+    for model in args.models:
+        if model in ('COIN', 'ResNet', 'APPNP'):
+            configs[model] = common.load_model_config(model, name,
+                                                      args.config)
+            if configs[model] is None and model != 'APPNP':
+                raise ValueError(f'{args.config} has no COIN entry (run '
+                                 f'benchmarks/search.py)')
+    return configs
+
+
+def train_kwargs(args, kw, config):
+    r"""The optimiser settings of a model: its published ones
+    (:func:`common.build_model`, capped by :obj:`--epochs`) for the public
+    protocol; Adam lr 0.01, weight decay 5e-4 or the searched one, and
+    :obj:`--epochs` and :obj:`--patience` for the paper protocol."""
+    if args.protocol == 'paper':
+        return dict(lr=0.01, weight_decay=(config or {}).get(
+            'weight_decay', 5e-4), epochs=args.epochs,
+            patience=args.patience)
+    kw = dict(kw)
+    if args.epochs is not None:
+        kw['epochs'] = min(kw['epochs'], args.epochs)
+    return kw
+
+
+def _chunks(items, size):
+    size = size or len(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def run_dataset(args, name, bar, write):
-    r"""Trains every model on every run of :obj:`name` (an inner bar shows
-    the epochs of the current one); calls :obj:`write(result)` after each
-    run, so that an interrupted benchmark keeps the runs it finished."""
+    r"""Trains every model on every run of :obj:`name`: the models of
+    :obj:`STACKED` all runs in one pass (or :obj:`--runs-per-pass` at a
+    time), the others run by run (an inner bar shows the epochs); calls
+    :obj:`write(result)` after each pass or run, so that an interrupted
+    benchmark keeps the runs it finished."""
     device = torch.device(args.device)
-    data = common.load_planetoid(args.root, name, args.protocol).to(device)
-    coin = common.load_coin_config(name, args.coin_config)
+    data = common.load_node_dataset(args.root, name, args.protocol)
+    configs = model_configs(args, name)
+    runs = [r[:3] + tuple(m.to(device) for m in r[3:]) for r in common.runs(
+        data, args.protocol, args.splits, args.seeds)]
+    data = data.to(device)
+    sparse = common.stacked_features(data, args.x_layout)
     records = {m: [] for m in args.models}
     result = dict(dataset=name, num_nodes=data.num_nodes,
-                  num_edges=data.num_edges, coin=coin, runs=records)
-    for split, init, seed, train, val, test in common.runs(
-            data, args.protocol, args.splits, args.seeds):
-        for model_name in args.models:
+                  num_edges=data.num_edges, split_text=data.split_text,
+                  coin=configs.get('COIN') or configs.get('ResNet'),
+                  configs=configs, runs=records)
+
+    def done(model_name, res):
+        records[model_name].append(res)
+        bar.set_postfix(data=name, model=model_name,
+                        acc=f"{res['test_acc']:.3f}")
+        bar.update()
+
+    def finish():
+        result['summary'] = reporting.summarize_runs(
+            {m: r for m, r in records.items() if r})
+        result['completed_runs'] = min(len(r) for r in records.values())
+        write(result)
+
+    for model_name in args.models:
+        config = configs.get(model_name)
+        if model_name in STACKED:
+            for chunk in _chunks(runs, args.runs_per_pass):
+                models = []
+                for _, _, seed, *_ in chunk:
+                    torch.manual_seed(seed)
+                    model, kw = common.build_model(
+                        model_name, name, data.num_features,
+                        data.num_classes, config=config)
+                    models.append(model)
+                model = stacked.stack(models).to(device)
+                kw = train_kwargs(args, kw, config)
+                masks = stacked.stacked_masks([r[3:] for r in chunk])
+                with tqdm(total=kw['epochs'], leave=False,
+                          desc=f'{model_name} x {len(chunk)} epochs') as ep:
+                    res, peak, result['memory'] = \
+                        common.measure_peak_memory(
+                            lambda: fit(model, sparse, *masks,
+                                        progress=lambda *_: ep.update(),
+                                        **kw), device)
+                for (split, init, seed, *_), r in zip(chunk, res):
+                    r.update(split=split, init=init, seed=seed,
+                             peak_memory=peak, runs_per_pass=len(chunk),
+                             pass_time_per_epoch=r['time_per_epoch'],
+                             time_per_epoch=r['time_per_epoch'] / len(chunk))
+                    done(model_name, r)
+                finish()
+            continue
+        for split, init, seed, train, val, test in runs:
             torch.manual_seed(seed)
-            model, kw = common.build_model(model_name, name, data.num_features,
-                                           data.num_classes, coin)
+            model, kw = common.build_model(model_name, name,
+                                           data.num_features,
+                                           data.num_classes, config=config)
             model = model.to(device)
-            if args.protocol == 'paper':
-                kw = dict(lr=0.01, weight_decay=5e-4, epochs=args.epochs,
-                          patience=args.patience)
-            elif args.epochs is not None:
-                kw['epochs'] = min(kw['epochs'], args.epochs)
+            kw = train_kwargs(args, kw, config)
             epochs = tqdm(total=kw['epochs'], leave=False,
                           desc=f'{model_name} epochs')
 
@@ -100,13 +198,8 @@ def run_dataset(args, name, bar, write):
                             **kw), device)
             epochs.close()
             res.update(split=split, init=init, seed=seed, peak_memory=peak)
-            records[model_name].append(res)
-            bar.set_postfix(data=name, model=model_name,
-                            acc=f"{res['test_acc']:.3f}")
-            bar.update()
-        result['summary'] = reporting.summarize_runs(records)
-        result['completed_runs'] = len(records[args.models[0]])
-        write(result)
+            done(model_name, res)
+            finish()
     return result
 
 
@@ -206,16 +299,40 @@ def side_by_side(theirs, ours, protocol, command):
     return md, payload
 
 
+def _config_text(result):
+    parts = []
+    for model, cfg in result['configs'].items():
+        if cfg is None:
+            continue
+        keys = (('K', 'sigma2', 'scheme', 'diffuse', 'hidden_channels',
+                 'dropout', 'weight_decay') if model != 'APPNP' else
+                ('K', 'alpha', 'hidden_channels', 'dropout', 'weight_decay'))
+        if model == 'ResNet':
+            keys = ('hidden_channels', 'dropout', 'weight_decay')
+        parts.append(f'{model} ' + ', '.join(
+            f'{k}={cfg[k]:.4g}' if isinstance(cfg[k], float)
+            else f'{k}={cfg[k]}' for k in keys if k in cfg))
+    return '; '.join(parts) or 'published hyper-parameters'
+
+
 def markdown(args, result, command):
-    proto = PROTOCOL_TEXT[args.protocol].format(
-        splits=args.splits, seeds=args.seeds, epochs=args.epochs,
-        patience=args.patience)
+    if result['dataset'] in common.PLANETOID:
+        proto = PROTOCOL_TEXT[args.protocol].format(
+            splits=args.splits, seeds=args.seeds, epochs=args.epochs,
+            patience=args.patience)
+    else:
+        proto = (f"{result['split_text']}, {args.splits} splits x "
+                 f"{args.seeds} seeds, optimiser settings of the "
+                 f"{args.protocol} protocol")
+    stacked_models = [m for m in result['summary'] if m in STACKED]
+    per_pass = args.runs_per_pass or 'all'
     head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
-            f"{result['num_edges']} edges), {proto}; COIN K="
-            f"{result['coin']['K']}, sigma2={result['coin']['sigma2']}, "
-            f"hidden={result['coin'].get('hidden_channels')}; "
-            f"{result['completed_runs']} runs. Peak memory: "
-            f"{result['memory']} during training, max over runs.\n\n"
+            f"{result['num_edges']} edges), {proto}; "
+            f"{_config_text(result)}; {result['completed_runs']} runs. "
+            f"{', '.join(stacked_models) or 'No model'} trained {per_pass} "
+            f"runs per pass (time per epoch: the pass's divided by its "
+            f"runs). Peak memory: {result['memory']} during training, max "
+            f"over runs (stacked models: over passes).\n\n"
             f"Command: `{command}`\n\n")
     return head + reporting.runs_table(result['summary'])
 
@@ -223,17 +340,20 @@ def markdown(args, result, command):
 def main(argv=None):
     parser = common.parser(
         __doc__, datasets=dict(default=list(common.PLANETOID),
-                               choices=common.PLANETOID),
+                               choices=list(common.NODE_DATASETS)),
         models=dict(default=list(common.MODELS), choices=list(
             common.MODELS) + ['COIN-safe']),
-        splits=dict(default=10, help='random splits (paper protocol)'),
+        splits=dict(default=10, help='splits (paper protocol; the fixed '
+                    'ones of a data set that has them)'),
         seeds=dict(default=None, help='initialisations per split (None: 2 '
                    'for paper, 10 for public)'),
         epochs=dict(default=None, help='maximum epochs (None: 1000 for '
                     'paper, 10000 for the authors; public: a cap on the '
                     'published ones)'),
-        patience=50, root=osp.join(common.SHARED, 'planetoid'),
-        device='cpu', protocol='paper', coin_config=None,
+        patience=50,
+        root=dict(default=common.SHARED, help='the data folder (planetoid/, '
+                  'amazon/, coauthor/, npz/; or a Planetoid folder)'),
+        device='cpu', protocol='paper',
         K=dict(default=None, help="COIN diffusion steps of the authors' "
                f"setting (None: theirs, {authors.K})"),
         sigma2=dict(default=None, help="COIN sigma2 of the authors' setting "
@@ -242,10 +362,32 @@ def main(argv=None):
                         default=['ours'],
                         help="'ours' (--protocol), 'authors' (their code, "
                         "step by step), or both side by side")
+    parser.add_argument('--config', '--coin-config', default=None,
+                        help="COIN's, ResNet's and APPNP's hyper-parameters "
+                        "per data set (search.py; a file of coin.json's "
+                        "layout holds COIN's only; None: "
+                        "benchmarks/configs/search_<protocol>.json)")
+    parser.add_argument('--runs-per-pass', type=int, default=None,
+                        help='runs of COIN, ResNet, MLP, GCN, SGC and APPNP '
+                        'trained in one pass (None: all)')
+    parser.add_argument('--x-layout', choices=common.X_LAYOUTS,
+                        default='auto', help='the features of the models '
+                        'trained in one pass (auto: sparse below 20%% '
+                        'non-zeros)')
     parser.add_argument('--npz-root', default=osp.join(common.SHARED, 'npz'),
                         help="the folder of the gnn-benchmark .npz files "
                         "(the authors' setting)")
     args, command = common.parse_args(parser, argv, 'planetoid')
+    if args.runs_per_pass is not None and args.runs_per_pass < 1:
+        parser.error(f'--runs-per-pass must be positive (got '
+                     f'{args.runs_per_pass})')
+    if args.config is None:
+        args.config = common.config_path(args.protocol)
+    if 'authors' in args.setting:
+        other = [d for d in args.datasets if d not in authors.NPZ_FILES]
+        if other:
+            parser.error(f"--setting authors covers "
+                         f"{tuple(authors.NPZ_FILES)} only (got {other})")
     args.authors_K = authors.K if args.K is None else args.K
     args.authors_sigma2 = (authors.SIGMA2 if args.sigma2 is None
                            else args.sigma2)
@@ -259,11 +401,12 @@ def main(argv=None):
 
     ours_models = [m for m in args.models if m in common.MODELS]
     authors_models = [m for m in args.models if m in authors.MODELS]
-    n_runs = (args.splits if args.protocol == 'paper' else 1) * args.seeds
-    total = len(args.datasets) * (
-        ('ours' in settings) * n_runs * len(ours_models)
+    total = sum(
+        ('ours' in settings) * len(ours_models) * args.seeds * (
+            1 if args.protocol == 'public' and name in common.PLANETOID
+            else args.splits)
         + ('authors' in settings) * args.splits * args.seeds
-        * len(authors_models))
+        * len(authors_models) for name in args.datasets)
     outputs, paths = {}, []
     with tqdm(total=total, desc='runs') as bar:
         for name in args.datasets:

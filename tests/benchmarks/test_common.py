@@ -201,3 +201,150 @@ def test_measure_peak_memory_frees_the_profiler():
         common.measure_peak_memory(lambda: (x @ x).relu().sum(),
                                    torch.device('cpu'))
     assert alive() == before
+
+
+def _gnn_benchmark_npz(path, y, edges, num_features=6, seed=0):
+    # A file of the gnn-benchmark layout (Amazon, Coauthor): CSR adjacency
+    # and attributes, labels.
+    import numpy as np
+    import scipy.sparse as sp
+    n = y.size
+    adj = sp.csr_matrix((np.ones(len(edges), dtype=np.float32),
+                         tuple(np.array(edges).T)), shape=(n, n))
+    attr = np.random.RandomState(seed).randint(0, 3, (n, num_features))
+    attr[:, 0] = 1  # no empty row
+    attr = sp.csr_matrix(attr.astype(np.float32))
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    np.savez(path, adj_data=adj.data, adj_indices=adj.indices,
+             adj_indptr=adj.indptr, adj_shape=np.array(adj.shape),
+             attr_data=attr.data, attr_indices=attr.indices,
+             attr_indptr=attr.indptr, attr_shape=np.array(attr.shape),
+             labels=y)
+
+
+@pytest.mark.parametrize('family,name,file', [
+    ('amazon', 'Computers', 'amazon_electronics_computers.npz'),
+    ('coauthor', 'CS', 'ms_academic_cs.npz')])
+def test_load_node_dataset_random_splits(tmp_cache, family, name, file):
+    import numpy as np
+    root = tmp_cache / 'data'
+    # A ring of 2 classes x 60 nodes, and a 3-node path aside (dropped: not
+    # in the largest connected component).
+    y = np.r_[np.repeat([0, 1], 60), [0, 1, 0]]
+    edges = [(i, (i + 1) % 120) for i in range(120)]
+    edges += [(120, 121), (121, 122)]
+    _gnn_benchmark_npz(str(root / family / name / 'raw' / file), y, edges)
+    for protocol in ('paper', 'public'):
+        data = common.load_node_dataset(str(root), name, protocol)
+        assert data.num_nodes == 120 and data.num_classes == 2
+        assert data.num_edges == 240  # both directions
+        # Binary features, row-normalised:
+        rows = data.x.sum(dim=1)
+        assert torch.allclose(rows, torch.ones_like(rows))
+        for row in data.x:
+            nz = row[row > 0]
+            assert torch.allclose(nz, torch.full_like(nz, 1 / nz.numel()))
+        # Random 20/30/rest splits under both protocols (no public split):
+        got = list(common.runs(data, protocol, 3, 2))
+        assert len(got) == 6 == common.num_runs(data, protocol, 3, 2)
+        for s, i, seed, train, val, test in got:
+            ref = common.random_split(data.y, seed=s)
+            assert seed == 1000 * s + i
+            assert all(torch.equal(a, b) for a, b in
+                       zip((train, val, test), ref))
+    with pytest.raises(FileNotFoundError, match="No 'amazon/Photo'"):
+        common.load_node_dataset(str(root), 'Photo')
+
+
+def test_load_node_dataset_heterophilous(tmp_cache):
+    import numpy as np
+    root = tmp_cache / 'data'
+    os.makedirs(root / 'npz')
+    n = 12
+    x = np.random.RandomState(0).rand(n, 5).astype(np.float32)
+    # Directed edges, a duplicate, a reverse duplicate and a self-loop:
+    edges = np.array([[0, 1], [1, 2], [0, 1], [2, 1], [3, 3], [4, 5]])
+    masks = np.zeros((3, 10, n), dtype=bool)
+    for s in range(10):
+        perm = np.random.RandomState(s).permutation(n)
+        for k, part in enumerate(np.split(perm, [4, 8])):
+            masks[k, s, part] = True
+    np.savez(root / 'npz' / 'chameleon_filtered.npz', node_features=x,
+             node_labels=np.arange(n) % 3, edges=edges,
+             train_masks=masks[0], val_masks=masks[1], test_masks=masks[2])
+    data = common.load_node_dataset(str(root), 'chameleon_filtered',
+                                    'public')
+    assert torch.equal(data.x, torch.from_numpy(x))  # features as given
+    assert data.num_nodes == n and data.num_classes == 3
+    assert sorted(map(tuple, data.edge_index.t().tolist())) == [
+        (0, 1), (1, 0), (1, 2), (2, 1), (4, 5), (5, 4)]
+    for protocol in ('paper', 'public'):
+        got = list(common.runs(data, protocol, 10, 2))
+        assert len(got) == 20 == common.num_runs(data, protocol, 10, 2)
+        for s, i, seed, *split in got:
+            for k in range(3):
+                assert torch.equal(split[k], torch.from_numpy(masks[k, s]))
+    with pytest.raises(ValueError, match='10 fixed splits, fewer than'):
+        list(common.runs(data, 'paper', 11, 1))
+    with pytest.raises(ValueError, match='Unknown data set'):
+        common.load_node_dataset(str(root), 'chameleon_unfiltered')
+
+
+def test_load_node_dataset_planetoid(tmp_cache, planetoid_root):
+    # The data folder (planetoid/ under it) or a Planetoid folder itself.
+    data = common.load_node_dataset(osp.dirname(planetoid_root), 'Cora')
+    assert data.num_nodes == 2485 and 'train_mask' not in data
+    public = common.load_node_dataset(planetoid_root, 'Cora', 'public')
+    assert common.num_runs(public, 'public', 5, 3) == 3
+    (_, _, _, train, _, _), = common.runs(public, 'public', 5, 1)
+    assert torch.equal(train, public.train_mask)
+
+
+def test_load_model_config(tmp_path):
+    import json
+    old = tmp_path / 'coin.json'
+    old.write_text(json.dumps({'defaults': {'dropout': 0.5},
+                               'datasets': {'Cora': {'K': 3}}}))
+    new = tmp_path / 'search.json'
+    new.write_text(json.dumps({'models': {
+        'COIN': {'defaults': {'dropout': 0.5},
+                 'datasets': {'Cora': {'K': 4, 'dropout': 0.2}}},
+        'APPNP': {'defaults': {}, 'datasets': {'Cora': {'alpha': 0.2}}}}}))
+    assert common.load_coin_config('Cora', str(old)) == dict(dropout=0.5,
+                                                             K=3)
+    assert common.load_model_config('ResNet', 'Cora', str(new)) == dict(
+        dropout=0.2, K=4)
+    assert common.load_model_config('APPNP', 'Cora', str(new)) == dict(
+        alpha=0.2)
+    assert common.load_model_config('APPNP', 'Cora', str(old)) is None
+    with pytest.raises(ValueError, match="no APPNP entry for 'PubMed'"):
+        common.load_model_config('APPNP', 'PubMed', str(new))
+    # Searched hyper-parameters reach the models and the optimiser:
+    model, train = common.build_model('APPNP', 'Cora', 12, 3, config=dict(
+        K=3, alpha=0.2, hidden_channels=8, dropout=0.3, weight_decay=1e-3))
+    assert (model.prop.K, model.prop.alpha, model.dropout) == (3, 0.2, 0.3)
+    assert model.mlp.lins[0].out_channels == 8
+    assert train['weight_decay'] == 1e-3
+    model, train = common.build_model('COIN', 'Cora', 12, 3, config=dict(
+        K=2, sigma2=4., scheme='implicit', diffuse='logits',
+        hidden_channels=8, weight_decay=5e-5))
+    assert model.diffusion.scheme == 'implicit' and model.diffuse == 'logits'
+    assert train['weight_decay'] == 5e-5
+    with pytest.raises(ValueError, match="not of 'GCN'"):
+        common.build_model('GCN', 'Cora', 12, 3, config=dict(K=2))
+
+
+def test_stacked_features():
+    from torch_geometric.data import Data
+    x = torch.zeros(10, 20)
+    x[torch.arange(10), torch.arange(10)] = 1.  # 5% non-zeros
+    data = Data(x=x, edge_index=torch.zeros(2, 0, dtype=torch.long))
+    auto = common.stacked_features(data)
+    assert auto.x.is_sparse and torch.equal(auto.x.to_dense(), x)
+    assert data.x is x  # a copy: data keeps its features
+    assert not common.stacked_features(data, 'dense').x.is_sparse
+    dense = Data(x=torch.rand(10, 20))
+    assert not common.stacked_features(dense).x.is_sparse
+    assert common.stacked_features(dense, 'sparse').x.is_sparse
+    with pytest.raises(ValueError, match="Unknown 'x_layout'"):
+        common.stacked_features(data, 'csr')
