@@ -98,13 +98,15 @@ def model_configs(args, name):
 
 
 def train_kwargs(args, kw, config):
-    r"""The optimiser settings of a model: its published ones
-    (:func:`common.build_model`, capped by :obj:`--epochs`) for the public
-    protocol; Adam lr 0.01, weight decay 5e-4 or the searched one, and
-    :obj:`--epochs` and :obj:`--patience` for the paper protocol."""
-    if args.protocol == 'paper':
+    r"""The optimiser settings of a model: for the paper protocol, and for
+    a model whose configuration :obj:`search.py` chose (it has a
+    :obj:`weight_decay`), those of the search: Adam lr 0.01, weight decay
+    5e-4 or the searched one, :obj:`--epochs` (None: 1000) and
+    :obj:`--patience`; otherwise (public protocol) the published ones
+    (:func:`common.build_model`, capped by :obj:`--epochs`)."""
+    if args.protocol == 'paper' or 'weight_decay' in (config or {}):
         return dict(lr=0.01, weight_decay=(config or {}).get(
-            'weight_decay', 5e-4), epochs=args.epochs,
+            'weight_decay', 5e-4), epochs=args.epochs or 1000,
             patience=args.patience)
     kw = dict(kw)
     if args.epochs is not None:
