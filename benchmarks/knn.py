@@ -383,7 +383,7 @@ def markdown(result):
             f"cost is linear in the number of queries); approximate times "
             f"include building the index; {result['machine']}; "
             f"{result['date']}; torch (and faiss) threads "
-            f"{result['torch_threads']}, shared CPU.\n\n" +
+            f"{result['torch_threads']}.\n\n" +
             reporting.markdown_table(['N', 'method', 'time (s)',
                                       'speed-up vs exact', 'recall', 'note'],
                                      rows))
