@@ -213,13 +213,20 @@ def load_planetoid(root: str, name: str, protocol: str,
     cache = writable_copy(osp.join(root, name))
     data = Planetoid(osp.dirname(cache), name)[0]
     if protocol == 'paper':
-        data = T.LargestConnectedComponents()(data)
-        data.x = (data.x > 0).float()
+        data = _component_and_binary(data)
         for key in ('train_mask', 'val_mask', 'test_mask'):
             del data[key]
     if normalize:
         data = T.NormalizeFeatures()(data)
     data.num_classes = int(data.y.max()) + 1
+    return data
+
+
+def _component_and_binary(data):
+    r"""The protocol of Shchur et al. (2018) that the COIN paper follows:
+    the largest connected component, binary bag-of-words features."""
+    data = T.LargestConnectedComponents()(data)
+    data.x = (data.x > 0).float()
     return data
 
 
@@ -282,9 +289,7 @@ def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
         cache = writable_copy(folder)
         cls = Amazon if family == 'amazon' else Coauthor
         data = cls(osp.dirname(cache), name)[0]
-        data = T.LargestConnectedComponents()(data)
-        data.x = (data.x > 0).float()
-        data = T.NormalizeFeatures()(data)
+        data = T.NormalizeFeatures()(_component_and_binary(data))
         data.split_text = ('largest connected component, random splits 20 '
                            'train / 30 val per class / rest test')
     else:
@@ -583,6 +588,7 @@ def load_coin_config(dataset: str, path: Optional[str] = None) -> Dict:
     r"""COIN's hyper-parameters for :obj:`dataset` from
     :obj:`benchmarks/configs/coin.json` or another file of
     :func:`load_model_config`'s layouts (chosen by :obj:`search.py`)."""
+    path = path or osp.join(CONFIGS, 'coin.json')
     cfg = load_model_config('COIN', dataset, path)
     if cfg is None:
         raise ValueError(f'{path} has no COIN entry')

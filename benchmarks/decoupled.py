@@ -55,12 +55,7 @@ from torch import Tensor
 import os.path as osp
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from training import (  # noqa: E402
-    _check_finite,
-    _check_mask,
-    _evaluate,
-    adam,
-)
+from training import _check_finite, _evaluate, _Run, adam  # noqa: E402
 
 from torch_geometric_coin._checks import check_number  # noqa: E402
 from torch_geometric_coin.nn import COIN  # noqa: E402
@@ -418,10 +413,9 @@ def train(
         raise ValueError(f"'num_shards' must be the number of processes "
                          f"({world}) in a process group (got {num_shards})")
     y = data.y.view(-1)
-    for name, mask in (('train_mask', train_mask), ('val_mask', val_mask),
-                       ('test_mask', test_mask)):
-        if mask is not None or name != 'val_mask':
-            _check_mask(name, mask, y.size(0))
+    # fit's bookkeeping (mask checks, best-epoch selection, early stopping):
+    run = _Run(y, train_mask, val_mask, test_mask, F.nll_loss, True, metric,
+               patience)
     x = data.x
     edge_index, edge_weight = graph_of(data)
     n = x.size(0)
@@ -455,9 +449,6 @@ def train(
             base, device_ids=[x.device] if x.is_cuda else None)
     optimizer = adam(base.parameters(), lr=lr, weight_decay=weight_decay)
     sizes = [p.numel() for p in parts]
-    best: Dict[str, float] = {}
-    best_state = None
-    best_loss, best_acc, bad_epochs = float('inf'), -1.0, 0
     times = []
     for epoch in range(1, epochs + 1):
         model.train()
@@ -482,7 +473,8 @@ def train(
                                      f"{float(total)} at epoch {epoch}")
         metrics = {'train_loss': float(total) / rows.seeds.numel()}
         if dist:  # The mean over all training seeds.
-            t = torch.tensor([float(total), float(rows.seeds.numel())])
+            t = torch.stack([total.detach(),  # on the device: NCCL's too
+                             total.new_tensor(float(rows.seeds.numel()))])
             dist.all_reduce(t)
             metrics['train_loss'] = float(t[0] / t[1])
         if val_rows is None:
@@ -493,23 +485,11 @@ def train(
                                     metric, dist, world))
         if progress is not None:
             progress(epoch, metrics)
-        _check_finite(metrics, epoch)
-        val_loss, val_acc = metrics['val_loss'], metrics['val_acc']
-        if (val_acc > best.get('_score', -float('inf'))
-                or (val_acc == best.get('_score')
-                    and val_loss < best['val_loss'])):
-            best = dict(metrics, epoch=epoch, _score=val_acc)
-            best_state = copy.deepcopy(base.state_dict())
-        if val_loss < best_loss or val_acc > best_acc:
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        best_loss, best_acc = min(best_loss, val_loss), max(best_acc, val_acc)
-        if patience is not None and bad_epochs >= patience:
+        if run.select(model, epoch, metrics):
             break
-    selected = epoch if best_state is None else best['epoch']
-    if best_state is not None:
-        base.load_state_dict(best_state)
+    selected = epoch if run.best_state is None else run.best['epoch']
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
 
     res = None
     if rank == 0:
@@ -519,11 +499,8 @@ def train(
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         predict_time = time.perf_counter() - start
-        masks = {'train': train_mask, 'test': test_mask}
-        if val_mask is not None:
-            masks['val'] = val_mask
-        res = _evaluate(model, lambda m, d: out, data, y, masks, F.nll_loss,
-                        True, metric)
+        res = _evaluate(model, lambda m, d: out, data, y, run.masks,
+                        F.nll_loss, True, metric)
         _check_finite(res, selected)
         res.update(epoch=selected, epochs=epoch,
                    time_per_epoch=statistics.median(times),

@@ -64,7 +64,8 @@ PROTOCOL_TEXT = {
     'paper': ('paper protocol: largest connected component, binary features '
               'row-normalised, random splits 20 train / 30 val per class / '
               'rest test, {splits} splits x {seeds} seeds, Adam lr 0.01 '
-              'wd 5e-4, max {epochs} epochs, patience {patience}'),
+              'wd 5e-4 (searched models: their own weight_decay below), '
+              'max {epochs} epochs, patience {patience}'),
     'public': ('public protocol: standard Planetoid split, row-normalised '
                'features, {seeds} seeds, published optimiser settings per '
                'model'),

@@ -13,6 +13,8 @@ training epochs and the full-graph prediction, and the peak resident memory
 of the process (VmHWM, reset before each size where Linux allows, else the
 peak since the start). Accuracies on random labels mean nothing here.
 
+``--seed`` seeds the synthetic graphs, or the first of the ``--seeds``
+seeds of ``--real`` runs; options of the other mode are refused.
 ``--real``: on the largest real graphs of the data folder (Coauthor-Physics:
 20 training and 30 validation nodes per class, seeded per run;
 heterophilous tolokers: its split ``seed % 10``), COIN trained full batch
@@ -122,7 +124,7 @@ def real(args, name, dec_kwargs):
     data = load_real(name, args.root)
     classes = int(data.y.max()) + 1
     records = {f'{name} full': [], f'{name} decoupled': []}
-    for seed in range(args.seeds):
+    for seed in range(args.seed, args.seed + args.seeds):
         stored = getattr(data, 'train_mask', None)
         if stored is not None and stored.dim() == 2:
             s = seed % data.train_mask.size(1)
@@ -177,6 +179,14 @@ def main(argv=None):
     if not 0 < args.train_fraction < 0.5:
         parser.error(f'--train-fraction must be in (0, 0.5) (got '
                      f'{args.train_fraction})')
+    # Options of the other mode would be accepted and ignored:
+    other = (('datasets', 'seeds', 'root') if not args.real else
+             ('sizes', 'features', 'classes', 'train_fraction'))
+    for name in other:
+        if getattr(args, name) != parser.get_default(name):
+            parser.error(f"--{name.replace('_', '-')} applies to "
+                         f"{'--real' if not args.real else 'synthetic'} "
+                         f"runs only")
     if args.epochs is None:
         args.epochs = 200 if args.real else 5
     try:

@@ -639,14 +639,12 @@ def time_one_by_one(name: str, dataset: str, data, runs: int, epochs: int,
 
 
 def time_stacked(name: str, dataset: str, data, runs: int, epochs: int,
-                 coin: Dict, x_sparse: bool) -> Dict:
+                 coin: Dict, x_layout: str) -> Dict:
     r"""Seconds per run of :obj:`runs` runs of :obj:`name` trained in one
-    pass (the same epochs, no early stopping), with sparse or dense
-    features."""
+    pass (the same epochs, no early stopping), with the features of
+    :func:`common.stacked_features` (:obj:`x_layout`)."""
     models, splits = build_runs(name, dataset, data, runs, coin)
-    stacked_data = copy.copy(data)
-    if x_sparse:
-        stacked_data.x = data.x.to_sparse()
+    stacked_data = common.stacked_features(data, x_layout)
     model = stack(models)
     start = time.perf_counter()
     results = fit(model, stacked_data, *stacked_masks(splits), epochs=epochs)
@@ -704,7 +702,7 @@ def main(argv=None):
                                  args.epochs, coin)
         for R in args.runs:
             one = time_stacked(name, args.dataset, data, R, args.epochs, coin,
-                               args.x_layout == 'sparse')
+                               args.x_layout)
             rows.append(dict(
                 model=name, runs=R, epochs=args.epochs,
                 single_runs=args.single_runs,

@@ -64,3 +64,12 @@ def test_scale_real(bench, tmp_path, monkeypatch):
     assert all(0 < r['bound'] < 1 for r in dec)  # topk=8 truncates
     md = (tmp_path / 'scale_real.md').read_text()
     assert '| tolokers | 60 / ' in md and '| Physics | 150 / ' in md
+
+
+@pytest.mark.parametrize('argv', [
+    ['--seeds', '2'], ['--real', '--sizes', '10:20'],
+    ['--real', '--train-fraction', '0.1']])
+def test_options_of_the_other_mode_are_refused(bench, argv, capsys):
+    with pytest.raises(SystemExit):
+        bench('scale').main(argv)
+    assert 'runs only' in capsys.readouterr().err

@@ -227,14 +227,6 @@ def _split(y, seed):
     return _random_split(y, 3, 5, seed=seed)
 
 
-def test_dropout_masks_are_independent_per_run():
-    # The package's dropout (tested in tests/nn/models) draws every entry
-    # independently: the runs of a stacked input get different masks.
-    torch.manual_seed(0)
-    kept = stacked.drop_out(torch.ones(2, 50000), 0.3, True) != 0
-    assert not torch.equal(kept[0], kept[1])
-
-
 @pytest.mark.parametrize('name', ['COIN', 'GCN', 'MLP'])
 def test_sparse_dropout_path_matches_dense(name, monkeypatch):
     # With a fixed stand-in for the masks, the block-diagonal sparse product

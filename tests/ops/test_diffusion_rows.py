@@ -203,6 +203,13 @@ def test_stability_rule_of_the_layer():
     with pytest.warns(UserWarning, match='unstable'), \
             pytest.raises(FloatingPointError, match='sigma2'):
         diffusion_rows(edge_index, weight.float(), N, K=40, sigma2=50.0)
+    # Truncation keeps an overflowed (NaN) entry, for the check to see it:
+    from torch_geometric_coin.ops._diffusion_rows import _truncate
+    crow, col = torch.tensor([0, 3]), torch.tensor([0, 1, 2])
+    val = torch.tensor([float('nan'), 1e-9, 0.5])
+    for eps, topk in ((1e-4, None), (None, 1), (1e-4, 1)):
+        _, _, kept, _ = _truncate(crow, col, val.clone(), eps, topk)
+        assert bool(kept.isnan().any()), (eps, topk)
 
 
 @pytest.mark.parametrize('kwargs, match', [

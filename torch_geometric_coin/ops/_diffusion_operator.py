@@ -190,9 +190,7 @@ class DiffusionOperator:
         off = self.value.detach().abs()
         center = off[layout.diag_pos]
         off = off.index_fill(0, layout.diag_pos, 0.)
-        rows = center + scatter(off, layout.row, 0, dim_size=n, reduce='sum')
-        cols = center + scatter(off, layout.col, 0, dim_size=n, reduce='sum')
-        return float(torch.minimum(rows.max(), cols.max()))
+        return gershgorin(layout.row, layout.col, off, center, n)
 
     def lambda_max(self) -> float:
         r"""An estimate of the largest eigenvalue of :math:`\mathbf{L}`, on
@@ -346,6 +344,29 @@ class DiffusionOperator:
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_nodes={self.num_nodes}, '
                 f'nnz={self.value.numel()})')
+
+
+def gershgorin(row: Tensor, col: Tensor, off: Tensor, center: Tensor,
+               n: int) -> float:
+    r"""Gershgorin's bound :math:`\min(\max_i \sum_j |L_{ij}|, \max_j
+    \sum_i |L_{ij}|)` from the moduli of the off-diagonal entries
+    :obj:`off` at :obj:`(row, col)` and of the diagonal :obj:`center`."""
+    rows = center + scatter(off, row, 0, dim_size=n, reduce='sum')
+    cols = center + scatter(off, col, 0, dim_size=n, reduce='sum')
+    return float(torch.minimum(rows.max(), cols.max()))
+
+
+def unstable_message(sigma2: float, lam: float, normalization: Optional[str],
+                     implicit: bool = True) -> str:
+    r"""The warning (or error) of an explicit scheme outside its stable
+    range :math:`\sigma^2 \lambda_{\max} \leq 2` (pointing to the implicit
+    scheme where the caller has one)."""
+    return (f"Explicit diffusion is unstable: sigma2 * lambda_max = "
+            f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
+            f"lambda_max is the largest eigenvalue of the "
+            f"{normalization!r} Laplacian; the scheme is stable for sigma2 "
+            f"<= {2.0 / lam:.4g}"
+            + (" (or use scheme='implicit')" if implicit else ""))
 
 
 def _as_tensor(sigma2: Union[float, Tensor], x: Tensor) -> Tensor:

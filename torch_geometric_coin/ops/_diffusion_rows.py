@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
-from torch_geometric.utils import is_torch_sparse_tensor, scatter
+from torch_geometric.utils import is_torch_sparse_tensor
 
 from torch_geometric_coin._checks import (
     check_bool,
@@ -20,6 +20,8 @@ from torch_geometric_coin.ops._diffusion_kernels import _compress
 from torch_geometric_coin.ops._diffusion_operator import (
     DiffusionOperator,
     _check_graph,
+    gershgorin,
+    unstable_message,
 )
 from torch_geometric_coin.utils import coin_norm
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
@@ -255,7 +257,7 @@ def diffusion_rows(
             col = torch.cat(cols)
         val = torch.cat(vals)
 
-    if not bool(torch.isfinite(val).all()):
+    if not bool(torch.isfinite(val).all() & torch.isfinite(bound).all()):
         raise FloatingPointError(
             f"Explicit diffusion overflowed after {K} steps with "
             f"sigma2={sigma2:.4g}: sigma2 times the largest eigenvalue of the "
@@ -333,27 +335,21 @@ def _check_stable(index: Tensor, value: Tensor, n: int, sigma2: float,
     (its default :obj:`stability='warn'`): warns if :math:`\sigma^2
     \lambda_{\max} > 2`, with :math:`\lambda_{\max}` of
     :meth:`DiffusionOperator.lambda_max`. Its Gershgorin bound (the
-    formula of :meth:`DiffusionOperator.gershgorin_bound`) comes first, on
+    routine of :meth:`DiffusionOperator.gershgorin_bound`) comes first, on
     the entries of :obj:`coin_norm`: the operator is built only if that
     bound does not settle it."""
     if n == 0:
         return
     num_off = value.numel() - n
-    off, center = value[:num_off].abs(), value[num_off:].abs()
-    rows = center + scatter(off, index[1, :num_off], 0, dim_size=n,
-                            reduce='sum')
-    cols = center + scatter(off, index[0, :num_off], 0, dim_size=n,
-                            reduce='sum')
-    if sigma2 * float(torch.minimum(rows.max(), cols.max())) <= 2.0:
+    bound = gershgorin(index[1, :num_off], index[0, :num_off],
+                       value[:num_off].abs(), value[num_off:].abs(), n)
+    if sigma2 * bound <= 2.0:
         return
     lam = DiffusionOperator(index, value, n).lambda_max()
     if sigma2 * lam <= 2.0:
         return
-    warn_at_caller(
-        f"Explicit diffusion is unstable: sigma2 * lambda_max = "
-        f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
-        f"lambda_max is the largest eigenvalue of the {normalization!r} "
-        f"Laplacian; the scheme is stable for sigma2 <= {2.0 / lam:.4g}")
+    warn_at_caller(unstable_message(sigma2, lam, normalization,
+                                    implicit=False))
 
 
 def _step_matrix(index: Tensor, value: Tensor, n: int,
@@ -482,7 +478,7 @@ def _truncate(crow: Tensor, col: Tensor, val: Tensor, eps: Optional[float],
     mag = val.abs()
     keep = None
     if eps is not None:
-        keep = mag >= eps
+        keep = ~(mag < eps)  # NaN (an overflow) is kept, to be reported
     if topk is not None:
         counts = _segment_count(crow, keep)
         if bool((counts > topk).any()):

@@ -16,6 +16,7 @@ from torch_geometric_coin._checks import (
     warn_at_caller,
 )
 from torch_geometric_coin.ops import DiffusionOperator
+from torch_geometric_coin.ops._diffusion_operator import unstable_message
 from torch_geometric_coin.utils import coin_norm
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 
@@ -327,12 +328,7 @@ class CoinDiffusionConv(MessagePassing):
         if s * lam <= 2.0:
             return not learned
         if self.stability != 'ignore':
-            msg = (f"Explicit diffusion is unstable: sigma2 * lambda_max = "
-                   f"{s:.4g} * {lam:.4g} = {s * lam:.4g} > 2, where "
-                   f"lambda_max is the largest eigenvalue of the "
-                   f"{self.normalization!r} Laplacian; the scheme is stable "
-                   f"for sigma2 <= {2.0 / lam:.4g} (or use "
-                   f"scheme='implicit')")
+            msg = unstable_message(s, lam, self.normalization)
             if self.stability == 'raise':
                 raise ValueError(msg)
             if not self._warned:  # once per layer (and reset)

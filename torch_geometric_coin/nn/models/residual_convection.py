@@ -164,8 +164,8 @@ class ResidualConvection(torch.nn.Module):
             # Stored column-major (W^T contiguous): a sparse input's product
             # X W^T reads W^T in place and its weight gradient (X^T G)^T
             # arrives in the same layout, with no transposed copy of the
-            # (in_channels x width) matrix either way; dense inputs are
-            # multiplied as fast with either layout.
+            # (in_channels x width) matrix either way; a dense input is
+            # multiplied by BLAS, which reads either layout without a copy.
             first.weight = torch.nn.Parameter(
                 first.weight.detach().t().contiguous().t())
         self.reset_parameters()
