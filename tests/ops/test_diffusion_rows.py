@@ -47,11 +47,11 @@ def test_exact_rows_match_dense(undirected, normalization):
     edge_index, weight = multigraph(undirected)
     sigma2 = 0.3 if normalization is not None else 0.1
     P = dense_power(edge_index, weight, normalization, 6, sigma2)
-    for seeds in [None, torch.tensor([5, 0, 5, 29, 7])]:
+    for nodes in [None, torch.tensor([5, 0, 5, 29, 7])]:
         index, value, bound = diffusion_rows(
-            edge_index, weight, N, seeds, K=6, sigma2=sigma2,
+            edge_index, weight, N, nodes, K=6, sigma2=sigma2,
             normalization=normalization)
-        rows = torch.arange(N) if seeds is None else seeds
+        rows = torch.arange(N) if nodes is None else nodes
         check_layout(index, rows.numel())
         assert value.dtype == torch.float64
         assert torch.allclose(to_dense(index, value, rows.numel()), P[rows],
@@ -95,13 +95,13 @@ def test_sparse_adjacency_inputs():
         assert torch.allclose(value, ref[1], atol=1e-12)
 
 
-def l1_errors(edge_index, weight, normalization, K, sigma2, seeds, **kwargs):
+def l1_errors(edge_index, weight, normalization, K, sigma2, nodes, **kwargs):
     P = dense_power(edge_index, weight, normalization, K, sigma2)
     index, value, bound = diffusion_rows(
-        edge_index, weight, N, seeds, K=K, sigma2=sigma2,
+        edge_index, weight, N, nodes, K=K, sigma2=sigma2,
         normalization=normalization, **kwargs)
-    check_layout(index, seeds.numel())
-    err = (to_dense(index, value, seeds.numel()) - P[seeds]).abs().sum(1)
+    check_layout(index, nodes.numel())
+    err = (to_dense(index, value, nodes.numel()) - P[nodes]).abs().sum(1)
     return index, value, bound, err
 
 
@@ -111,17 +111,17 @@ def l1_errors(edge_index, weight, normalization, K, sigma2, seeds, **kwargs):
                                      dict(eps=1e-3, topk=3)])
 def test_truncation_error_within_bound(undirected, normalization, options):
     edge_index, weight = multigraph(undirected)
-    seeds = torch.tensor([0, 5, 5, 17, 29])
+    nodes = torch.tensor([0, 5, 5, 17, 29])
     sigma2 = 0.3 if normalization is not None else 0.1
     index, value, bound, err = l1_errors(edge_index, weight, normalization,
-                                         8, sigma2, seeds, **options)
+                                         8, sigma2, nodes, **options)
     assert bool((err <= bound * (1 + 1e-9) + 1e-12).all())
     assert bool((bound > 0).all())  # something was dropped in each row
     assert float(err.max()) > 1e-4  # (the test sees truncation)
     if 'eps' in options:
         assert bool((value.abs() >= options['eps']).all())
     if 'topk' in options:
-        counts = torch.bincount(index[0], minlength=seeds.numel())
+        counts = torch.bincount(index[0], minlength=nodes.numel())
         assert int(counts.max()) <= options['topk']
 
 
@@ -134,14 +134,14 @@ def test_bound_with_negative_step_matrix_and_scalar_norm():
     sigma2 = 1.9 / float(torch.linalg.eigvalsh(L)[-1])
     M = torch.eye(N, dtype=torch.float64) - sigma2 * L
     assert float(M.min()) < 0
-    seeds = torch.tensor([1, 2, 3])
-    _, _, bound, err = l1_errors(edge_index, weight, 'sym', 6, sigma2, seeds,
+    nodes = torch.tensor([1, 2, 3])
+    _, _, bound, err = l1_errors(edge_index, weight, 'sym', 6, sigma2, nodes,
                                  topk=2)
     assert bool((err <= bound * (1 + 1e-9) + 1e-12).all())
     # A budget below the per-node weights (5 * 30 * 8 bytes) falls back to
     # the scalar norm ||M||_inf^m: a true, looser bound.
     _, _, scalar, err2 = l1_errors(edge_index, weight, 'sym', 6, sigma2,
-                                   seeds, topk=2, max_memory=1100)
+                                   nodes, topk=2, max_memory=1100)
     assert torch.allclose(err2, err, atol=1e-12)
     assert bool((err <= scalar * (1 + 1e-9)).all())
     assert bool((scalar >= bound * (1 - 1e-9)).all())
@@ -150,12 +150,12 @@ def test_bound_with_negative_step_matrix_and_scalar_norm():
 
 def test_bound_zero_when_nothing_dropped():
     edge_index, weight = multigraph(True)
-    seeds = torch.tensor([2, 9])
+    nodes = torch.tensor([2, 9])
     P = dense_power(edge_index, weight, 'coin', 5, 0.35)
-    index, value, bound = diffusion_rows(edge_index, weight, N, seeds, K=5,
+    index, value, bound = diffusion_rows(edge_index, weight, N, nodes, K=5,
                                          topk=N, eps=1e-300)
     assert torch.equal(bound, torch.zeros(2, dtype=torch.float64))
-    assert torch.allclose(to_dense(index, value, 2), P[seeds], atol=1e-12)
+    assert torch.allclose(to_dense(index, value, 2), P[nodes], atol=1e-12)
 
 
 @pytest.mark.parametrize('options', [dict(), dict(eps=1e-3),
@@ -174,10 +174,10 @@ def test_chunking_gives_the_same_result(options):
 
 def test_trivial_cases():
     edge_index, weight = multigraph(True)
-    seeds = torch.tensor([4, 1, 4])
-    index, value, bound = diffusion_rows(edge_index, weight, N, seeds, K=0,
+    nodes = torch.tensor([4, 1, 4])
+    index, value, bound = diffusion_rows(edge_index, weight, N, nodes, K=0,
                                          eps=0.5)
-    assert torch.equal(index, torch.stack([torch.arange(3), seeds]))
+    assert torch.equal(index, torch.stack([torch.arange(3), nodes]))
     assert torch.equal(value, torch.ones(3, dtype=torch.float64))
     assert torch.equal(bound, torch.zeros(3, dtype=torch.float64))
     index, value, bound = diffusion_rows(edge_index, weight, N,
@@ -221,11 +221,11 @@ def test_stability_rule_of_the_layer():
     (dict(topk=0), "'topk'"), (dict(topk=2.0), "'topk'"),
     (dict(max_memory=0), "'max_memory'"), (dict(num_nodes=-1), "'num_nodes'"),
     (dict(num_nodes=5), "'edge_index'"),
-    (dict(seeds=torch.tensor([0, N])), "'seeds'"),
-    (dict(seeds=torch.tensor([-1])), "'seeds'"),
-    (dict(seeds=torch.tensor([0.5])), "'seeds'"),
-    (dict(seeds=torch.zeros(2, 2, dtype=torch.long)), "'seeds'"),
-    (dict(seeds='all'), "'seeds'"),
+    (dict(nodes=torch.tensor([0, N])), "'nodes'"),
+    (dict(nodes=torch.tensor([-1])), "'nodes'"),
+    (dict(nodes=torch.tensor([0.5])), "'nodes'"),
+    (dict(nodes=torch.zeros(2, 2, dtype=torch.long)), "'nodes'"),
+    (dict(nodes='all'), "'nodes'"),
     (dict(edge_weight=-torch.ones(1)), "'edge_weight'"),
 ])
 def test_argument_errors(kwargs, match):
@@ -251,11 +251,11 @@ def test_edge_index_errors():
 
 def test_float32_rows_and_bound():
     edge_index, weight = multigraph(False, seed=5)
-    seeds = torch.tensor([3, 11])
+    nodes = torch.tensor([3, 11])
     P = dense_power(edge_index, weight, 'coin', 8, 0.35)
     index, value, bound = diffusion_rows(edge_index, weight.float(), N,
-                                         seeds, K=8, eps=1e-3)
+                                         nodes, K=8, eps=1e-3)
     assert value.dtype == bound.dtype == torch.float32
-    err = (to_dense(index, value, 2).double() - P[seeds]).abs().sum(1)
+    err = (to_dense(index, value, 2).double() - P[nodes]).abs().sum(1)
     assert bool((err <= bound.double() + 1e-6).all())
     assert float(err.max()) > 1e-4

@@ -2,6 +2,7 @@ import pytest
 import torch
 from dense_reference import dense_laplacian, random_graph
 
+from torch_geometric_coin.ops import DiffusionOperator
 from torch_geometric_coin.utils import coin_norm
 
 NORMS = ['coin', 'sym', 'rw', None]
@@ -35,11 +36,13 @@ def test_coin_norm_matches_definition(normalization, add_self_loops,
     loop = torch.arange(20)
     assert torch.equal(index[:, int(off.sum()):], torch.stack([loop, loop]))
 
-    # The step matrix I - sigma2 L:
-    index2, step = coin_norm(edge_index, weight, 20, normalization,
-                             add_self_loops, sigma2=0.3)
-    assert torch.equal(index2, index)
+    # The step matrix I - sigma2 L of the operator, in both layouts:
+    op = DiffusionOperator.from_graph(edge_index, weight, 20, normalization,
+                                      add_self_loops)
     eye = torch.eye(20, dtype=torch.float64)
+    step = op.matrix(op.step_matrix(0.3)).to_dense()
+    assert torch.allclose(step, eye - 0.3 * L, atol=1e-12)
+    step = op.step_matrix(0.3, per_edge=True)
     assert torch.allclose(to_dense(index, step, 20), eye - 0.3 * L,
                           atol=1e-12)
 
@@ -48,9 +51,11 @@ def test_coin_norm_gradients():
     edge_index, weight = random_graph(8, 20, 1)
     w = weight.double().requires_grad_()
     s = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda w, s: coin_norm(edge_index, w, 8, 'coin', sigma2=s)[1],
-        (w, s))
+    op = DiffusionOperator.from_graph(edge_index, weight.double(), 8)
+    for per_edge in [False, True]:
+        assert torch.autograd.gradcheck(
+            lambda w, s: op.reweight(w).step_matrix(s, per_edge=per_edge),
+            (w, s))
 
 
 def test_coin_norm_defaults_and_errors():

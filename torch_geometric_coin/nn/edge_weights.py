@@ -18,13 +18,11 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.typing import OptTensor, SparseTensor
+from torch_geometric.typing import OptTensor
 
-from torch_geometric_coin._checks import check_number
-
-_EAGER = ('learned edge weights validate and order a graph in eager mode '
-          '(once per graph): run the model once before compiling it')
-_INDEX_DTYPES = (torch.long, torch.int, torch.int16, torch.int8, torch.uint8)
+from torch_geometric_coin._checks import check_features, check_number
+from torch_geometric_coin._graph_cache import GraphCache
+from torch_geometric_coin.ops import validate_graph
 
 
 class KernelEdgeWeight(torch.nn.Module):
@@ -59,7 +57,7 @@ class KernelEdgeWeight(torch.nn.Module):
         self.out_channels = int(out_channels or in_channels)
         self.lin = Linear(self.in_channels, self.out_channels, bias=False,
                           weight_initializer='glorot')
-        self._graph = _GraphCache()
+        self._graph = GraphCache()
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -69,12 +67,7 @@ class KernelEdgeWeight(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_weight: OptTensor = None) -> Tensor:
         check_features(x, self.in_channels, self.lin.weight, sparse=False)
-        _check_edge_weight(edge_index, edge_weight)
-        # Validated once per graph (a host sync), not at every call:
-        if not self._graph.hit(edge_index, edge_weight, x.size(0)):
-            _validate_index(edge_index, x.size(0))
-            _validate_weight(edge_weight)
-            self._graph.store(None, edge_index, edge_weight, x.size(0))
+        _validate(self._graph, edge_index, edge_weight, x.size(0))
         h = self.lin(x)
         w = torch.exp(-(h[edge_index[0]] - h[edge_index[1]]).square().sum(-1))
         return w if edge_weight is None else edge_weight.to(w.dtype) * w
@@ -119,8 +112,8 @@ class PerEdgeWeight(torch.nn.Module):
         check_number('num_edges', num_edges, integer=True, low=0)
         self.num_edges = int(num_edges)
         self.weight = Parameter(torch.empty(self.num_edges))
-        self._graph = _GraphCache()  # edge_index -> edge_ids
-        self._weight = _GraphCache()  # the validated input edge_weight
+        self._graph = GraphCache()  # edge_index -> edge_ids
+        self._weight = GraphCache()  # the validated input edge_weight
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -136,10 +129,8 @@ class PerEdgeWeight(torch.nn.Module):
             self._prepare(edge_index)
         return self._graph.value
 
-    @torch.compiler.disable(reason=_EAGER)
     def _prepare(self, edge_index: Tensor):
-        _check_edge_index(edge_index)
-        _validate_index(edge_index, None)
+        _validate(None, edge_index, None, None)
         ids, count = canonical_edge_ids(edge_index)
         if count != self.num_edges:
             raise ValueError(
@@ -154,11 +145,8 @@ class PerEdgeWeight(torch.nn.Module):
 
     def forward(self, edge_index: Tensor,
                 edge_weight: OptTensor = None) -> Tensor:
-        _check_edge_weight(edge_index, edge_weight)
-        if not self._weight.hit(edge_weight):
-            _validate_weight(edge_weight)
-            self._weight.store(None, edge_weight)
         ids = self.edge_ids(edge_index)
+        _validate(self._weight, edge_index, edge_weight, None)
         w = F.softplus(self.weight)
         if ids is not None:
             w = w[ids]
@@ -187,64 +175,16 @@ def canonical_edge_ids(edge_index: Tensor) -> Tuple[Tensor, int]:
     return ids, int(group[-1]) + 1
 
 
-SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr)
-
-
-def check_features(x: Any, in_channels: int, weight: OptTensor,
-                   sparse: bool = True):
-    r"""Raises a clear error unless :obj:`x` is a floating point tensor of
-    shape :obj:`[num_nodes, in_channels]` in the dtype of :obj:`weight`
-    (any dtype under autocast, or if :obj:`weight` is :obj:`None`).
-
-    With :obj:`sparse=True`, :obj:`x` may also be a 2-D :obj:`torch.sparse`
-    COO or CSR tensor (no dense or batch dimensions, not requiring
-    gradients), in exactly the dtype of :obj:`weight` (sparse products do
-    not autocast), float32 or float64 on the CPU."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"'x' must be a tensor of shape [num_nodes, "
-                        f"{in_channels}] (got {type(x).__name__})")
-    layout = x.layout
-    if layout != torch.strided:
-        allowed = 'torch.sparse_coo or torch.sparse_csr tensor'
-        if not sparse:
-            raise TypeError(f"'x' must be a dense tensor here (got layout "
-                            f"{layout}); convert it with 'x.to_dense()'")
-        if layout not in SPARSE_LAYOUTS:
-            raise TypeError(f"A sparse 'x' must be a {allowed} (got layout "
-                            f"{layout}); convert it, e.g., with "
-                            f"'x.to_sparse_csr()'")
-        if x.dim() != 2 or x.dense_dim() != 0:
-            raise ValueError(f"A sparse 'x' must be a 2-D {allowed} of "
-                             f"shape [num_nodes, {in_channels}] without "
-                             f"dense or batch dimensions (got shape "
-                             f"{list(x.size())} with {x.dense_dim()} dense "
-                             f"dimensions)")
-        if x.requires_grad:
-            raise ValueError("Gradients with respect to a sparse 'x' are "
-                             "not supported: pass it without "
-                             "'requires_grad' or as a dense tensor")
-    if x.dim() != 2 or x.size(-1) != in_channels:
-        raise ValueError(f"'x' must have shape [num_nodes, {in_channels}] "
-                         f"(got {list(x.size())})")
-    if not x.is_floating_point():
-        raise TypeError(f"'x' must be a floating point tensor (got "
-                        f"{x.dtype}); convert it, e.g., with 'x.float()'")
-    if weight is not None and x.dtype != weight.dtype and (
-            layout != torch.strided
-            or not torch.is_autocast_enabled(x.device.type)):
-        raise TypeError(f"'x' has dtype {x.dtype} but the parameters have "
-                        f"dtype {weight.dtype}; convert one of them, e.g., "
-                        f"'x.to({weight.dtype})' or 'model.to({x.dtype})'")
-    if layout != torch.strided and x.device.type == 'cpu' and \
-            x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"A sparse 'x' on the CPU must be float32 or "
-                        f"float64 (got {x.dtype}: no sparse products in "
-                        f"this dtype); pass 'x.to_dense()' or use float32")
-
-
-def _check_edge_index(edge_index: Any):
-    if not isinstance(edge_index, Tensor) or edge_index.is_sparse \
-            or edge_index.layout != torch.strided:
+@torch.compiler.disable
+def _validate(cache: Optional[GraphCache], edge_index: Any,
+              edge_weight: OptTensor, num_nodes: Optional[int]):
+    r"""Validates an :obj:`edge_index` tensor and its weights (by
+    :func:`~torch_geometric_coin.ops.validate_graph`), once per graph if
+    :obj:`cache` is given."""
+    if cache is not None and cache.hit(edge_index, edge_weight, num_nodes):
+        return
+    if not isinstance(edge_index, Tensor) or edge_index.layout != \
+            torch.strided:
         raise TypeError(f"Learnable edge weights need an 'edge_index' "
                         f"tensor of shape [2, num_edges] (got "
                         f"{type(edge_index).__name__}"
@@ -253,94 +193,6 @@ def _check_edge_index(edge_index: Any):
                         + "); turn a sparse adj_t into one with "
                         "'to_edge_index(adj_t)[0].flip(0)' (COIN does so "
                         "itself)")
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"'edge_index' must have shape [2, num_edges] "
-                         f"(got {list(edge_index.size())})")
-    if edge_index.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"'edge_index' must be an integer tensor (got "
-                        f"{edge_index.dtype})")
-
-
-def _check_edge_weight(edge_index: Any, edge_weight: Any):
-    r"""The checks of shapes and types (no host sync: every call)."""
-    _check_edge_index(edge_index)
-    if edge_weight is None:
-        return
-    if not isinstance(edge_weight, Tensor):
-        raise TypeError(f"'edge_weight' must be a tensor or None (got "
-                        f"{type(edge_weight).__name__})")
-    if edge_weight.shape != (edge_index.size(1), ):
-        raise ValueError(f"'edge_weight' must have shape "
-                         f"[{edge_index.size(1)}] (got "
-                         f"{list(edge_weight.size())})")
-    if edge_weight.dtype == torch.bool or edge_weight.is_complex():
-        raise TypeError(f"'edge_weight' must be a real tensor (got "
-                        f"{edge_weight.dtype})")
-
-
-@torch.compiler.disable(reason=_EAGER)
-def _validate_index(edge_index: Tensor, num_nodes: Optional[int]):
-    r"""The check of node indices (a host sync: once per graph)."""
-    if edge_index.numel() > 0:
-        low, high = int(edge_index.min()), int(edge_index.max())
-        if low < 0 or (num_nodes is not None and high >= num_nodes):
-            bound = '' if num_nodes is None else f", {num_nodes - 1}"
-            raise ValueError(f"'edge_index' contains node indices outside "
-                             f"[0{bound}] (range found: [{low}, {high}])")
-
-
-@torch.compiler.disable(reason=_EAGER)
-def _validate_weight(edge_weight: OptTensor):
-    r"""The check of input weights (a host sync: once per tensor)."""
-    if edge_weight is not None and edge_weight.numel() > 0:
-        w = edge_weight.detach()
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("'edge_weight' contains NaN or infinite values")
-        if bool((w < 0).any()):
-            raise ValueError("'edge_weight' must be non-negative (the "
-                             "comparison principle of the diffusion needs "
-                             "it)")
-
-
-class _GraphCache:
-    r"""Remembers the graph tensors of the last call by identity and
-    in-place version (holding them, so that their ids are not reused), with
-    a value computed from them. Copies and pickles of a module start
-    empty."""
-    def __init__(self):
-        self.key: tuple = ()
-        self.value: Any = None
-
-    def hit(self, *objs) -> bool:
-        if len(objs) != len(self.key):
-            return False
-        # (torch.compile sees identities, not version counters: a graph is
-        # prepared in eager mode, as the layer's.)
-        compiling = torch.compiler.is_compiling()
-        for (obj, version), new in zip(self.key, objs):
-            if isinstance(new, int) or isinstance(obj, int):
-                if obj != new:  # a number of nodes
-                    return False
-            elif obj is not new or (not compiling
-                                    and _version(new) != version):
-                return False
-        return True
-
-    def store(self, value: Any, *objs):
-        self.key = tuple((obj, _version(obj)) for obj in objs)
-        self.value = value
-
-    def __reduce__(self):
-        return (_GraphCache, ())
-
-
-def _version(obj: Any) -> Any:
-    r"""The in-place version counter of a tensor or of the tensors of a
-    :class:`torch_sparse.SparseTensor` (inference tensors have none)."""
-    if isinstance(obj, SparseTensor):
-        storage = obj.storage
-        return tuple(_version(t) for t in (storage._row, storage._rowptr,
-                                           storage._col, storage._value))
-    if not isinstance(obj, Tensor):
-        return None
-    return -1 if obj.is_inference() else obj._version
+    validate_graph(edge_index, edge_weight, num_nodes)
+    if cache is not None:
+        cache.store(None, edge_index, edge_weight, num_nodes)

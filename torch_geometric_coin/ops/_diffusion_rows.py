@@ -1,6 +1,5 @@
 r"""Sparse rows of COIN's explicit diffusion operator
 :math:`(\mathbf{I} - \sigma^2 \mathbf{L})^K`, truncated after each step."""
-import sys
 import warnings
 from typing import List, Optional, Tuple
 
@@ -11,51 +10,25 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from torch_geometric_coin._checks import (
-    check_bool,
-    check_number,
-    warn_at_caller,
-)
-from torch_geometric_coin.ops._diffusion_kernels import _compress
-from torch_geometric_coin.ops._diffusion_operator import (
+from torch_geometric_coin._checks import check_number
+from torch_geometric_coin.ops._operator import (
     DiffusionOperator,
-    _check_graph,
-    gershgorin,
+    INDEX_DTYPES,
     unstable_message,
 )
-from torch_geometric_coin.utils import coin_norm
-from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
-from torch_geometric_coin.utils._knn_search import MAX_MEMORY
 
+MAX_MEMORY = 256 * 2**20  # the default budget of a blocked product, bytes
 # The approximate temporary bytes of one expanded entry of a product (the
 # sparse product's output, its copy and the truncation's masks): index and
 # value, three times.
 _COPIES = 3
 
 
-def check_rows_options(K, sigma2, normalization, add_self_loops, eps, topk,
-                       max_memory):
-    r"""Validates the options of :func:`diffusion_rows` (shared with
-    :class:`~torch_geometric_coin.transforms.CoinDiffusion`)."""
-    check_number('K', K, integer=True, low=0)
-    check_number('sigma2', sigma2, low=0, open_low=True)
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"Unknown 'normalization' {normalization!r}: "
-                         f"expected one of {NORMALIZATIONS}")
-    check_bool('add_self_loops', add_self_loops)
-    if eps is not None:
-        check_number('eps', eps, low=0, open_low=True)
-    if topk is not None:
-        check_number('topk', topk, integer=True, low=1)
-    if max_memory is not None:
-        check_number('max_memory', max_memory, integer=True, low=1)
-
-
 def diffusion_rows(
     edge_index: Adj,
     edge_weight: OptTensor = None,
     num_nodes: Optional[int] = None,
-    seeds: Optional[Tensor] = None,
+    nodes: Optional[Tensor] = None,
     *,
     K: int = 20,
     sigma2: float = 0.35,
@@ -65,7 +38,7 @@ def diffusion_rows(
     topk: Optional[int] = None,
     max_memory: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""The rows :obj:`seeds` of COIN's explicit diffusion operator
+    r"""The rows :obj:`nodes` of COIN's explicit diffusion operator
 
     .. math::
         \mathbf{P} = \mathbf{M}^K, \quad \mathbf{M} = \mathbf{I} - \sigma^2
@@ -137,7 +110,7 @@ def diffusion_rows(
             :math:`(|\mathcal{E}|)`. (default: :obj:`None`)
         num_nodes (int, optional): The number of nodes :math:`N`.
             (default: :obj:`None`)
-        seeds (torch.Tensor, optional): The rows to compute, node indices
+        nodes (torch.Tensor, optional): The rows to compute, node indices
             :math:`(S)` (repetitions allowed); all nodes if :obj:`None`.
             (default: :obj:`None`)
         K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
@@ -161,42 +134,42 @@ def diffusion_rows(
     Returns:
         (:class:`torch.Tensor`, :class:`torch.Tensor`,
         :class:`torch.Tensor`): :obj:`index` :math:`(2, \textrm{nnz})`
-        (:obj:`index[0]` the position in :obj:`seeds`, :obj:`index[1]` the
+        (:obj:`index[0]` the position in :obj:`nodes`, :obj:`index[1]` the
         node), sorted by row and then column, without duplicates;
         :obj:`value` :math:`(\textrm{nnz})`, in the dtype of
         :obj:`edge_weight` (float32 for half precision; the default dtype
         if :obj:`None`); :obj:`bound` :math:`(S)`, the bound
         :math:`\beta` above, per row.
     """
-    check_rows_options(K, sigma2, normalization, add_self_loops, eps, topk,
-                       max_memory)
+    check_number('K', K, integer=True, low=0)
+    check_number('sigma2', sigma2, low=0, open_low=True)
+    for name, value in [('eps', eps), ('topk', topk),
+                        ('max_memory', max_memory)]:
+        if value is not None:
+            check_number(name, value, integer=name != 'eps', low=0,
+                         open_low=True)
     K, sigma2 = int(K), float(sigma2)
     max_memory = MAX_MEMORY if max_memory is None else int(max_memory)
-    num_nodes = _num_nodes(edge_index, num_nodes)
     dtype = _value_dtype(edge_index, edge_weight)
-    # The validation of `DiffusionOperator.from_graph`, the entries of L of
-    # `coin_norm` (without the operator's CSR layouts, L and its transpose).
-    edge_index, edge_weight = _check_graph(edge_index, edge_weight,
-                                           num_nodes)
-    if edge_weight is not None:
-        edge_weight = edge_weight.to(dtype)
-    lap_index, lap_value = coin_norm(edge_index, edge_weight, num_nodes,
-                                     normalization, add_self_loops,
-                                     dtype=dtype)
-    device = lap_value.device
-    seeds = _check_seeds(seeds, num_nodes, device)
-    _check_stable(lap_index, lap_value, num_nodes, sigma2, normalization)
+    op = DiffusionOperator.from_graph(edge_index, edge_weight, num_nodes,
+                                      normalization, add_self_loops, dtype)
+    N, device = op.num_nodes, op.value.device
+    nodes = _check_nodes(nodes, N, device)
+    if not op.stable(sigma2):
+        warnings.warn(unstable_message(sigma2, op.lambda_max(),
+                                       normalization), stacklevel=2)
 
-    S, N = seeds.numel(), num_nodes
+    S = nodes.numel()
     bound = torch.zeros(S, dtype=torch.float64, device=device)
     if K == 0 or S == 0:
-        index = torch.stack([torch.arange(S, device=device), seeds])
+        index = torch.stack([torch.arange(S, device=device), nodes])
         return index, torch.ones(S, dtype=dtype, device=device), \
             bound.to(dtype)  # (zeros)
 
-    crow_m, col_m, val_m = _step_matrix(lap_index, lap_value, N, sigma2)
-    mat = _matrix(crow_m, col_m, val_m, N, N)
-    deg_m = crow_m.diff()
+    val_m = op.step_matrix(sigma2).detach()
+    mat = _matrix(op.crow, op.col, val_m, N, N)
+    deg_m = op.crow.diff().long()
+    del op  # (its layouts: the products need M alone)
     truncate = eps is not None or topk is not None
     weights = _propagation_weights(mat, deg_m, val_m, K, N, max_memory) \
         if truncate else None
@@ -208,7 +181,7 @@ def diffusion_rows(
     entry_bytes = _COPIES * (8 + val_m.element_size())
 
     crow = torch.arange(S + 1, device=device)
-    col, val = seeds, torch.ones(S, dtype=dtype, device=device)
+    col, val = nodes, torch.ones(S, dtype=dtype, device=device)
     out_row = out_col = None
     for k in range(1, K + 1):
         last = k == K
@@ -265,19 +238,6 @@ def diffusion_rows(
     return torch.stack([out_row, out_col]), val, _round_up(bound, dtype)
 
 
-def _num_nodes(edge_index: Adj, num_nodes: Optional[int]) -> int:
-    if num_nodes is not None:
-        check_number('num_nodes', num_nodes, integer=True, low=0)
-        return int(num_nodes)
-    if isinstance(edge_index, SparseTensor):
-        return int(edge_index.size(0))
-    if is_torch_sparse_tensor(edge_index):
-        return int(edge_index.size(0))
-    # Validates the shape, type and sign (no upper limit), then N = max + 1.
-    edge_index, _ = _check_graph(edge_index, None, sys.maxsize)
-    return int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
-
-
 def _round_up(bound: Tensor, dtype: torch.dtype) -> Tensor:
     r"""The float64 :obj:`bound` in :obj:`dtype`, rounded up (a bound)."""
     out = bound.to(dtype)
@@ -302,71 +262,30 @@ def _value_dtype(edge_index: Adj, edge_weight: OptTensor) -> torch.dtype:
         else dtype
 
 
-def _check_seeds(seeds, num_nodes: int, device) -> Tensor:
-    if seeds is None:
+def _check_nodes(nodes, num_nodes: int, device) -> Tensor:
+    if nodes is None:
         return torch.arange(num_nodes, device=device)
-    if not isinstance(seeds, Tensor):
+    if not isinstance(nodes, Tensor):
         try:
-            seeds = torch.as_tensor(seeds, device=device)
+            nodes = torch.as_tensor(nodes, device=device)
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"'seeds' must be a tensor of node indices "
-                            f"(got {type(seeds).__name__})") from None
-    if seeds.dtype not in (torch.long, torch.int, torch.int16, torch.int8,
-                           torch.uint8) or seeds.dim() != 1:
-        raise ValueError(f"'seeds' must be a one-dimensional integer tensor "
-                         f"(got dtype {seeds.dtype}, shape "
-                         f"{tuple(seeds.size())})")
-    if seeds.device != device:
-        raise ValueError(f"'seeds' is on {seeds.device} but the graph on "
+            raise TypeError(f"'nodes' must be a tensor of node indices "
+                            f"(got {type(nodes).__name__})") from None
+    if nodes.dtype not in INDEX_DTYPES or nodes.dim() != 1:
+        raise ValueError(f"'nodes' must be a one-dimensional integer tensor "
+                         f"(got dtype {nodes.dtype}, shape "
+                         f"{tuple(nodes.size())})")
+    if nodes.device != device:
+        raise ValueError(f"'nodes' is on {nodes.device} but the graph on "
                          f"{device}")
-    seeds = seeds.long()
-    if seeds.numel() > 0:
-        low, high = int(seeds.min()), int(seeds.max())
+    nodes = nodes.long()
+    if nodes.numel() > 0:
+        low, high = int(nodes.min()), int(nodes.max())
         if low < 0 or high >= num_nodes:
-            raise ValueError(f"'seeds' contains node indices outside "
+            raise ValueError(f"'nodes' contains node indices outside "
                              f"[0, {num_nodes - 1}] (range found: "
                              f"[{low}, {high}])")
-    return seeds
-
-
-def _check_stable(index: Tensor, value: Tensor, n: int, sigma2: float,
-                  normalization: Optional[str]):
-    r"""The rule of :class:`~torch_geometric_coin.nn.CoinDiffusionConv`
-    (its default :obj:`stability='warn'`): warns if :math:`\sigma^2
-    \lambda_{\max} > 2`, with :math:`\lambda_{\max}` of
-    :meth:`DiffusionOperator.lambda_max`. Its Gershgorin bound (the
-    routine of :meth:`DiffusionOperator.gershgorin_bound`) comes first, on
-    the entries of :obj:`coin_norm`: the operator is built only if that
-    bound does not settle it."""
-    if n == 0:
-        return
-    num_off = value.numel() - n
-    bound = gershgorin(index[1, :num_off], index[0, :num_off],
-                       value[:num_off].abs(), value[num_off:].abs(), n)
-    if sigma2 * bound <= 2.0:
-        return
-    lam = DiffusionOperator(index, value, n).lambda_max()
-    if sigma2 * lam <= 2.0:
-        return
-    warn_at_caller(unstable_message(sigma2, lam, normalization,
-                                    implicit=False))
-
-
-def _step_matrix(index: Tensor, value: Tensor, n: int,
-                 sigma2: float) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""The CSR entries of :math:`\mathbf{M} = \mathbf{I} - \sigma^2
-    \mathbf{L}` (row :math:`i`, column :math:`j`: :math:`M_{ij}`, from
-    the entry :obj:`(j, i)` of :obj:`coin_norm`), with the duplicates of a
-    multigraph summed."""
-    value = -sigma2 * value.detach()
-    value[value.numel() - n:] += 1.0  # the diagonal entries come last
-    key, perm = torch.sort(index[1] * n + index[0], stable=True)
-    value = value[perm]
-    key, inverse = torch.unique_consecutive(key, return_inverse=True)
-    if key.numel() < value.numel():
-        value = value.new_zeros(key.numel()).index_add_(0, inverse, value)
-    row = torch.div(key, n, rounding_mode='floor')
-    return _compress(row, n), key - row * n, value
+    return nodes
 
 
 def _matrix(crow: Tensor, col: Tensor, value: Tensor, num_rows: int,

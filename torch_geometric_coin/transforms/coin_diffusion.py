@@ -5,8 +5,9 @@ from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
+from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.ops import diffusion_rows
-from torch_geometric_coin.ops._diffusion_rows import check_rows_options
+from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 
 
 @functional_transform('coin_diffusion')
@@ -36,8 +37,9 @@ class CoinDiffusion(BaseTransform):
     truncation. The input weights are :obj:`data.edge_weight`, else a
     one-dimensional :obj:`data.edge_attr` (as GDC reads them), else ones;
     the output weights go to the same attribute (:obj:`data.edge_weight`
-    if the graph had none), and an :obj:`data.edge_attr` that did not hold
-    the weights is removed (it belonged to the replaced edges).
+    if the graph had none). Every other edge-level attribute (such as
+    :obj:`data.edge_attr` or :obj:`data.edge_type`) belonged to the replaced
+    edges and is removed.
 
     :obj:`data.diffusion_bound` :math:`(N)` is set to an upper bound of the
     :math:`L_1` norm of the truncation error of each row,
@@ -77,8 +79,16 @@ class CoinDiffusion(BaseTransform):
         topk: Optional[int] = None,
         max_memory: Optional[int] = None,
     ) -> None:
-        check_rows_options(K, sigma2, normalization, add_self_loops, eps,
-                           topk, max_memory)
+        check_number('K', K, integer=True, low=0)
+        for name, value in [('sigma2', sigma2), ('eps', eps), ('topk', topk),
+                            ('max_memory', max_memory)]:
+            if value is not None or name == 'sigma2':
+                check_number(name, value, integer=name in ('topk',
+                                                           'max_memory'),
+                             low=0, open_low=True)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"Unknown 'normalization' {normalization!r}: "
+                             f"expected one of {NORMALIZATIONS}")
         self.K = int(K)
         self.sigma2 = float(sigma2)
         self.normalization = normalization
@@ -109,9 +119,10 @@ class CoinDiffusion(BaseTransform):
             normalization=self.normalization,
             add_self_loops=self.add_self_loops, eps=self.eps, topk=self.topk,
             max_memory=self.max_memory)
+        for key in data.edge_attrs():  # (they belonged to the old edges)
+            if key not in ('edge_index', attr):
+                del data[key]
         data.edge_index = index.flip(0)  # (source j, target i)
-        if attr != 'edge_attr' and 'edge_attr' in data:
-            data.edge_attr = None
         data[attr or 'edge_weight'] = value
         data.diffusion_bound = bound
         return data

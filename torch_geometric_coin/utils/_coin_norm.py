@@ -1,4 +1,4 @@
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -6,7 +6,6 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
-from torch_geometric_coin._checks import check_number
 
 NORMALIZATIONS = ('coin', 'sym', 'rw', None)
 
@@ -17,13 +16,10 @@ def coin_norm(
     num_nodes: Optional[int] = None,
     normalization: Optional[str] = 'coin',
     add_self_loops: bool = True,
-    sigma2: Union[float, Tensor, None] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Computes the graph Laplacian :math:`\mathbf{L}` that COIN diffuses
-    with, or, if :obj:`sigma2` is given, the matrix
-    :math:`\mathbf{I} - \sigma^2 \mathbf{L}` of one explicit Euler step, in
-    the form of :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm`. This is
+    with, in the form of :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm`. This is
     the one normalisation routine of the package.
 
     With weights :math:`\mathbf{W}` (ones if :obj:`edge_weight` is
@@ -57,9 +53,8 @@ def coin_norm(
     The output has a fixed layout: the input edges that are not self-loops,
     in their input order, then exactly one diagonal entry per node,
     :math:`(0, 0), \dots, (N-1, N-1)`, which absorbs the weights of the
-    input's self-loops. Gradients flow to :obj:`edge_weight` and
-    :obj:`sigma2`. The input is not validated (see
-    :class:`~torch_geometric_coin.ops.DiffusionOperator.from_graph`).
+    input's self-loops. Gradients flow to :obj:`edge_weight`. The input is
+    not validated (see :func:`~torch_geometric_coin.ops.validate_graph`).
 
     Args:
         edge_index (torch.Tensor): The edge indices :math:`(2, |\mathcal{E}|)`.
@@ -72,9 +67,6 @@ def coin_norm(
         add_self_loops (bool, optional): Whether to add self-loops of weight
             one before normalising (no effect for :obj:`None`).
             (default: :obj:`True`)
-        sigma2 (float or torch.Tensor, optional): If given, returns the
-            entries of :math:`\mathbf{I} - \sigma^2 \mathbf{L}` instead.
-            (default: :obj:`None`)
         dtype (torch.dtype, optional): The dtype of the output when
             :obj:`edge_weight` is :obj:`None`. (default: :obj:`None`)
 
@@ -85,26 +77,7 @@ def coin_norm(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"Unknown 'normalization' {normalization!r}: "
                          f"expected one of {NORMALIZATIONS}")
-    if num_nodes is not None:
-        check_number('num_nodes', num_nodes, integer=True, low=0)
-        num_nodes = int(num_nodes)
-    if sigma2 is not None and not isinstance(sigma2, Tensor):
-        check_number('sigma2', sigma2)
     num_nodes = maybe_num_nodes(edge_index, num_nodes)
-    keep = (edge_index[0] != edge_index[1]).nonzero().view(-1)
-    return _coin_norm(edge_index, edge_weight, num_nodes, normalization,
-                      add_self_loops, sigma2, dtype, keep)
-
-
-def _coin_norm(edge_index: Tensor, edge_weight: Optional[Tensor],
-               num_nodes: int, normalization: Optional[str],
-               add_self_loops: bool, sigma2: Union[float, Tensor, None],
-               dtype: Optional[torch.dtype], keep: Tensor,
-               ) -> Tuple[Tensor, Tensor]:
-    r""":func:`coin_norm` given :obj:`keep`, the positions of the edges that
-    are not self-loops. With :obj:`keep` computed once for a fixed graph,
-    the output shapes do not depend on the data (as :obj:`torch.compile`
-    needs for new, learned, :obj:`edge_weight` on that graph)."""
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), device=edge_index.device,
                                  dtype=dtype or torch.get_default_dtype())
@@ -139,12 +112,11 @@ def _coin_norm(edge_index: Tensor, edge_weight: Optional[Tensor],
     is_loop = (src == dst).to(adj.dtype)
     diag = diag - scatter(adj * is_loop, dst, 0, dim_size=num_nodes,
                           reduce='sum')
+    keep = (src != dst).nonzero().view(-1)
     loop_index = torch.arange(num_nodes, device=edge_index.device)
     edge_index = torch.cat([
         edge_index.index_select(1, keep),
         torch.stack([loop_index, loop_index]),
     ], dim=1)
     adj = adj.index_select(0, keep)
-    if sigma2 is None:
-        return edge_index, torch.cat([-adj, diag])
-    return edge_index, torch.cat([sigma2 * adj, 1 - sigma2 * diag])
+    return edge_index, torch.cat([-adj, diag])

@@ -1,4 +1,5 @@
 import math
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -10,34 +11,18 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import scatter
 
-from torch_geometric_coin._checks import (
-    check_bool,
-    check_number,
-    warn_at_caller,
-)
+from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin._graph_cache import GraphCache
 from torch_geometric_coin.ops import DiffusionOperator
-from torch_geometric_coin.ops._diffusion_operator import unstable_message
-from torch_geometric_coin.utils import coin_norm
+from torch_geometric_coin.ops._operator import unstable_message
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
-
 
 SCHEMES = ('explicit', 'implicit')
 STABILITY = ('warn', 'raise', 'ignore')
-_LEARNED = object()  # the cached operator was built from learned weights
-_MESSAGE_PASSING_DEFAULTS = {'aggr': 'add', 'aggr_kwargs': None,
-                             'flow': 'source_to_target', 'node_dim': -2,
-                             'decomposed_layers': 1}
-_PREPARE_EAGERLY = (
-    "CoinDiffusionConv prepares a graph (validation, CSR layout, eigenvalue "
-    "estimate) in eager mode. To compile with fullgraph=True, build it with "
-    "cached=True and call the model once before torch.compile")
-
-
-def _has_learned_values(adj: Adj) -> bool:
-    if isinstance(adj, SparseTensor):
-        return adj.requires_grad()
-    return isinstance(adj, Tensor) and adj.layout != torch.strided \
-        and adj.requires_grad
+# The fused operator computes `propagate` with these settings only.
+_MESSAGE_PASSING = {'aggr': 'add', 'aggr_kwargs': None,
+                    'flow': 'source_to_target', 'node_dim': -2,
+                    'decomposed_layers': 1}
 
 
 class CoinDiffusionConv(MessagePassing):
@@ -60,15 +45,20 @@ class CoinDiffusionConv(MessagePassing):
     (\mathbf{A} + \mathbf{I}) \tilde{\mathbf{D}}^{-1/2}` by default (the
     authors' operator; see :func:`~torch_geometric_coin.utils.coin_norm`).
     Each step is one :meth:`propagate` over the entries of
-    :math:`\mathbf{I} - \sigma^2 \mathbf{L}`; the :math:`K` steps run as one
-    autograd node of :class:`~torch_geometric_coin.ops.DiffusionOperator`
-    (:math:`K` CSR products forward, :math:`K` backward, no stored state).
-    The explicit scheme is stable when :math:`\sigma^2
-    \lambda_{\max}(\mathbf{L}) \leq 2`; :obj:`scheme='implicit'` takes
-    unconditionally stable backward Euler steps :math:`(\mathbf{I} +
-    \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} = \mathbf{X}^{(k-1)}` instead.
-    Learnable edge weights come in as :obj:`edge_weight` (see
-    :mod:`torch_geometric_coin.nn.edge_weights`).
+    :math:`\mathbf{I} - \sigma^2 \mathbf{L}` (the definition, which PyG's
+    explainers run); otherwise the :math:`K` steps run as one autograd node
+    of :class:`~torch_geometric_coin.ops.DiffusionOperator` (:math:`K` CSR
+    products forward, :math:`K` backward, no stored state). The explicit
+    scheme is stable when :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq
+    2`; :obj:`scheme='implicit'` takes unconditionally stable backward Euler
+    steps :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} =
+    \mathbf{X}^{(k-1)}` instead. Learnable edge weights come in as
+    :obj:`edge_weight` (see :mod:`torch_geometric_coin.nn.edge_weights`).
+
+    The operator of a graph (validation, CSR layouts, the stability
+    estimate) is prepared once: a graph given again as the same, unchanged
+    tensors (by identity and in-place version) reuses it, and new
+    :obj:`edge_weight` tensors that require gradients reuse its layout.
 
     Args:
         K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
@@ -82,13 +72,12 @@ class CoinDiffusionConv(MessagePassing):
             (default: :obj:`'coin'`)
         add_self_loops (bool, optional): Whether to add self-loops of weight
             one before normalising. (default: :obj:`True`)
-        cached (bool, optional): If set to :obj:`True`, the layer caches
-            the operator of the graph (and its eigenvalue estimate) on first
-            execution; new :obj:`edge_weight` tensors (learned ones) reuse
-            its layout. Only for transductive learning: another graph (a
-            new adjacency object holding other edges, or the same edges in
-            another order) raises a :class:`ValueError`.
-            (default: :obj:`False`)
+        cached (bool, optional): If set to :obj:`True`, the layer keeps the
+            graph of its first call: for transductive learning. New
+            :obj:`edge_weight` tensors reuse its layouts; another graph (a
+            new adjacency holding other edges, the same edges in another
+            order, or the first one edited in place) raises a
+            :class:`ValueError`. (default: :obj:`False`)
         dropout (float, optional): Dropout probability of the features
             before each step during training. (default: :obj:`0.`)
         learn_sigma2 (bool, optional): If set to :obj:`True`,
@@ -99,30 +88,25 @@ class CoinDiffusionConv(MessagePassing):
         tol (float, optional): Relative residual tolerance of each implicit
             solve (:obj:`1e-5` if :obj:`None`; implicit scheme only).
             (default: :obj:`None`)
-        max_iter (int, optional): Iteration limit of each implicit solve,
-            beyond which :class:`~torch_geometric_coin.ops.ConvergenceError`
-            is raised (:obj:`1000` if :obj:`None`; implicit scheme only).
+        max_iter (int, optional): Iteration limit of each implicit solve
+            (:obj:`1000` if :obj:`None`; implicit scheme only).
             (default: :obj:`None`)
         stability (str, optional): What to do when
             :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme
-            (checked once per graph, learned edge weights and
-            :math:`\sigma^2` on their first values): :obj:`'warn'` (at the
-            caller's line), :obj:`'raise'` or :obj:`'ignore'`. Outside the
-            certified regime the output is checked in eager mode (one read
-            from the device per call): an overflow raises
-            :class:`FloatingPointError`. Learned values can leave the
-            stable regime during training, so they are never certified
-            and their output is always checked.
+            (checked once per operator; learned edge weights and
+            :math:`\sigma^2` on their first values): :obj:`'warn'`,
+            :obj:`'raise'` or :obj:`'ignore'`. Outside the certified regime
+            (and always for learned values) the output is checked: an
+            overflow raises :class:`FloatingPointError`.
             (default: :obj:`'warn'`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
     .. note::
-        With :obj:`cached=True` the layer runs under
-        :obj:`torch.compile(model, fullgraph=True)` once a first call in
-        eager mode has prepared the graph. It does not run per edge type
-        under :func:`~torch_geometric.nn.to_hetero`, since the diffusion
-        spreads over one graph of all nodes: call it on
+        Under :func:`torch.compile` the diffusion is one graph break. The
+        layer does not run per edge type under
+        :func:`~torch_geometric.nn.to_hetero`, since the diffusion spreads
+        over one graph of all nodes: call it on
         :obj:`data.to_homogeneous()`.
 
     Shapes:
@@ -134,6 +118,9 @@ class CoinDiffusionConv(MessagePassing):
         - **output:** node features :math:`(|\mathcal{V}|, F)`
     """
     _cached_op: Optional[DiffusionOperator]
+    # The frame of a warning: the line that called the layer (above the
+    # check, forward, Module._call_impl and Module._wrapped_call_impl).
+    _stacklevel = 5
 
     def __init__(self, K: int = 20, sigma2: float = 0.35,
                  normalization: Optional[str] = 'coin',
@@ -142,27 +129,11 @@ class CoinDiffusionConv(MessagePassing):
                  scheme: str = 'explicit', tol: Optional[float] = None,
                  max_iter: Optional[int] = None, stability: str = 'warn',
                  **kwargs):
-        # The fused operator computes `propagate` with these settings only;
-        # other values would be accepted by MessagePassing and then ignored.
-        for name, default in _MESSAGE_PASSING_DEFAULTS.items():
-            if name in kwargs and kwargs[name] != default:
+        for name, default in _MESSAGE_PASSING.items():
+            if kwargs.get(name, default) != default:
                 raise ValueError(f"'{self.__class__.__name__}' only supports "
-                                 f"{name}={default!r} (got "
-                                 f"{kwargs[name]!r})")
+                                 f"{name}={default!r} (got {kwargs[name]!r})")
         super().__init__(**kwargs)
-        if scheme == 'explicit' and (tol is not None or max_iter is not None):
-            raise ValueError("'tol' and 'max_iter' apply to "
-                             "scheme='implicit' only")
-        tol = 1e-5 if tol is None else tol
-        max_iter = 1000 if max_iter is None else max_iter
-        check_number('K', K, integer=True, low=0)
-        check_number('sigma2', sigma2, low=0, open_low=True)
-        check_number('dropout', dropout, low=0, high=1)
-        check_number('tol', tol, low=0, high=1, open_low=True)
-        check_number('max_iter', max_iter, integer=True, low=1)
-        for name, flag in [('add_self_loops', add_self_loops),
-                           ('cached', cached), ('learn_sigma2', learn_sigma2)]:
-            check_bool(name, flag)
         for name, value, choices in [('normalization', normalization,
                                       NORMALIZATIONS),
                                      ('scheme', scheme, SCHEMES),
@@ -170,19 +141,28 @@ class CoinDiffusionConv(MessagePassing):
             if value not in choices:
                 raise ValueError(f"Unknown '{name}' {value!r}: expected one "
                                  f"of {choices}")
-        self.K = int(K)
-        self.sigma2_init = float(sigma2)
-        self.normalization = normalization
-        self.add_self_loops = bool(add_self_loops)
-        self.cached = bool(cached)
-        self.dropout = float(dropout)
-        self.learn_sigma2 = bool(learn_sigma2)
-        self.scheme = scheme
-        self.tol = float(tol)
-        self.max_iter = int(max_iter)
+        if scheme == 'explicit' and (tol, max_iter) != (None, None):
+            raise ValueError("'tol' and 'max_iter' apply to "
+                             "scheme='implicit' only")
+        self.tol = 1e-5 if tol is None else tol
+        self.max_iter = 1000 if max_iter is None else max_iter
+        for name, value, integer, low, high in [
+                ('K', K, True, 0, None), ('sigma2', sigma2, False, 0, None),
+                ('dropout', dropout, False, 0, 1),
+                ('tol', self.tol, False, 0, 1),
+                ('max_iter', self.max_iter, True, 1, None)]:
+            check_number(name, value, integer, low, high,
+                         open_low=name in ('sigma2', 'tol'))
+        for name, flag in [('add_self_loops', add_self_loops),
+                           ('cached', cached), ('learn_sigma2', learn_sigma2)]:
+            check_bool(name, flag)
+        self.K, self.sigma2_init = int(K), float(sigma2)
+        self.normalization, self.add_self_loops = normalization, \
+            bool(add_self_loops)
+        self.cached, self.dropout = bool(cached), float(dropout)
+        self.learn_sigma2, self.scheme = bool(learn_sigma2), scheme
         self.stability = stability
         self.sigma2_raw = Parameter(torch.empty(())) if learn_sigma2 else None
-        self._cached_op = None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -192,10 +172,8 @@ class CoinDiffusionConv(MessagePassing):
                 self.sigma2_raw.fill_(self.sigma2_init + math.log(
                     -math.expm1(-self.sigma2_init)))
         self._cached_op = None
-        self._cached_index = None
-        self._cached_weight = None
-        self._checked_learned = False
-        self._warned = False
+        self._graph = GraphCache()
+        self._checked_learned = self._warned = False
 
     @property
     def sigma2(self) -> Union[Tensor, float]:
@@ -221,118 +199,101 @@ class CoinDiffusionConv(MessagePassing):
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()  # diffuse low-precision inputs in float32
         op = self._operator(x, edge_index, edge_weight)
-        if self.K == 0:
-            return x.to(in_dtype)
-
         sigma2 = self.sigma2
         certified = self._check_stability(op, sigma2)
-        out = x
         if self.explain:  # PyG's explainers mask the messages themselves
-            out = self._propagate_steps(out, op, sigma2)
+            out = self._propagate_steps(x, op, sigma2)
         else:
-            # `_propagate_steps` computed as one fused operator; with
-            # dropout before each step, one operator per step.
-            drop = self.dropout > 0 and self.training
-            for _ in range(self.K if drop else 1):
-                if drop:
-                    out = F.dropout(out, p=self.dropout, training=True)
-                K = 1 if drop else self.K
-                if self.scheme == 'implicit':
-                    out = op.implicit(out, K, sigma2, self.tol, self.max_iter)
-                else:
-                    out = op.explicit(out, K, sigma2)
-        # (Under torch.compile the check is left out: it reads the output.)
+            out = self._diffuse(x, op, sigma2)
         if not certified and not torch.compiler.is_compiling() \
                 and not bool(torch.isfinite(out).all()) \
                 and bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"Explicit diffusion overflowed after {self.K} steps with "
-                f"sigma2={float(self.sigma2):.4g}: sigma2 times the largest "
+                f"sigma2={float(sigma2):.4g}: sigma2 times the largest "
                 f"eigenvalue of the Laplacian exceeds 2. Lower 'sigma2' or "
                 f"'K', or use scheme='implicit'")
         return out.to(in_dtype)
 
+    @torch.compiler.disable
+    def _diffuse(self, x: Tensor, op: DiffusionOperator,
+                 sigma2: Union[Tensor, float]) -> Tensor:
+        # With dropout before each step, one operator call per step.
+        drop = self.dropout > 0 and self.training
+        for _ in range(self.K if drop else 1):
+            if drop:
+                x = F.dropout(x, p=self.dropout, training=True)
+            K = 1 if drop else self.K
+            if self.scheme == 'implicit':
+                x = op.implicit(x, K, sigma2, self.tol, self.max_iter)
+            else:
+                x = op.explicit(x, K, sigma2)
+        return x
+
+    @torch.compiler.disable
     def _operator(self, x: Tensor, edge_index: Adj,
                   edge_weight: OptTensor) -> DiffusionOperator:
+        n = x.size(0)
+        learned = edge_weight is not None and edge_weight.requires_grad
+        if isinstance(edge_index, SparseTensor) and \
+                edge_index.requires_grad() or isinstance(edge_index, Tensor) \
+                and edge_index.layout != torch.strided and \
+                edge_index.requires_grad:  # learned values: at each call
+            if self.cached:
+                raise ValueError("A cached layer keeps its graph, not learned "
+                                 "weights: pass them as 'edge_weight' with "
+                                 "an 'edge_index' (or use 'cached=False')")
+            return self._prepare(edge_index, None, n, x.dtype)
         op = self._cached_op
-        if self.cached and _has_learned_values(edge_index):
-            raise ValueError("A cached layer keeps its graph, not learned "
-                             "weights: pass them as 'edge_weight' with an "
-                             "'edge_index' (or use 'cached=False')")
-        if op is None:
-            op = self._prepare(x, edge_index, edge_weight)
-            if edge_weight is None or not edge_weight.requires_grad:
-                return op
-        else:
-            if op.num_nodes != x.size(0):
-                raise ValueError(f"The cached graph has {op.num_nodes} nodes "
-                                 f"but 'x' has {x.size(0)} rows; use "
-                                 f"'cached=False' for changing graphs")
-            if edge_index is not self._cached_index:
-                self._check_cached_graph(op, edge_index)
-            if not isinstance(edge_index, Tensor) or edge_index.is_sparse \
-                    or edge_index.layout != torch.strided:
-                return op  # its values were the cached weights (checked)
-            if edge_weight is self._cached_weight and (
-                    edge_weight is None or not edge_weight.requires_grad):
-                return op
-        # New edge weights (e.g., learned): the same layout, new values.
-        return op.reweight(edge_weight)
-
-    @torch.compiler.disable(reason=_PREPARE_EAGERLY)
-    def _prepare(self, x: Tensor, edge_index: Adj,
-                 edge_weight: OptTensor) -> DiffusionOperator:
-        op = DiffusionOperator.from_graph(
-            edge_index, None if edge_weight is None else edge_weight.detach(),
-            x.size(0), self.normalization, self.add_self_loops, x.dtype)
-        if self.cached:  # hold no autograd graph
-            learned = edge_weight is not None and edge_weight.requires_grad
-            self._cached_op = op
-            self._cached_index = edge_index
-            self._cached_weight = _LEARNED if learned else edge_weight
-        return op
-
-    @torch.compiler.disable(reason=_PREPARE_EAGERLY)
-    def _check_cached_graph(self, op: DiffusionOperator, edge_index: Adj):
-        # A new adjacency object for a cached layer: the same graph (for
-        # instance a copy, or the same edges in a new tensor) is fine,
-        # another one would silently get the cached operator.
-        if not op.has_graph(edge_index):
+        if op is not None and op.num_nodes != n:
+            raise ValueError(f"The cached graph has {op.num_nodes} nodes but "
+                             f"'x' has {n} rows; use 'cached=False' for "
+                             f"changing graphs")
+        weight = None if learned else edge_weight
+        if self._graph.hit(edge_index, weight, n):
+            op = self._graph.value
+        elif op is None:
+            op = self._prepare(edge_index, weight, n, x.dtype)
+            self._cached_op = op if self.cached else None
+        elif not op.has_graph(edge_index):
             raise ValueError(
                 f"The layer cached the operator of the graph of its first "
                 f"call ({op.graph[0].size(1)} edges), but was given another "
-                f"graph (or the same edges in another order). "
-                f"'cached=True' is for one fixed graph: use 'cached=False' "
-                f"for changing graphs, or 'reset_parameters()' to forget "
-                f"the cached one")
-        self._cached_index = edge_index
+                f"graph (or the same edges in another order, or edited in "
+                f"place). 'cached=True' is for one fixed graph: use "
+                f"'cached=False' for changing graphs, or 'reset_parameters()' "
+                f"to forget the cached one")
+        elif isinstance(edge_index, Tensor) and edge_index.layout == \
+                torch.strided:  # new weights on the cached layout
+            op = op.reweight(weight)
+        self._graph.store(op, edge_index, weight, n)
+        return op.reweight(edge_weight) if learned else op
+
+    def _prepare(self, edge_index: Adj, edge_weight: OptTensor, n: int,
+                 dtype: torch.dtype) -> DiffusionOperator:
+        return DiffusionOperator.from_graph(edge_index, edge_weight, n,
+                                            self.normalization,
+                                            self.add_self_loops, dtype)
 
     def _check_stability(self, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> bool:
-        r"""Returns whether the explicit scheme is certified stable; warns
-        or raises (see :obj:`stability`) when it is not. Learned edge
-        weights and :math:`\sigma^2` are checked on their first values
-        only (and then never count as certified)."""
+        r"""Whether the explicit scheme is certified stable; warns or raises
+        (see :obj:`stability`) when it is not."""
         if self.scheme == 'implicit':
             return True
-        if self.stability == 'ignore' and not self.cached:
-            return False  # no estimate for each new graph
-        # Learned edge weights or sigma2 are checked on their first values
-        # (reading them at every call would sync with the device).
         learned = op.value.requires_grad or isinstance(sigma2, Tensor)
         if learned and self._checked_learned:
             return False
         self._checked_learned = learned
-        lam = op.lambda_max()
-        s = float(sigma2.detach() if isinstance(sigma2, Tensor) else sigma2)
-        if s * lam <= 2.0:
+        s = float(sigma2)
+        if op.stable(s):
             return not learned
         if self.stability != 'ignore':
-            msg = unstable_message(s, lam, self.normalization)
+            msg = unstable_message(s, op.lambda_max(), self.normalization)
             if self.stability == 'raise':
                 raise ValueError(msg)
             if not self._warned:  # once per layer (and reset)
-                warn_at_caller(msg)
+                warnings.warn(msg, UserWarning, stacklevel=self._stacklevel)
                 self._warned = True
         return False
 
@@ -347,17 +308,17 @@ class CoinDiffusionConv(MessagePassing):
         if self.scheme != 'explicit':
             raise ValueError("PyG's explainers need scheme='explicit' (the "
                              "implicit scheme has no per-edge messages)")
-        graph_index, graph_weight = op.graph
-        index, weight = coin_norm(graph_index, graph_weight, op.num_nodes,
-                                  self.normalization, self.add_self_loops,
-                                  sigma2=sigma2, dtype=x.dtype)
-        num_off = weight.numel() - op.num_nodes
-        off = weight[:num_off]
-        row_sum = weight[num_off:] + scatter(off, index[1, :num_off], 0,
-                                             dim_size=op.num_nodes)
+        graph_index, n = op.graph[0], op.num_nodes
+        self._off_diagonal = graph_index[0] != graph_index[1]
+        loop = torch.arange(n, device=graph_index.device)
+        index = torch.cat([graph_index[:, self._off_diagonal],
+                           torch.stack([loop, loop])], dim=1)
+        weight = op.step_matrix(sigma2, x.dtype, per_edge=True)
+        off = weight[:-n] if n else weight
+        row_sum = weight[off.numel():] + scatter(
+            off, index[1, :off.numel()], 0, dim_size=n)
         edge_weight = torch.cat([off, row_sum])
         self_weight = torch.cat([-off, torch.zeros_like(row_sum)])
-        self._off_diagonal = graph_index[0] != graph_index[1]
         for _ in range(self.K):
             if self.dropout > 0:
                 x = F.dropout(x, p=self.dropout, training=self.training)
@@ -371,16 +332,15 @@ class CoinDiffusionConv(MessagePassing):
                 self_weight: Tensor) -> Tensor:
         return edge_weight.view(-1, 1) * x_j + self_weight.view(-1, 1) * x_i
 
-    def explain_message(self, inputs: Tensor, dim_size: Optional[int],
-                        ) -> Tensor:
+    def explain_message(self, inputs: Tensor,
+                        dim_size: Optional[int]) -> Tensor:
         # The messages are the input's off-diagonal edges in their order,
         # then one per node (the input's self-loops are in the diagonal).
-        edge_mask = self._edge_mask
-        if edge_mask is None:
+        if self._edge_mask is None:
             raise ValueError("Could not find a pre-defined 'edge_mask' to "
                              "explain. Did you forget to initialize it?")
-        if self._apply_sigmoid:
-            edge_mask = edge_mask.sigmoid()
+        edge_mask = self._edge_mask.sigmoid() if self._apply_sigmoid else \
+            self._edge_mask
         edge_mask = torch.cat([edge_mask[self._off_diagonal],
                                edge_mask.new_ones(dim_size)])
         return inputs * edge_mask.view(-1, 1)
@@ -389,7 +349,7 @@ class CoinDiffusionConv(MessagePassing):
         args = [f'K={self.K}', f'sigma2={self.sigma2_init}',
                 f'normalization={self.normalization!r}']
         for name, default in [('dropout', 0.), ('learn_sigma2', False),
-                              ('scheme', 'explicit')]:
+                              ('scheme', 'explicit'), ('cached', False)]:
             if getattr(self, name) != default:
                 args.append(f'{name}={getattr(self, name)!r}')
         return f'{self.__class__.__name__}({", ".join(args)})'

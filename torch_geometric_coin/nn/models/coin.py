@@ -1,4 +1,3 @@
-import inspect
 from typing import Optional, Tuple
 
 import torch
@@ -9,27 +8,21 @@ from torch_geometric.typing import Adj, OptTensor
 from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.nn._diffused_nll_loss import safe_log
 from torch_geometric_coin.nn.conv import CoinDiffusionConv
+from torch_geometric_coin._graph_cache import GraphCache
 from torch_geometric_coin.nn.edge_weights import (
     KernelEdgeWeight,
     PerEdgeWeight,
-    _GraphCache,
-    check_features,
 )
 from torch_geometric_coin.nn.models.residual_convection import (
     ResidualConvection,
 )
-from torch_geometric_coin.ops._diffusion_operator import _check_graph
+from torch_geometric_coin.ops import validate_graph
 
 DIFFUSE = ('prob', 'logits', 'hidden')
 LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
-# The options of the diffusion layer that COIN forwards (**kwargs): its
-# named arguments other than those COIN sets itself. Anything else (such as
-# MessagePassing's 'node_dim', which the fused layer would ignore) is
-# refused.
-_OWN = {'self', 'K', 'sigma2', 'normalization', 'dropout', 'kwargs'}
-DIFFUSION_KWARGS = tuple(
-    name for name in inspect.signature(CoinDiffusionConv.__init__).parameters
-    if name not in _OWN)
+# The options of the diffusion layer that COIN forwards.
+DIFFUSION_KWARGS = ('add_self_loops', 'cached', 'learn_sigma2', 'scheme',
+                    'tol', 'max_iter', 'stability')
 
 
 class COIN(torch.nn.Module):
@@ -56,11 +49,11 @@ class COIN(torch.nn.Module):
     Args:
         in_channels (int): Size of each input sample.
         out_channels (int): Number of classes (at least two).
-        hidden_channels (int, optional): Width of the residual blocks
-            (:obj:`in_channels` if :obj:`None`, as the authors do); with
-            :obj:`num_layers=0`, the width of a linear projection (the
-            space that :obj:`diffuse='hidden'` diffuses).
-            (default: :obj:`None`)
+        hidden_channels (int, optional): Width of the residual blocks, as
+            in PyG's models; :obj:`None` for the authors' width (as wide as
+            the input, with no input projection). With :obj:`num_layers=0`,
+            the width of a linear projection (the space that
+            :obj:`diffuse='hidden'` diffuses). (default: :obj:`64`)
         num_layers (int, optional): Number of residual blocks.
             (default: :obj:`1`)
         K (int, optional): Number of diffusion steps. (default: :obj:`20`)
@@ -117,7 +110,7 @@ class COIN(torch.nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        hidden_channels: Optional[int] = None,
+        hidden_channels: Optional[int] = 64,
         num_layers: int = 1,
         K: int = 20,
         sigma2: float = 0.35,
@@ -168,7 +161,9 @@ class COIN(torch.nn.Module):
                                            normalization=normalization,
                                            dropout=diffusion_dropout,
                                            **kwargs)
-        self._graph = _GraphCache()  # a sparse adjacency as edge_index
+        # (Its warnings name the line that called COIN.)
+        self.diffusion._stacklevel = CoinDiffusionConv._stacklevel + 3
+        self._graph = GraphCache()  # a sparse adjacency as edge_index
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module (and the graph
@@ -177,7 +172,7 @@ class COIN(torch.nn.Module):
         self.diffusion.reset_parameters()
         if self.edge_weights is not None:
             self.edge_weights.reset_parameters()
-        self._graph = _GraphCache()
+        self._graph = GraphCache()
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
@@ -188,9 +183,8 @@ class COIN(torch.nn.Module):
                 "not run per node and edge type under 'to_hetero'. Diffuse "
                 "over the whole graph instead: 'data.to_homogeneous()'")
         if self.edge_weights is not None:
-            check_features(x, self.base.in_channels, self.base._weight())
-            if x.layout != torch.strided and \
-                    isinstance(self.edge_weights, KernelEdgeWeight):
+            if isinstance(self.edge_weights, KernelEdgeWeight) and \
+                    isinstance(x, Tensor) and x.layout != torch.strided:
                 raise ValueError(
                     f"learn_edge_weights='kernel' needs dense node features "
                     f"'x' (got layout {x.layout}): pass 'x.to_dense()', or "
@@ -220,7 +214,7 @@ class COIN(torch.nn.Module):
             return adj, edge_weight
         num_nodes = x.size(0)
         if not self._graph.hit(adj, edge_weight, num_nodes):
-            value = _check_graph(adj, edge_weight, num_nodes)
+            value = validate_graph(adj, edge_weight, num_nodes)[:2]
             self._graph.store(value, adj, edge_weight, num_nodes)
         return self._graph.value
 

@@ -12,8 +12,8 @@ from torch_geometric.nn.resolver import (
     normalization_resolver,
 )
 
-from torch_geometric_coin._checks import check_number
-from torch_geometric_coin.nn.edge_weights import _GraphCache, check_features
+from torch_geometric_coin._checks import check_features, check_number
+from torch_geometric_coin._graph_cache import GraphCache
 
 
 class ResidualConvection(torch.nn.Module):
@@ -158,7 +158,7 @@ class ResidualConvection(torch.nn.Module):
         if self.out_channels is not None:
             self.lin_out = Linear(hidden_channels, self.out_channels,
                                   bias=bool(bias))
-        self._sparse = _GraphCache()  # a sparse x -> its _SparseInput
+        self._sparse = GraphCache()  # a sparse x -> its _SparseInput
         first = self._first_linear()
         if first is not None:
             # Stored column-major (W^T contiguous): a sparse input's product

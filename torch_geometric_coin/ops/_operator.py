@@ -1,0 +1,488 @@
+import copy
+import warnings
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.utils import is_torch_sparse_tensor, scatter
+
+from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS, coin_norm
+from torch_geometric_coin.ops._schemes import explicit, functorch_active, \
+    implicit
+
+INDEX_DTYPES = (torch.long, torch.int, torch.int16, torch.int8, torch.uint8)
+# Graphs up to this size get the exact largest eigenvalue (dense).
+DENSE_EIGEN_NODES = 512
+LANCZOS_STEPS = 80
+
+
+class SolverStats:
+    r"""Iteration counts of the solves of :meth:`DiffusionOperator.implicit`:
+    :obj:`forward` gets one entry per step of the forward pass,
+    :obj:`adjoint` one per adjoint solve once the backward pass ran."""
+    def __init__(self):
+        self.forward: List[int] = []
+        self.adjoint: List[int] = []
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(forward={self.forward}, '
+                f'adjoint={self.adjoint})')
+
+
+def validate_graph(edge_index: Adj, edge_weight: OptTensor = None,
+                   num_nodes: Optional[int] = None,
+                   ) -> Tuple[Tensor, OptTensor, int]:
+    r"""The one validator of a graph of the package: turns
+    :obj:`edge_index` (with optional :obj:`edge_weight`), a
+    :class:`torch_sparse.SparseTensor` or a :obj:`torch.sparse` COO/CSR/CSC
+    adjacency (read as PyG's :obj:`adj_t`) into :obj:`(edge_index,
+    edge_weight, num_nodes)` with :obj:`edge_index = (source, target)`,
+    int64 indices in range and finite, non-negative, floating point
+    weights; raises a :class:`ValueError` or :class:`TypeError` naming the
+    argument otherwise. :obj:`num_nodes` is inferred if :obj:`None`."""
+    if num_nodes is not None:
+        check_number('num_nodes', num_nodes, integer=True, low=0)
+    if isinstance(edge_index, SparseTensor) or \
+            is_torch_sparse_tensor(edge_index):
+        if edge_weight is not None:
+            raise ValueError("Pass edge weights as the values of the sparse "
+                             "tensor, not as 'edge_weight'")
+        size = tuple(edge_index.sizes() if isinstance(
+            edge_index, SparseTensor) else edge_index.size())
+        num_nodes = size[0] if num_nodes is None else num_nodes
+        if size != (num_nodes, num_nodes):
+            raise ValueError(f"The sparse adjacency must have shape "
+                             f"[{num_nodes}, {num_nodes}] to match 'x' "
+                             f"(got {list(size)})")
+        if isinstance(edge_index, SparseTensor):
+            row, col, edge_weight = edge_index.coo()
+        else:  # (coalesced: duplicates sum, as they do in the Laplacian)
+            adj = edge_index.to_sparse_coo().coalesce()
+            (row, col), edge_weight = adj.indices(), adj.values()
+        edge_index = torch.stack([col, row])
+    elif isinstance(edge_index, Tensor):
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"'edge_index' must have shape [2, num_edges] "
+                             f"(got {list(edge_index.size())})")
+        if edge_index.dtype not in INDEX_DTYPES:
+            raise TypeError(f"'edge_index' must be an integer tensor (got "
+                            f"{edge_index.dtype})")
+        edge_index = edge_index.long()
+        low = int(edge_index.min()) if edge_index.numel() else 0
+        high = int(edge_index.max()) if edge_index.numel() else -1
+        num_nodes = high + 1 if num_nodes is None else num_nodes
+        if low < 0 or high >= num_nodes:
+            raise ValueError(f"'edge_index' contains node indices outside "
+                             f"[0, {num_nodes - 1}] (range found: "
+                             f"[{low}, {high}])")
+    else:
+        raise TypeError(f"Unsupported adjacency type "
+                        f"'{type(edge_index).__name__}': expected an "
+                        f"'edge_index' tensor, a 'SparseTensor' or a "
+                        f"torch.sparse tensor")
+    if edge_weight is not None:
+        if not isinstance(edge_weight, Tensor) or edge_weight.shape != (
+                edge_index.size(1), ):
+            raise ValueError(f"'edge_weight' must have shape "
+                             f"[{edge_index.size(1)}] (got "
+                             f"{getattr(edge_weight, 'shape', edge_weight)})")
+        if edge_weight.dtype == torch.bool or edge_weight.is_complex():
+            raise TypeError(f"'edge_weight' must be a real tensor (got "
+                            f"{edge_weight.dtype})")
+        if not edge_weight.is_floating_point():
+            edge_weight = edge_weight.to(torch.get_default_dtype())
+        w = edge_weight.detach()
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("'edge_weight' contains NaN or infinite values")
+        if bool((w < 0).any()):
+            raise ValueError("'edge_weight' must be non-negative (the "
+                             "comparison principle needs it)")
+    return edge_index, edge_weight, int(num_nodes)
+
+
+class DiffusionOperator:
+    r"""The graph Laplacian :math:`\mathbf{L}` of COIN's diffusion and the
+    two schemes that run on it: :math:`K` explicit Euler steps
+    :math:`\mathbf{u} \leftarrow (\mathbf{I} - \sigma^2 \mathbf{L})
+    \mathbf{u}` (:meth:`explicit`) and :math:`K` implicit ones
+    :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{u}^{(k+1)} =
+    \mathbf{u}^{(k)}` (:meth:`implicit`), each one autograd node.
+
+    The operator owns everything that does not depend on parameters: the
+    CSR layout of :math:`\mathbf{L}` (duplicate entries summed; int32
+    indices where they fit), that of :math:`\mathbf{L}^{\top}` (built on
+    first use), whether :math:`\mathbf{L}` is symmetric and its largest
+    eigenvalue (estimated on first use). :meth:`step_matrix` is the one
+    place that assembles :math:`\mathbf{I} - \sigma^2 \mathbf{L}`.
+
+    Build it with :meth:`from_graph` (any PyG adjacency, validated once), or
+    from the output of :func:`~torch_geometric_coin.utils.coin_norm`
+    (:obj:`edge_index`, :obj:`value`: the off-diagonal entries, then one
+    diagonal entry per node). :meth:`reweight` makes the operator of new
+    edge weights on the same graph and layout. Only :attr:`value` depends on
+    parameters; gradients flow to it.
+
+    Args:
+        edge_index (torch.Tensor): The entries :math:`(2, E)` in the layout
+            of :func:`~torch_geometric_coin.utils.coin_norm` (entry
+            :obj:`(j, i)` is :math:`L_{ij}`).
+        value (torch.Tensor): The values :math:`(E)`.
+        num_nodes (int): The number of nodes :math:`N`.
+    """
+    def __init__(self, edge_index: Tensor, value: Tensor, num_nodes: int):
+        n, nnz = num_nodes, edge_index.size(1)
+        loop = torch.arange(n, device=edge_index.device)
+        if nnz < n or not torch.equal(edge_index[:, nnz - n:],
+                                      torch.stack([loop, loop])):
+            raise ValueError("'edge_index' must end with one diagonal entry "
+                             "per node, as 'coin_norm' returns")
+        key, self._inverse = torch.unique(edge_index[1] * n + edge_index[0],
+                                          return_inverse=True)
+        dtype = torch.int32 if max(n, key.numel()) < 2**31 - 1 else \
+            torch.int64
+        row = torch.div(key, n, rounding_mode='floor')
+        self.num_nodes = n
+        self.crow = _compress(row, n).to(dtype)
+        self.col = (key - row * n).to(dtype)
+        self.diag_pos = self._inverse[nnz - n:]
+        self._transposed: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._set_value(value)
+        # The validated input of `from_graph` (for `reweight`, `has_graph`
+        # and the per-edge entries of `step_matrix`).
+        self.graph: Optional[Tuple[Tensor, OptTensor]] = None
+        self.normalization: Optional[str] = None
+        self.add_self_loops = True
+
+    def _set_value(self, value: Tensor):
+        nnz = self.col.numel()
+        self.value = value.new_zeros(nnz).index_add(0, self._inverse, value) \
+            if nnz < value.numel() else value.new_empty(nnz).index_copy(
+                0, self._inverse, value)
+        self._symmetric = self._lambda_max = None
+        self._steps = {}
+        self._gershgorin: Optional[float] = None
+
+    @classmethod
+    def from_graph(cls, edge_index: Adj, edge_weight: OptTensor,
+                   num_nodes: int, normalization: Optional[str] = 'coin',
+                   add_self_loops: bool = True,
+                   dtype: Optional[torch.dtype] = None,
+                   ) -> 'DiffusionOperator':
+        r"""Validates a graph (see :func:`validate_graph`) and builds the
+        operator of its Laplacian
+        (:func:`~torch_geometric_coin.utils.coin_norm`)."""
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"Unknown 'normalization' {normalization!r}: "
+                             f"expected one of {NORMALIZATIONS}")
+        check_bool('add_self_loops', add_self_loops)
+        edge_index, edge_weight, num_nodes = validate_graph(
+            edge_index, edge_weight, num_nodes)
+        if edge_weight is not None and dtype is not None:
+            edge_weight = edge_weight.to(dtype)
+        index, value = coin_norm(edge_index, edge_weight, num_nodes,
+                                 normalization, add_self_loops, dtype)
+        op = cls(index, value, num_nodes)
+        op.graph = (edge_index, edge_weight)
+        op.normalization, op.add_self_loops = normalization, add_self_loops
+        return op
+
+    def reweight(self, edge_weight: OptTensor) -> 'DiffusionOperator':
+        r"""The operator of the same graph (built by :meth:`from_graph`)
+        with new :obj:`edge_weight` (*e.g.*, learned ones, see
+        :mod:`torch_geometric_coin.nn.edge_weights`): the layouts are
+        shared, gradients flow through the normalisation. The weights are
+        not validated (learned weights are non-negative by construction)."""
+        if self.graph is None:
+            raise ValueError("'reweight' needs an operator built by "
+                             "'DiffusionOperator.from_graph'")
+        edge_index = self.graph[0]
+        if edge_weight is not None and edge_weight.shape != (
+                edge_index.size(1), ):
+            raise ValueError(f"'edge_weight' must have shape "
+                             f"[{edge_index.size(1)}] (got "
+                             f"{list(edge_weight.shape)})")
+        _, value = coin_norm(edge_index, edge_weight, self.num_nodes,
+                             self.normalization, self.add_self_loops,
+                             self.value.dtype)
+        op = copy.copy(self)
+        op._set_value(value)
+        op.graph = (edge_index, edge_weight)
+        return op
+
+    def has_graph(self, edge_index: Adj) -> bool:
+        r"""Whether :obj:`edge_index` (any adjacency :meth:`from_graph`
+        takes) holds the edges of this operator's graph in the same order
+        (and, for a sparse adjacency, the same weights)."""
+        if self.graph is None:
+            raise ValueError("'has_graph' needs an operator built by "
+                             "'DiffusionOperator.from_graph'")
+        index, weight, _ = validate_graph(edge_index, None, self.num_nodes)
+        ref_index, ref_weight = self.graph
+        if index.shape != ref_index.shape or not torch.equal(index,
+                                                             ref_index):
+            return False
+        if weight is None:
+            return True
+        ref = torch.ones_like(weight) if ref_weight is None else ref_weight
+        return torch.equal(weight.to(ref.dtype), ref)
+
+    # The layouts ###########################################################
+
+    def _transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""The CSR layout of :math:`\mathbf{L}^{\top}`: the order of its
+        entries in :attr:`value`, its row pointer and columns."""
+        if self._transposed is None:
+            row = self.row()
+            t_perm = torch.argsort(self.col.long() * self.num_nodes + row)
+            t_crow = _compress(self.col.long()[t_perm], self.num_nodes)
+            self._transposed = (t_perm, t_crow.to(self.crow.dtype),
+                                row[t_perm].to(self.crow.dtype))
+        return self._transposed
+
+    def row(self) -> Tensor:
+        r"""The row of each entry (int64)."""
+        return torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=self.crow.device),
+            self.crow.diff(), output_size=self.col.numel())
+
+    def matrix(self, value: OptTensor = None,
+               transpose: bool = False) -> Tensor:
+        r"""The :obj:`torch.sparse_csr` matrix of :obj:`value` (default:
+        :attr:`value`, the matrix :math:`\mathbf{L}`) on the layout, or of
+        its transpose."""
+        value = self.value if value is None else value
+        crow, col = self.crow, self.col
+        if transpose:
+            t_perm, crow, col = self._transpose()
+            value = value[t_perm]
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
+            return torch.sparse_csr_tensor(crow, col, value,
+                                           (self.num_nodes, self.num_nodes),
+                                           check_invariants=False)
+
+    def transposed(self) -> 'DiffusionOperator':
+        r"""The operator of :math:`\mathbf{L}^{\top}` (on the transposed
+        layout)."""
+        t_perm, t_crow, t_col = self._transpose()
+        inv = torch.empty_like(t_perm)
+        inv[t_perm] = torch.arange(t_perm.numel(), device=t_perm.device)
+        op = copy.copy(self)
+        op.crow, op.col, op.diag_pos = t_crow, t_col, inv[self.diag_pos]
+        op.value, op._inverse = self.value[t_perm], inv[self._inverse]
+        op._transposed = (inv, self.crow, self.col)
+        op.graph, op._steps, op._lambda_max = None, {}, None
+        op._gershgorin = None
+        return op
+
+    def symmetric_structure(self) -> bool:
+        t_perm, t_crow, t_col = self._transpose()
+        return torch.equal(t_crow, self.crow) and torch.equal(t_col, self.col)
+
+    def sddmm(self, a: Tensor, b: Tensor, chunk: int = 1 << 22) -> Tensor:
+        r"""The sampled product :math:`\sum_c a_{ic} b_{jc}` on every entry
+        :math:`(i, j)` of the layout, in chunks of :obj:`chunk` entries."""
+        row, col = self.row(), self.col
+        out = a.new_empty(col.numel())
+        for i in range(0, out.numel(), chunk):
+            out[i:i + chunk] = (a[row[i:i + chunk]] *
+                                b[col[i:i + chunk]]).sum(dim=-1)
+        return out
+
+    # The step matrix and the spectrum ######################################
+
+    def step_matrix(self, sigma2: Union[float, Tensor],
+                    dtype: Optional[torch.dtype] = None,
+                    per_edge: bool = False) -> Tensor:
+        r"""The values of :math:`\mathbf{I} - \sigma^2 \mathbf{L}` on the
+        layout (the one place that assembles it; :obj:`-sigma2` gives the
+        matrix :math:`\mathbf{I} + \sigma^2 \mathbf{L}` of the implicit
+        scheme), differentiable in :attr:`value` and :obj:`sigma2`. Values
+        that do not depend on parameters are assembled once per
+        :obj:`sigma2`. With :obj:`per_edge=True`, the entries in the layout
+        of :func:`~torch_geometric_coin.utils.coin_norm` on
+        :attr:`graph` instead (one per input edge that is no self-loop,
+        then one per node)."""
+        dtype = dtype or self.value.dtype
+        if per_edge:
+            _, value = coin_norm(*self.graph, self.num_nodes,
+                                 self.normalization, self.add_self_loops,
+                                 dtype)
+            return _shift(value.to(dtype), sigma2, torch.arange(
+                value.numel() - self.num_nodes, value.numel(),
+                device=value.device))
+        if self.value.requires_grad or isinstance(sigma2, Tensor):
+            return _shift(self.value.to(dtype), sigma2, self.diag_pos)
+        key = (float(sigma2), dtype)
+        if key not in self._steps:
+            if len(self._steps) > 2:
+                self._steps.clear()
+            self._steps[key] = _shift(self.value.to(dtype), sigma2,
+                                      self.diag_pos)
+        return self._steps[key]
+
+    @property
+    def symmetric(self) -> bool:
+        r"""Whether :math:`\mathbf{L}` is symmetric (to a few units of
+        rounding); computed once."""
+        if self._symmetric is None:
+            value = self.value.detach()
+            tol = 16 * torch.finfo(value.dtype).eps * float(
+                value.abs().max()) if value.numel() else 0.
+            self._symmetric = self.symmetric_structure() and bool(
+                (value[self._transpose()[0]] - value).abs().max() <= tol)
+        return self._symmetric
+
+    def gershgorin_bound(self) -> float:
+        r"""Gershgorin's bound of the eigenvalue moduli of :math:`\mathbf{L}`
+        over rows and columns (the smaller):
+        :math:`\max_i |L_{ii}| + \sum_{j \neq i} |L_{ij}|`."""
+        if self._gershgorin is None and self.num_nodes == 0:
+            self._gershgorin = 0.0
+        elif self._gershgorin is None:
+            a = self.value.detach().abs()
+            off = a.index_fill(0, self.diag_pos, 0.)
+            center, n = a[self.diag_pos], self.num_nodes
+            rows = center + scatter(off, self.row(), 0, dim_size=n)
+            cols = center + scatter(off, self.col.long(), 0, dim_size=n)
+            self._gershgorin = float(torch.minimum(rows.max(), cols.max()))
+        return self._gershgorin
+
+    def lambda_max(self) -> float:
+        r"""An upper estimate of the largest eigenvalue of
+        :math:`\mathbf{L}`, on which the stability of the explicit scheme
+        depends (:math:`\sigma^2 \lambda_{\max} \leq 2`); computed once.
+
+        For a symmetric :math:`\mathbf{L}`: exact for graphs of up to 512
+        nodes, else the largest Ritz value of (at most) 80 Lanczos steps
+        plus its residual norm, which bounds its distance to an eigenvalue
+        (*e.g.*, :math:`5.78` for Cora's :obj:`'coin'` Laplacian, where the
+        Gershgorin bound is :math:`11.48`), capped by
+        :meth:`gershgorin_bound`. For a non-symmetric :math:`\mathbf{L}`
+        (directed graphs, :obj:`'rw'`), whose eigenvalues may be complex,
+        the Gershgorin bound, which keeps the explicit scheme stable on
+        every disc it bounds."""
+        if self._lambda_max is None:
+            lam = self.gershgorin_bound()
+            if self.num_nodes > 0 and self.symmetric:
+                lam = min(lam, self._symmetric_lambda_max())
+            self._lambda_max = lam
+        return self._lambda_max
+
+    def stable(self, sigma2: float) -> bool:
+        r"""Whether :math:`\sigma^2 \lambda_{\max} \leq 2` (the Gershgorin
+        bound first: the estimate is made only if it does not settle it)."""
+        return sigma2 * self.gershgorin_bound() <= 2 or \
+            sigma2 * self.lambda_max() <= 2
+
+    def _symmetric_lambda_max(self) -> float:
+        n, value = self.num_nodes, self.value.detach().double()
+        row, col = self.row(), self.col.long()
+        if n <= DENSE_EIGEN_NODES:
+            dense = value.new_zeros(n, n).index_put_((row, col), value, True)
+            return float(torch.linalg.eigvalsh(dense)[-1])
+        mat = None if functorch_active() else self.matrix(value)
+
+        def mv(v):
+            if mat is None:  # (gathers under torch.func)
+                return v.new_zeros(n, 1).index_add_(0, row, value.view(-1, 1)
+                                                    * v[col])
+            return torch.sparse.mm(mat, v)
+
+        gen = torch.Generator().manual_seed(0)
+        v = torch.rand(n, 1, generator=gen, dtype=torch.float64)
+        v = (v / v.norm()).to(value.device)
+        v_prev, beta = torch.zeros_like(v), v.new_zeros(())
+        alphas, betas = [], []
+        for _ in range(min(n, LANCZOS_STEPS)):
+            w = mv(v) - beta * v_prev
+            alpha = (w * v).sum()
+            w = w - alpha * v
+            beta = w.norm()
+            alphas.append(alpha)
+            betas.append(beta)
+            v_prev, v = v, w / torch.where(beta > 0, beta, 1.)
+        a, b = torch.stack(alphas).cpu(), torch.stack(betas).cpu()
+        T = torch.diag(a) + torch.diag(b[:-1], 1) + torch.diag(b[:-1], -1)
+        evals, evecs = torch.linalg.eigh(T)
+        return float(evals[-1] + (b[-1] * evecs[-1, -1]).abs())
+
+    # The schemes ###########################################################
+
+    def explicit(self, x: Tensor, K: int,
+                 sigma2: Union[float, Tensor]) -> Tensor:
+        r"""Takes :math:`K` explicit Euler steps :math:`\mathbf{u}
+        \leftarrow (\mathbf{I} - \sigma^2 \mathbf{L}) \mathbf{u}` from
+        :obj:`x` :math:`(N, C)` as one autograd node: :math:`K` CSR
+        products forward and :math:`K` with the transpose backward (the
+        same matrix when it is symmetric); no state is stored unless the
+        step matrix needs a gradient (learned edge weights or
+        :math:`\sigma^2`: the :math:`K` states and one sampled product per
+        step). Second-order gradients (:obj:`create_graph=True`) and
+        :mod:`torch.func` transforms run the definition, :math:`K`
+        differentiable gather-and-add steps."""
+        return explicit(self, self._check_x(x), K,
+                        self.step_matrix(sigma2, x.dtype))
+
+    def implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
+                 tol: float = 1e-5, max_iter: int = 1000,
+                 stats: Optional[SolverStats] = None) -> Tensor:
+        r"""Takes :math:`K` implicit Euler steps :math:`(\mathbf{I} +
+        \sigma^2 \mathbf{L}) \mathbf{u}^{(k+1)} = \mathbf{u}^{(k)}` from
+        :obj:`x` :math:`(N, C)`, unconditionally stable, each solved by
+        :func:`~torch_geometric_coin.ops.krylov_solve` (conjugate gradients
+        for a symmetric :math:`\mathbf{L}`, BiCGSTAB otherwise) from the
+        previous state to a true relative residual :obj:`tol` in at most
+        :obj:`max_iter` iterations (else
+        :class:`~torch_geometric_coin.ops.ConvergenceError`). The gradient
+        solves the adjoint systems; learned values keep the :math:`K`
+        states. Iteration counts go to :obj:`stats` if given. Second-order
+        gradients are exact (to the tolerance); :mod:`torch.func`
+        transforms raise :class:`NotImplementedError`."""
+        with torch.no_grad():  # (the true residuals are checked in float64)
+            wide = self.step_matrix(-sigma2, torch.float64)
+        return implicit(self, self._check_x(x), K,
+                        self.step_matrix(-sigma2, x.dtype), tol, max_iter,
+                        stats, wide)
+
+    def _check_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != \
+                self.num_nodes or not x.is_floating_point():
+            raise ValueError(f"'x' must be a floating point tensor of shape "
+                             f"[{self.num_nodes}, num_channels] (got "
+                             f"{getattr(x, 'shape', type(x).__name__)})")
+        return x
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(num_nodes={self.num_nodes}, '
+                f'nnz={self.value.numel()})')
+
+
+def unstable_message(sigma2: float, lam: float,
+                     normalization: Optional[str]) -> str:
+    r"""The warning (or error) of an explicit scheme outside its stable
+    range :math:`\sigma^2 \lambda_{\max} \leq 2`."""
+    return (f"Explicit diffusion is unstable: sigma2 * lambda_max = "
+            f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
+            f"lambda_max is the largest eigenvalue of the "
+            f"{normalization!r} Laplacian; the scheme is stable for sigma2 "
+            f"<= {2.0 / lam:.4g} (or use scheme='implicit')")
+
+
+def _shift(value: Tensor, sigma2: Union[float, Tensor],
+           diag_pos: Tensor) -> Tensor:
+    r""":math:`\mathbf{I} - \sigma^2 \mathbf{L}` from the values of
+    :math:`\mathbf{L}` and the positions of its diagonal."""
+    if isinstance(sigma2, Tensor):
+        sigma2 = sigma2.to(value.dtype)
+    return (-sigma2 * value).index_add(
+        0, diag_pos, value.new_ones(diag_pos.numel()))
+
+
+def _compress(row: Tensor, num_nodes: int) -> Tensor:
+    crow = row.new_zeros(num_nodes + 1)
+    torch.cumsum(torch.bincount(row, minlength=num_nodes), 0, out=crow[1:])
+    return crow
