@@ -49,11 +49,13 @@ BACKGROUND = {
     (1, 'Beta', 'character01', '0201_01.png'): 50,
     (1, 'Beta', 'character01', '0201_02.png'): 60,
     (1, 'Alpha', 'character02', '0102_01.png'): 30,
+    (1, 'Alpha', 'character02', '0102_02.png'): 40,
     (1, 'Alpha', 'character01', '0101_01.png'): 10,
     (1, 'Alpha', 'character01', '0101_02.png'): 20,
     # Beta is in both archives: its drawings are read once, from the first.
     (2, 'Beta', 'character01', '0201_01.png'): 250,
     (2, 'Gamma', 'character01', '0301_01.png'): 70,
+    (2, 'Gamma', 'character01', '0301_02.png'): 80,
 }
 
 
@@ -78,13 +80,46 @@ def test_omniglot_background(tmp_path):
     assert data.alphabets == ['Alpha', 'Alpha', 'Beta', 'Gamma']
     # Drawings sorted by alphabet, character and file, paired with the class
     # of their folder:
-    codes = [10, 20, 30, 50, 60, 70]
-    assert data.x.shape == (6, 1, 6, 6)
-    assert data.y.tolist() == [0, 0, 1, 2, 2, 3]
+    codes = [10, 20, 30, 40, 50, 60, 70, 80]
+    assert data.x.shape == (8, 1, 6, 6)
+    assert data.y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     for i, code in enumerate(codes):
         assert torch.equal(data.x[i, 0], ink(drawing(code)))
     assert osp.isfile(osp.join(str(tmp_path), 'processed',
                                'background_6.pt'))
+
+
+def with_folders(file, keep=lambda name: True):
+    r"""Rewrites the zip :obj:`file` as the official archives are laid out,
+    with an entry for every folder, keeping the files :obj:`keep` accepts."""
+    with zipfile.ZipFile(file) as z:
+        members = {n: z.read(n) for n in z.namelist() if keep(n)}
+        folders = {'/'.join(n.split('/')[:i]) + '/' for n in z.namelist()
+                   for i in range(1, n.count('/') + 1)}
+    write_zip(file, {**{f: b'' for f in sorted(folders)}, **members})
+
+
+@pytest.mark.parametrize('missing,match', [
+    # A valid zip whose images are all missing (the other archive alone
+    # would give a partial data set):
+    ('.png', "small1.zip' holds no drawing"),
+    ('/character02/', "small1.zip' lists the folder 'images_background_"
+     "small1/Alpha/character02/' but holds no drawing in it"),
+    ('0101_02.png', r"small1.zip' holds 1 drawing\(s\) of 'Alpha/"
+     "character01' but 2 of other characters"),
+])
+def test_omniglot_missing_images(tmp_path, missing, match):
+    write_background(tmp_path)
+    with_folders(osp.join(str(tmp_path), 'images_background_small1.zip'),
+                 lambda name: missing not in name)
+    with pytest.raises(ValueError, match=match):
+        Omniglot(str(tmp_path))
+    # Complete archives laid out with folder entries load:
+    write_background(tmp_path)
+    for k in (1, 2):
+        with_folders(osp.join(str(tmp_path),
+                              f'images_background_small{k}.zip'))
+    assert Omniglot(str(tmp_path), size=6)[0].x.shape == (8, 1, 6, 6)
 
 
 def test_omniglot_resize(tmp_path):

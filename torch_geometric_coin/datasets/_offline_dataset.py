@@ -8,33 +8,24 @@ from torch_geometric_coin._checks import check_bool
 
 
 class OfflineDataset(InMemoryDataset):
-    r"""The base class of the data sets of this package: a PyG
+    r"""The base class of this package's data sets: a PyG
     :class:`~torch_geometric.data.InMemoryDataset` whose raw files are not
-    downloaded but must be provided by the user.
+    downloaded but provided by the user, in :obj:`<folder>/raw/` if that
+    exists, else in :obj:`<folder>` (:obj:`root`, or :obj:`root/<name>` for
+    data sets with several members). The processed data is written to
+    :obj:`<folder>/processed/`: copy a read-only folder first.
 
-    The raw files are looked up in :obj:`<folder>/raw/` (PyG's layout) if
-    that folder exists, else directly in :obj:`<folder>` (the layout of a
-    plain copy of the data), where :obj:`folder` is :obj:`root` (or
-    :obj:`root/<name>` for data sets with several members). The processed
-    data is written to :obj:`<folder>/processed/`, so :obj:`folder` must be
-    writable: copy a read-only data folder first.
-
-    Subclasses set :obj:`source` (where the raw files can be obtained) and
-    implement :meth:`process`, in which every problem of a raw file raises a
-    :class:`ValueError` that names the file. A damaged processed file (*e.g.*,
-    truncated by an interrupted run) raises a :class:`ValueError` that names
-    it too, and asks for :obj:`force_reload=True`.
+    Subclasses set :obj:`source` (where to get the raw files) and implement
+    :meth:`process`, which raises a :class:`ValueError` naming the file for
+    every problem of a raw file. A damaged processed file raises one that
+    names it and asks for :obj:`force_reload=True`.
     """
     source: str = ''
 
-    def __init__(
-        self,
-        root: str,
-        transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        pre_filter: Optional[Callable] = None,
-        force_reload: bool = False,
-    ) -> None:
+    def __init__(self, root: str, transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 pre_filter: Optional[Callable] = None,
+                 force_reload: bool = False) -> None:
         try:
             root = os.fsdecode(os.fspath(root))
         except TypeError as err:
@@ -58,6 +49,7 @@ class OfflineDataset(InMemoryDataset):
                 f"'{self.processed_dir}', which is not writable: copy "
                 f"'{self.folder}' to a writable place and pass the copy as "
                 f"'root'") from err
+        self.load(self.processed_paths[0])
 
     @property
     def folder(self) -> str:
@@ -73,22 +65,33 @@ class OfflineDataset(InMemoryDataset):
     def processed_dir(self) -> str:
         return osp.join(self.folder, 'processed')
 
+    def raw_file(self, name: str) -> str:
+        r"""Returns the path of the raw file :obj:`name`."""
+        return osp.join(self.raw_dir, name)
+
+    def save_processed(self, data_list: List[Data]) -> None:
+        r"""Applies :obj:`pre_transform` and saves :obj:`data_list`."""
+        if self.pre_transform is not None:
+            data_list = [self.pre_transform(data) for data in data_list]
+        self.save(data_list, self.processed_paths[0])
+
     def load(self, path: str, data_cls=Data) -> None:
-        r"""Loads the processed data from :obj:`path`; a damaged file raises
-        a :class:`ValueError` that names it."""
         try:
             super().load(path, data_cls)
         except Exception as err:  # torch.load raises many types.
             raise self._damaged(path, err) from err
 
-    def load_json(self, path: str) -> Any:
-        r"""Reads the processed JSON file :obj:`path`; a damaged file raises
-        a :class:`ValueError` that names it."""
+    def load_json(self, path: str, valid: Callable[[Any], bool]) -> Any:
+        r"""Reads the processed JSON file :obj:`path`; a damaged file, or
+        content that :obj:`valid` rejects, raises a :class:`ValueError`."""
         try:
             with open(path, encoding='utf-8') as f:
-                return json.load(f)
+                value = json.load(f)
         except (ValueError, UnicodeDecodeError) as err:
             raise self._damaged(path, err) from err
+        if not valid(value):
+            raise self._damaged(path, ValueError('unexpected content'))
+        return value
 
     def _damaged(self, path: str, err: Exception) -> ValueError:
         # (The reader's own message, chained, may advise unsafe loading.)
@@ -97,15 +100,9 @@ class OfflineDataset(InMemoryDataset):
             f"damaged ({type(err).__name__} when reading it); process the "
             f"raw files again with 'force_reload=True'")
 
-    def raw_file(self, name: str) -> str:
-        r"""Returns the path of the raw file :obj:`name`."""
-        return osp.join(self.raw_dir, name)
-
     def download(self) -> None:
-        missing: List[str] = [
-            name for name in self.raw_file_names
-            if not osp.exists(self.raw_file(name))
-        ]
+        missing = [name for name in self.raw_file_names
+                   if not osp.exists(self.raw_file(name))]
         raise FileNotFoundError(
             f"{self.__class__.__name__} is missing the raw file(s) "
             f"{', '.join(repr(self.raw_file(n)) for n in missing)}. It is "

@@ -1,7 +1,9 @@
 import io
 import re
 import zipfile
-from typing import Callable, Dict, List, Optional, Tuple
+from collections import Counter
+from contextlib import ExitStack
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -21,75 +23,51 @@ class Omniglot(OfflineDataset):
     paper's few-shot experiments. Images are resized to
     :obj:`size x size`, with ink :obj:`1` on a background of :obj:`0`.
 
-    * :obj:`split="background"`: the drawings of the two "small" background
-      archives, 8 alphabets with 242 character classes of 20 drawings each
-      (alphabets present in both archives are read once). :obj:`dataset[0]`
-      holds all of them: :obj:`x` (:obj:`[4840, 1, size, size]`), :obj:`y`
-      (:obj:`[4840]`) the class of each drawing, and per class
-      :obj:`characters` (:obj:`"Alphabet/characterXX"`, sorted) and
-      :obj:`alphabets`.
-    * :obj:`split="runs"`: the 20 official 20-way one-shot classification
-      runs, whose characters come from evaluation alphabets (none of them is
-      in :obj:`"background"`). :obj:`dataset[i]` is run :obj:`i`: :obj:`x`
-      (:obj:`[40, 1, size, size]`) the 20 support drawings (:obj:`class01`
-      to :obj:`class20`) followed by the 20 query drawings (in the order of
-      :obj:`class_labels.txt`), :obj:`y` (:obj:`[40]`) their class in
-      :obj:`0..19` (support drawing :obj:`c` has class :obj:`c`), and
-      :obj:`train_mask` / :obj:`test_mask` marking support and query.
+    * :obj:`split="background"`: the drawings of the archives
+      :obj:`images_background_small{1,2}.zip`, 8 alphabets with 242
+      characters of 20 drawings (alphabets in both archives are read
+      once). :obj:`dataset[0]` holds them all: :obj:`x`
+      (:obj:`[4840, 1, size, size]`), :obj:`y` (:obj:`[4840]`) the class of
+      each drawing, and per class :obj:`characters`
+      (:obj:`"Alphabet/characterXX"`, sorted) and :obj:`alphabets`. An
+      archive without drawings, a folder it lists without drawings, or a
+      character with fewer drawings than the others raises a
+      :class:`ValueError`: the data set is never loaded in part.
+    * :obj:`split="runs"`: the 20 official 20-way one-shot runs of
+      :obj:`all_runs.zip`, from evaluation alphabets. :obj:`dataset[i]` is
+      run :obj:`i`: :obj:`x` (:obj:`[40, 1, size, size]`) the 20 support
+      drawings (:obj:`class01` to :obj:`class20`), then the 20 queries (in
+      the order of :obj:`class_labels.txt`), :obj:`y` (:obj:`[40]`) their
+      class in :obj:`0..19`, and :obj:`train_mask` / :obj:`test_mask`
+      marking support and query.
 
-    The raw files are :obj:`images_background_small1.zip` and
-    :obj:`images_background_small2.zip` (for :obj:`"background"`) and
-    :obj:`all_runs.zip` (for :obj:`"runs"`) from the folder :obj:`python/`
-    of the `omniglot repository <https://github.com/brendenlake/omniglot>`_,
-    expected in :obj:`<root>/` (or :obj:`<root>/raw/`). Processed data is
-    written to :obj:`<root>/processed/`. Reading the images requires
+    The raw files come from the folder :obj:`python/` of the `omniglot
+    repository <https://github.com/brendenlake/omniglot>`_ and are expected
+    in :obj:`<root>/` (or :obj:`<root>/raw/`). Reading them needs
     `Pillow <https://python-pillow.org>`_.
 
     Args:
         root (str): Root directory where the dataset should be saved.
         split (str, optional): :obj:`"background"` or :obj:`"runs"`.
             (default: :obj:`"background"`)
-        size (int, optional): The side length of the resized images
-            (the drawings are 105 x 105, resized bilinearly).
-            (default: :obj:`28`)
-        transform (callable, optional): A function/transform that takes in
-            the :class:`~torch_geometric.data.Data` of the drawings (or of a
-            run) and returns a transformed version, at every access.
+        size (int, optional): The side length of the images, resized
+            bilinearly from 105 x 105. (default: :obj:`28`)
+        transform (callable, optional): A function/transform applied to the
+            :class:`~torch_geometric.data.Data` at every access.
             (default: :obj:`None`)
         pre_transform (callable, optional): A function/transform applied to
-            the :class:`~torch_geometric.data.Data` of the drawings (or of
-            each run) before it is saved to disk. (default: :obj:`None`)
+            each :class:`~torch_geometric.data.Data` before it is saved.
+            (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
-
-    **STATS:**
-
-    .. list-table::
-        :widths: 10 10 10
-        :header-rows: 1
-
-        * - Split
-          - #drawings
-          - #classes
-        * - background
-          - 4,840
-          - 242
-        * - runs
-          - 20 x 40
-          - 20 x 20
     """
     source = 'https://github.com/brendenlake/omniglot (folder python/)'
     splits = ('background', 'runs')
 
-    def __init__(
-        self,
-        root: str,
-        split: str = 'background',
-        size: int = 28,
-        transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        force_reload: bool = False,
-    ) -> None:
+    def __init__(self, root: str, split: str = 'background', size: int = 28,
+                 transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False) -> None:
         if split not in self.splits:
             raise ValueError(f"Unknown 'split' {split!r}: expected one of "
                              f"{self.splits}")
@@ -98,15 +76,11 @@ class Omniglot(OfflineDataset):
         self.size = int(size)
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0])
 
     @property
     def raw_file_names(self) -> List[str]:
         if self.split == 'background':
-            return [
-                'images_background_small1.zip',
-                'images_background_small2.zip',
-            ]
+            return [f'images_background_small{k}.zip' for k in (1, 2)]
         return ['all_runs.zip']
 
     @property
@@ -114,51 +88,38 @@ class Omniglot(OfflineDataset):
         return f'{self.split}_{self.size}.pt'
 
     def process(self) -> None:
-        if self.split == 'background':
-            data_list = [self.process_background()]
-        else:
-            data_list = self.process_runs()
-        if self.pre_transform is not None:
-            data_list = [self.pre_transform(data) for data in data_list]
-        self.save(data_list, self.processed_paths[0])
+        self.save_processed([self.process_background()]
+                            if self.split == 'background' else
+                            self.process_runs())
 
     def process_background(self) -> Data:
-        images: Dict[Tuple[str, str, str], Tensor] = {}
-        for name in self.raw_file_names:
-            with _Archive(self.raw_file(name)) as archive:
-                for path in archive.names:
-                    parts = path.split('/')
-                    if len(parts) != 4 or not parts[3].endswith('.png'):
-                        continue
-                    key = (parts[1], parts[2], parts[3])
-                    if key not in images:
-                        images[key] = archive.image(path, self.size)
-        if not images:
-            files = ' and '.join(f"'{self.raw_file(name)}'"
-                                 for name in self.raw_file_names)
-            raise ValueError(f"{files} hold no drawing "
-                             f"<folder>/<Alphabet>/<character>/<file>.png")
-        keys = sorted(images)
+        with ExitStack() as stack:
+            archives = [stack.enter_context(_Archive(self.raw_file(name)))
+                        for name in self.raw_file_names]
+            where = {}  # (alphabet, character, file) -> (archive, member)
+            for archive in archives:
+                for path in archive.drawings:
+                    where.setdefault(tuple(path.split('/')[1:]),
+                                     (archive, path))
+            _check_complete(archives, where)
+            keys = sorted(where)
+            x = torch.stack([archive.image(path, self.size)
+                             for archive, path in map(where.get, keys)])
         characters = sorted({f'{a}/{c}' for a, c, _ in keys})
         index = {name: i for i, name in enumerate(characters)}
-        return Data(
-            x=torch.stack([images[key] for key in keys]).unsqueeze(1),
-            y=torch.tensor([index[f'{a}/{c}'] for a, c, _ in keys]),
-            characters=characters,
-            alphabets=[name.split('/')[0] for name in characters],
-        )
+        return Data(x=x.unsqueeze(1),
+                    y=torch.tensor([index[f'{a}/{c}'] for a, c, _ in keys]),
+                    characters=characters,
+                    alphabets=[name.split('/')[0] for name in characters])
 
     def process_runs(self) -> List[Data]:
-        data_list = []
         with _Archive(self.raw_file('all_runs.zip')) as archive:
             runs = sorted({p.split('/')[0] for p in archive.names
                            if RUN.fullmatch(p.split('/')[0])})
             if not runs:
                 raise ValueError(f"'{archive.file}' holds no run folder "
                                  f"(runXX/)")
-            for run in runs:
-                data_list.append(self.process_run(archive, run))
-        return data_list
+            return [self.process_run(archive, run) for run in runs]
 
     def process_run(self, archive: '_Archive', run: str) -> Data:
         support = sorted(p for p in archive.names
@@ -176,19 +137,18 @@ class Omniglot(OfflineDataset):
                              f"file") from err
         queries, labels = [], []
         for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
             fields = line.split()
+            if not fields:
+                continue
+            where = f"'{archive.file}': line {i} of '{member}'"
             if len(fields) != 2:
-                raise ValueError(f"'{archive.file}': line {i} of '{member}' "
-                                 f"is not '<query.png> <support.png>'")
-            query, cls = fields
-            if cls not in index:
-                raise ValueError(f"'{archive.file}': line {i} of '{member}' "
-                                 f"names {cls!r}, which is not a support "
-                                 f"drawing of {run}")
-            queries.append(query)
-            labels.append(index[cls])
+                raise ValueError(f"{where} is not '<query.png> "
+                                 f"<support.png>'")
+            if fields[1] not in index:
+                raise ValueError(f"{where} names {fields[1]!r}, which is "
+                                 f"not a support drawing of {run}")
+            queries.append(fields[0])
+            labels.append(index[fields[1]])
         if not queries:
             raise ValueError(f"'{archive.file}': '{member}' lists no query")
         x = torch.stack([archive.image(p, self.size)
@@ -202,26 +162,49 @@ class Omniglot(OfflineDataset):
                 f'size={self.size})')
 
 
-class _Archive:
+def _check_complete(archives: List['_Archive'], where: dict) -> None:
+    r"""Raises a :class:`ValueError` if drawings are missing: an archive
+    holds none, a folder it lists holds none, or a character has fewer
+    drawings than another."""
+    empty = [f"'{a.file}'" for a in archives if not a.drawings]
+    if empty:
+        raise ValueError(f"{' and '.join(empty)} hold"
+                         f"{'s' if len(empty) == 1 else ''} no drawing "
+                         f"<folder>/<Alphabet>/<character>/<file>.png")
+    found = {key[:i] for key in where for i in (1, 2)}
+    for archive in archives:
+        for path in archive.names:
+            parts = path.split('/')
+            if (path.endswith('/') and len(parts) in (3, 4)
+                    and tuple(parts[1:-1]) not in found):
+                raise ValueError(f"'{archive.file}' lists the folder "
+                                 f"'{path}' but holds no drawing in it")
+    counts = Counter(key[:2] for key in where)
+    most = max(counts.values())
+    for (a, c, _), (archive, _) in sorted(where.items()):
+        if counts[a, c] < most:
+            raise ValueError(f"'{archive.file}' holds {counts[a, c]} "
+                             f"drawing(s) of '{a}/{c}' but {most} of other "
+                             f"characters: drawings are missing")
+
+
+class _Archive(zipfile.ZipFile):
     r"""A zip file whose read errors name the file and the member."""
     def __init__(self, file: str):
         self.file = file
         try:
-            self.zip = zipfile.ZipFile(file)
+            super().__init__(file)
         except Exception as err:  # BadZipFile, OSError, ValueError, ...
             raise ValueError(f"'{file}' is not a readable zip file: "
                              f"{err}") from err
-        self.names = self.zip.namelist()
-
-    def __enter__(self) -> '_Archive':
-        return self
-
-    def __exit__(self, *args) -> None:
-        self.zip.close()
+        self.names = self.namelist()
+        # The drawings <folder>/<Alphabet>/<character>/<file>.png:
+        self.drawings = [p for p in self.names
+                         if p.count('/') == 3 and p.endswith('.png')]
 
     def read(self, member: str) -> bytes:
         try:
-            return self.zip.read(member)
+            return super().read(member)
         except KeyError as err:
             raise ValueError(f"'{self.file}' has no member "
                              f"'{member}'") from err
@@ -230,7 +213,6 @@ class _Archive:
             raise ValueError(f"'{self.file}' is corrupt: cannot read "
                              f"'{member}': {type(err).__name__}: "
                              f"{err}") from err
-
     def image(self, member: str, size: int) -> Tensor:
         r"""Decodes a drawing into a :obj:`[size, size]` tensor with ink
         :obj:`1` (a dark pixel) and background :obj:`0`."""

@@ -1,4 +1,5 @@
 import csv
+import itertools
 import json
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
@@ -13,7 +14,6 @@ CNA = 'data/P1000_data_CNA_paper.csv'
 RESPONSE = 'data/response_paper.csv'
 SELECTED_GENES = 'data/tcga_prostate_expressed_genes_and_cancer_genes.csv'
 CODING_GENES = 'data/protein-coding_gene_with_coordinate_minimal.txt'
-DATA_TYPES = ('mut_important', 'cnv_del', 'cnv_amp')
 NUM_SPLITS = 10
 SPLIT_KINDS = ('training', 'validation', 'test')
 
@@ -41,46 +41,21 @@ class P1000(OfflineDataset):
 
     .. note::
 
-        The data is **not shipped** with this package and was not available
-        when it was written (the class is tested on small files in the same
-        format only): point :obj:`root` at the P-NET data, laid out as the
-        COIN authors' folder :obj:`prostrate/` of
-        `shwangtangjun/COIN <https://github.com/shwangtangjun/COIN>`_, which
-        holds the two gene lists and the splits:
+        The data is **not shipped** with this package (the class is tested
+        on small files in the same format): point :obj:`root` at the COIN
+        authors' folder :obj:`prostrate/` of `shwangtangjun/COIN
+        <https://github.com/shwangtangjun/COIN>`_ (gene lists and
+        :obj:`splits/`) holding P-NET's three processed tables in
+        :obj:`data/` (the files are :obj:`RAW_FILES`, their formats are
+        those of :func:`read_table` and the other readers).
 
-        * :obj:`data/P1000_final_analysis_set_cross_important_only.csv`
-          (mutation counts, patients x genes, first column the patient),
-          :obj:`data/P1000_data_CNA_paper.csv` (copy-number calls
-          :obj:`-2 .. 2`, patients x genes) and :obj:`data/response_paper.csv`
-          (columns :obj:`id`, :obj:`response`): P-NET's
-          :obj:`_database/prostate/processed/`,
-        * :obj:`data/tcga_prostate_expressed_genes_and_cancer_genes.csv`
-          (column :obj:`genes`) and
-          :obj:`data/protein-coding_gene_with_coordinate_minimal.txt`
-          (tab-separated :obj:`chr, start, end, name`, no header),
-        * :obj:`splits/{training,validation,test}_set_{0..9}.csv` (a column
-          :obj:`id`).
-
-        The files may also be in :obj:`<root>/raw/`. The preparation of the
-        first three from the supplementary tables of Armenia et al. (their
-        :obj:`prepare_*` functions) is not done here.
-
-    The features follow the authors' :obj:`load_final(['mut_important',
-    'cnv_del', 'cnv_amp'], cnv_levels=3)` (:func:`p1000_features`): the
-    patients with a response in all three tables, the genes of the
-    expression list present in a table and in the protein-coding list,
-    sorted and shuffled by :obj:`numpy.random.RandomState(0)`; per gene
-    three features: mutated (count clipped at :obj:`1`), deep deletion
-    (:obj:`-2`) and high amplification (:obj:`2`). Missing values and
-    genes absent from a table are :obj:`0` (as there).
-
-    :obj:`dataset[0]` is a :class:`~torch_geometric.data.Data` without
-    edges: :obj:`x` (:obj:`[N, 3 G]`, float32, the three features of gene
-    :obj:`g` in columns :obj:`3g, 3g + 1, 3g + 2`), :obj:`y` (:obj:`[N]`,
-    :obj:`1` = metastatic) and :obj:`train_mask`, :obj:`val_mask`,
-    :obj:`test_mask` (:obj:`[N, 10]`, one column per split; the patients of
-    a split file that are not in the data are left out, as there). The
-    patient ids are :obj:`dataset.patients` and the genes
+    The features are the authors' :obj:`load_final(['mut_important',
+    'cnv_del', 'cnv_amp'], cnv_levels=3)` (:func:`p1000_features`).
+    :obj:`dataset[0]` has no edges: :obj:`x` (:obj:`[N, 3 G]`, float32),
+    :obj:`y` (:obj:`[N]`, :obj:`1` = metastatic) and :obj:`train_mask`,
+    :obj:`val_mask`, :obj:`test_mask` (:obj:`[N, 10]`, one column per
+    split; patients of a split file missing from the data are left out, as
+    there). The patients are :obj:`dataset.patients`, the genes
     :obj:`dataset.genes`.
 
     Args:
@@ -101,24 +76,15 @@ class P1000(OfflineDataset):
               '(https://github.com/shwangtangjun/COIN: data/ gene lists and '
               'splits/)')
 
-    def __init__(
-        self,
-        root: str,
-        transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        force_reload: bool = False,
-    ) -> None:
+    def __init__(self, root: str, transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False) -> None:
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        meta = self.load_json(self.processed_paths[1])
-        if (not isinstance(meta, dict)
-                or not isinstance(meta.get('patients'), list)
-                or not isinstance(meta.get('genes'), list)
-                or len(meta['patients']) != self[0].num_nodes
-                or not meta['genes']):
-            raise self._damaged(self.processed_paths[1], ValueError(
-                'not the patients and genes of the data'))
+        meta = self.load_json(self.processed_paths[1], lambda m: (
+            isinstance(m, dict) and isinstance(m.get('patients'), list)
+            and isinstance(m.get('genes'), list) and len(m['genes']) > 0
+            and len(m['patients']) == self[0].num_nodes))
         self.patients: List[str] = meta['patients']
         self.genes: List[str] = meta['genes']
 
@@ -131,55 +97,52 @@ class P1000(OfflineDataset):
         return ['data.pt', 'meta.json']
 
     def process(self) -> None:
-        f = self.raw_file
-        files = [f(n) for n in (MUTATIONS, CNA, RESPONSE, SELECTED_GENES,
-                                CODING_GENES)]
+        files = [self.raw_file(name) for name in RAW_FILES[:5]]
         patients, genes, x, y = p1000_features(
             read_table(files[0]), read_table(files[1]),
             read_response(files[2]), read_gene_column(files[3]),
             read_coding_genes(files[4]), files)
         masks = split_masks(patients, {
-            (kind, i): f(split_file(kind, i))
+            (kind, i): self.raw_file(split_file(kind, i))
             for i in range(NUM_SPLITS) for kind in SPLIT_KINDS
         })
-        data = Data(x=torch.from_numpy(x.astype(np.float32)),
-                    y=torch.from_numpy(y), train_mask=masks['training'],
-                    val_mask=masks['validation'], test_mask=masks['test'])
-        if self.pre_transform is not None:
-            data = self.pre_transform(data)
-        self.save([data], self.processed_paths[0])
-        with open(self.processed_paths[1], 'w') as fp:
-            json.dump(dict(patients=patients, genes=genes), fp)
+        self.save_processed([Data(
+            x=torch.from_numpy(x.astype(np.float32)), y=torch.from_numpy(y),
+            train_mask=masks['training'], val_mask=masks['validation'],
+            test_mask=masks['test'])])
+        with open(self.processed_paths[1], 'w') as f:
+            json.dump(dict(patients=patients, genes=genes), f)
 
 
 # Reading the files ###########################################################
 
-def _pandas():
+def _read_csv(file: str, columns: Sequence[str] = (), **kwargs):
+    r"""Reads :obj:`file` with :func:`pandas.read_csv`, checking that it has
+    the :obj:`columns`."""
     try:
-        import pandas
+        import pandas as pd
     except ImportError as err:  # pragma: no cover
         raise ImportError("P1000 reads its files with pandas: pip install "
                           "pandas") from err
-    return pandas
-
-
-def _read_csv(file: str, **kwargs):
-    pd = _pandas()
     try:
-        return pd.read_csv(file, **kwargs)
+        df = pd.read_csv(file, **kwargs)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
         raise ValueError(f"'{file}' is not a readable CSV file: {err}") \
             from err
+    for column in columns:
+        if column not in df.columns:
+            raise ValueError(f"'{file}' has no column '{column}'")
+    return df
 
 
 def read_table(file: str):
     r"""Reads a patients x genes table (:obj:`P1000_*.csv`: the first column
-    the patient, a header row of genes) as :obj:`(patients, genes,
-    values)`, the values float64 with missing ones NaN (as pandas reads
-    them)."""
+    the patient, a header row of genes; mutation counts or copy-number calls
+    :obj:`-2 .. 2`) as :obj:`(patients, genes, values)`, the values float64
+    with missing ones NaN."""
     try:
-        with open(file, newline='', encoding='utf-8') as fp:
-            header = next(csv.reader(fp), None)
+        with open(file, newline='', encoding='utf-8') as f:
+            header = next(csv.reader(f), None)
     except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"'{file}' is not a readable CSV file: {err}") \
             from err
@@ -214,13 +177,14 @@ def read_response(file: str) -> Dict[str, int]:
     r"""Reads :obj:`response_paper.csv` (columns :obj:`id` and
     :obj:`response`, :obj:`0` = primary, :obj:`1` = metastatic) as a
     dictionary; rows without a response are left out (as there)."""
-    df = _read_csv(file, dtype={'id': str})
-    for column in ('id', 'response'):
-        if column not in df.columns:
-            raise ValueError(f"'{file}' has no column '{column}'")
+    df = _read_csv(file, ('id', 'response'), dtype={'id': str})
     df = df[df['response'].notna() & df['id'].notna()]
-    response = _pandas().to_numeric(df['response'], errors='coerce')
-    if response.isna().any() or not response.isin((0, 1)).all():
+    try:
+        response = df['response'].astype(float)
+        valid = bool(response.isin((0, 1)).all())
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
         raise ValueError(f"'{file}' must hold responses 0 (primary) or 1 "
                          f"(metastatic), got "
                          f"{sorted(map(str, df['response'].unique()))[:5]}")
@@ -230,18 +194,19 @@ def read_response(file: str) -> Dict[str, int]:
     return dict(zip(df['id'], response.astype(int)))
 
 
+def _genes(file: str, column) -> Set[str]:
+    genes = set(column.dropna())
+    if not genes:
+        raise ValueError(f"'{file}' lists no genes")
+    return genes
+
+
 def read_gene_column(file: str) -> Set[str]:
     r"""Reads the column :obj:`genes` of
     :obj:`tcga_prostate_expressed_genes_and_cancer_genes.csv` (names that
     pandas reads as missing, such as :obj:`NA`, are dropped: they match no
     gene there either)."""
-    df = _read_csv(file, dtype=str)
-    if 'genes' not in df.columns:
-        raise ValueError(f"'{file}' has no column 'genes'")
-    genes = set(df['genes'].dropna())
-    if not genes:
-        raise ValueError(f"'{file}' lists no genes")
-    return genes
+    return _genes(file, _read_csv(file, ('genes', ), dtype=str)['genes'])
 
 
 def read_coding_genes(file: str) -> Set[str]:
@@ -252,18 +217,13 @@ def read_coding_genes(file: str) -> Set[str]:
     if df.shape[1] != 4:
         raise ValueError(f"'{file}' must have 4 tab-separated columns (chr, "
                          f"start, end, name), got {df.shape[1]}")
-    genes = set(df[3].dropna())
-    if not genes:
-        raise ValueError(f"'{file}' lists no genes")
-    return genes
+    return _genes(file, df[3])
 
 
 def read_split(file: str) -> List[str]:
-    r"""Reads the patient ids (column :obj:`id`) of a split file."""
-    df = _read_csv(file, dtype={'id': str})
-    if 'id' not in df.columns:
-        raise ValueError(f"'{file}' has no column 'id'")
-    return list(df['id'].dropna())
+    r"""Reads the patient ids (column :obj:`id`) of a split file
+    :obj:`splits/{training,validation,test}_set_{0..9}.csv`."""
+    return list(_read_csv(file, ('id', ), dtype={'id': str})['id'].dropna())
 
 
 # The authors' features ######################################################
@@ -306,76 +266,61 @@ def gene_order(genes: Iterable[str], coding: Set[str]) -> List[str]:
 
 def p1000_features(mutations, cna, response: Dict[str, int],
                    selected: Set[str], coding: Set[str],
-                   files: Sequence[str] = ('the mutation table',
-                                           'the copy-number table',
-                                           'the responses',
-                                           'the expressed genes',
-                                           'the protein-coding genes')):
+                   files: Sequence[str]):
     r"""The authors' design matrix from the mutation and copy-number tables
     (:func:`read_table`), the responses, the expressed genes and the
-    protein-coding genes. Returns :obj:`(patients, genes, x, y)`: the
-    patients in all tables with a response (in the order of the mutation
-    table), the genes (:func:`gene_order`), :obj:`x` (:obj:`[N, 3 G]`,
-    the features :obj:`mut_important, cnv_del, cnv_amp` of each gene side
-    by side) and :obj:`y` (int64). :obj:`files` name the five inputs in
-    the errors."""
-    tables = [(mutations, mutation_features), (cna, deletion_features),
-              (cna, amplification_features)]
-    blocks = []
-    for (patients, genes, values), transform in tables:
-        rows = [i for i, p in enumerate(patients) if p in response]
-        cols = {g: j for j, g in enumerate(genes) if g in selected}
-        blocks.append(([patients[i] for i in rows], cols,
-                       transform(values[rows][:, sorted(cols.values())]),
-                       sorted(cols.values())))
-    order = gene_order(
-        set(blocks[0][1]) | set(blocks[1][1]), coding)
+    protein-coding genes, whose files :obj:`files` name in the errors.
+    Returns :obj:`(patients, genes, x, y)`: the patients in both tables
+    with a response (in the order of the mutation table), the expressed
+    genes of either table in :func:`gene_order`, :obj:`x`
+    (:obj:`[N, 3 G]`, the features :obj:`mut_important, cnv_del, cnv_amp`
+    of each gene side by side; missing values and genes absent from a table
+    are :obj:`0`, as there) and :obj:`y` (int64)."""
+    order = gene_order({g for table in (mutations, cna) for g in table[1]
+                        if g in selected}, coding)
     if not order:
         raise ValueError(f"No gene of '{files[0]}' or '{files[1]}' is both "
                          f"in '{files[3]}' and in '{files[4]}'")
-    common = set(blocks[0][0]) & set(blocks[1][0])
-    patients = [p for p in blocks[0][0] if p in common]
+    in_cna = set(cna[0])
+    patients = [p for p in mutations[0] if p in response and p in in_cna]
     if not patients:
         raise ValueError(f"No patient of '{files[2]}' is both in "
                          f"'{files[0]}' and in '{files[1]}'")
-    x = np.zeros((len(patients), len(order), len(blocks)))
-    for t, (rows, cols, values, kept) in enumerate(blocks):
-        row = {p: i for i, p in enumerate(rows)}
-        position = {j: k for k, j in enumerate(kept)}
-        r = [row[p] for p in patients]
-        for g, gene in enumerate(order):
-            if gene in cols:
-                x[:, g, t] = values[r, position[cols[gene]]]
+    x = np.zeros((len(patients), len(order), 3))
+    for t, ((names, genes, values), transform) in enumerate([
+            (mutations, mutation_features), (cna, deletion_features),
+            (cna, amplification_features)]):
+        row = {p: i for i, p in enumerate(names)}
+        col = {g: j for j, g in enumerate(genes)}
+        have = [g for g, gene in enumerate(order) if gene in col]
+        x[:, have, t] = transform(values[np.ix_(
+            [row[p] for p in patients], [col[order[g]] for g in have])])
     x = np.nan_to_num(x, nan=0.).reshape(len(patients), -1)
-    y = np.array([response[p] for p in patients], dtype=np.int64)
-    return patients, order, x, y
+    return patients, order, x, np.array([response[p] for p in patients],
+                                        dtype=np.int64)
 
 
 def split_masks(patients: Sequence[str], files: Dict):
     r"""The masks :obj:`[N, S]` of the split files :obj:`files`
-    (:obj:`{(kind, i): path}`) over :obj:`patients`; a split whose three
-    files share a patient, or that has no training or test patient in the
-    data, raises a :class:`ValueError` naming the files."""
+    (:obj:`{(kind, i): path}`) over :obj:`patients`; a split whose files
+    share a patient, or that has no training or test patient in the data,
+    raises a :class:`ValueError` naming the files."""
     index = {p: i for i, p in enumerate(patients)}
     num_splits = 1 + max(i for _, i in files)
     masks = {kind: torch.zeros(len(patients), num_splits, dtype=torch.bool)
              for kind, _ in files}
     for i in range(num_splits):
-        ids = {kind: read_split(files[(kind, i)])
+        ids = {kind: read_split(files[kind, i])
                for kind in SPLIT_KINDS if (kind, i) in files}
-        kinds = list(ids)
-        for a in range(len(kinds)):
-            for b in range(a + 1, len(kinds)):
-                both = set(ids[kinds[a]]) & set(ids[kinds[b]])
-                if both:
-                    raise ValueError(
-                        f"'{files[(kinds[a], i)]}' and "
-                        f"'{files[(kinds[b], i)]}' share the patients "
-                        f"{sorted(both)[:5]}")
+        for a, b in itertools.combinations(ids, 2):
+            both = set(ids[a]) & set(ids[b])
+            if both:
+                raise ValueError(f"'{files[a, i]}' and '{files[b, i]}' "
+                                 f"share the patients {sorted(both)[:5]}")
         for kind, members in ids.items():
             rows = [index[p] for p in members if p in index]
             if not rows and kind in ('training', 'test'):
-                raise ValueError(f"'{files[(kind, i)]}' has no patient of "
+                raise ValueError(f"'{files[kind, i]}' has no patient of "
                                  f"the data")
             masks[kind][rows, i] = True
     return masks

@@ -5,6 +5,7 @@ import math
 import os
 import os.path as osp
 import re
+from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -21,12 +22,9 @@ class PandemicTGNN(OfflineDataset):
     r"""The daily COVID-19 cases and mobility graphs of the regions of
     England, France, Italy or Spain from the `"Transfer Graph Neural Networks
     for Pandemic Forecasting" <https://arxiv.org/abs/2009.08388>`_ paper,
-    one graph per day.
-
-    The England member is the data of the COIN paper's forecasting
-    experiment: PyTorch Geometric Temporal's :obj:`EnglandCovid`
-    (:obj:`england_covid.json`) holds the same cases and edges, with its
-    regions in another order.
+    one graph per day. England is the data of the COIN paper's forecasting
+    experiment (PyTorch Geometric Temporal's :obj:`EnglandCovid`, with its
+    regions in another order).
 
     The raw files are those of the `pandemic_tgnn repository
     <https://github.com/geopanag/pandemic_tgnn>`_ (folder
@@ -35,82 +33,45 @@ class PandemicTGNN(OfflineDataset):
 
     * :obj:`<country>_labels.csv`: a header row with a :obj:`name` column
       and one column per day (:obj:`YYYY-MM-DD`), then one row of daily new
-      cases per region; other columns (such as an unnamed index) are
-      ignored.
-    * :obj:`graphs/<XX>_<YYYY-MM-DD>.csv`: one file per day, with one
+      cases per region; other columns are ignored.
+    * :obj:`graphs/<XX>_<YYYY-MM-DD>.csv`: one file per day, one
       :obj:`source,target,weight` row (no header) per edge, the number of
-      people moving from region :obj:`source` to region :obj:`target`
-      (self-loops included; each pair at most once; a day without any
-      movement has an empty file).
+      people moving from :obj:`source` to :obj:`target` (self-loops
+      included; each pair at most once; possibly no row).
 
     As in the paper's code, the regions are those of the label file that
-    occur in the mobility graphs (England: 129 of 151), in the order of the
-    label file, and the days are those of the graph files, which must be
-    consecutive. Processed data is written to
-    :obj:`<root>/<Country>/processed/`.
-
-    :obj:`dataset[t]` is the :class:`~torch_geometric.data.Data` of day
-    :obj:`t`, with :obj:`y` (:obj:`[N]`, float) the new cases of each region,
-    :obj:`edge_index` (:obj:`[2, E_t]`) and :obj:`edge_weight`
-    (:obj:`[E_t]`, float) the mobility graph, and :obj:`date` the day
-    (:obj:`"YYYY-MM-DD"`); :obj:`dataset.regions` names the :obj:`N` regions.
-    The cases of all days, :obj:`[T, N]`, are
-    :obj:`torch.stack([data.y for data in dataset])`.
+    occur in the mobility graphs, in the order of the label file, and the
+    days are those of the graph files, which must be consecutive.
+    :obj:`dataset[t]` is day :obj:`t`: :obj:`y` (:obj:`[N]`, float) the new
+    cases of each region, :obj:`edge_index` (:obj:`[2, E_t]`) and
+    :obj:`edge_weight` (:obj:`[E_t]`, float) the mobility graph, and
+    :obj:`date` (:obj:`"YYYY-MM-DD"`); :obj:`dataset.regions` names the
+    :obj:`N` regions. England has 129 regions and 61 days, France 81 and 64,
+    Italy 105 and 79, Spain 34 and 62.
 
     Args:
         root (str): Root directory that holds the folder :obj:`<Country>`.
         country (str): :obj:`"England"`, :obj:`"France"`, :obj:`"Italy"` or
             :obj:`"Spain"` (case-insensitive).
-        transform (callable, optional): A function/transform that takes in
-            the :class:`~torch_geometric.data.Data` of a day and returns a
-            transformed version, at every access. (default: :obj:`None`)
+        transform (callable, optional): A function/transform applied to the
+            :class:`~torch_geometric.data.Data` of a day at every access.
+            (default: :obj:`None`)
         pre_transform (callable, optional): A function/transform applied to
             the :class:`~torch_geometric.data.Data` of each day before it is
-            saved to disk. (default: :obj:`None`)
+            saved. (default: :obj:`None`)
         pre_filter (callable, optional): A function that takes in the
             :class:`~torch_geometric.data.Data` of a day and returns whether
-            the day is kept in the dataset. (default: :obj:`None`)
+            the day is kept. (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
-
-    **STATS:**
-
-    .. list-table::
-        :widths: 10 10 10 10
-        :header-rows: 1
-
-        * - Country
-          - #regions
-          - #days
-          - #edges per day
-        * - England
-          - 129
-          - 61
-          - 836 -- 2,158
-        * - France
-          - 81
-          - 64
-          - 212 -- 705
-        * - Italy
-          - 105
-          - 79
-          - 313 -- 702
-        * - Spain
-          - 34
-          - 62
-          - 54 -- 139
     """
     countries = ('England', 'France', 'Italy', 'Spain')
 
-    def __init__(
-        self,
-        root: str,
-        country: str,
-        transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        pre_filter: Optional[Callable] = None,
-        force_reload: bool = False,
-    ) -> None:
+    def __init__(self, root: str, country: str,
+                 transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 pre_filter: Optional[Callable] = None,
+                 force_reload: bool = False) -> None:
         names = {c.lower(): c for c in self.countries}
         if not isinstance(country, str) or country.lower() not in names:
             raise ValueError(f"Unknown 'country' {country!r}: expected one "
@@ -118,13 +79,11 @@ class PandemicTGNN(OfflineDataset):
         self.country = names[country.lower()]
         super().__init__(root, transform, pre_transform, pre_filter,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0])
-        self.regions: List[str] = self.load_json(self.processed_paths[1])
-        if (not isinstance(self.regions, list)
-                or not all(isinstance(r, str) for r in self.regions)
-                or len(self.regions) != self[0].num_nodes):
-            raise self._damaged(self.processed_paths[1], ValueError(
-                f'not the names of the {self[0].num_nodes} regions'))
+        self.regions: List[str] = self.load_json(
+            self.processed_paths[1], lambda regions: (
+                isinstance(regions, list)
+                and all(isinstance(r, str) for r in regions)
+                and len(regions) == self[0].num_nodes))
 
     @property
     def folder(self) -> str:
@@ -148,11 +107,7 @@ class PandemicTGNN(OfflineDataset):
         names, cases = read_labels(label_file)
         days = graph_files(self.raw_file('graphs'))
         edges = {day: read_edges(file, names) for day, file in days.items()}
-
-        used = set()
-        for src, dst, _ in edges.values():
-            used.update(src)
-            used.update(dst)
+        used = {n for src, dst, _ in edges.values() for n in src + dst}
         if not used:
             raise ValueError(f"The mobility graphs in "
                              f"'{self.raw_file('graphs')}' have no edges")
@@ -168,20 +123,17 @@ class PandemicTGNN(OfflineDataset):
             edge_index = torch.tensor([[index[n] for n in src],
                                        [index[n] for n in dst]],
                                       dtype=torch.long).view(2, -1)
-            y = torch.tensor([cases[day][names[n]] for n in regions],
-                             dtype=torch.float)
-            data_list.append(
-                Data(y=y, edge_index=edge_index,
-                     edge_weight=torch.tensor(weight, dtype=torch.float),
-                     num_nodes=len(regions), date=day))
-
+            data_list.append(Data(
+                y=torch.tensor([cases[day][names[n]] for n in regions],
+                               dtype=torch.float),
+                edge_index=edge_index,
+                edge_weight=torch.tensor(weight, dtype=torch.float),
+                num_nodes=len(regions), date=day))
         if self.pre_filter is not None:
             data_list = [d for d in data_list if self.pre_filter(d)]
             if not data_list:
                 raise ValueError("'pre_filter' rejects every day")
-        if self.pre_transform is not None:
-            data_list = [self.pre_transform(d) for d in data_list]
-        self.save(data_list, self.processed_paths[0])
+        self.save_processed(data_list)
         with open(self.processed_paths[1], 'w') as f:
             json.dump(regions, f)
 
@@ -216,8 +168,8 @@ def parse_count(value: str, file: str, line: int, what: str) -> float:
     return out
 
 
-def read_labels(
-        file: str) -> Tuple[Dict[str, int], Dict[str, List[float]]]:
+def read_labels(file: str
+                ) -> Tuple[Dict[str, int], Dict[str, List[float]]]:
     r"""Returns the row of each region and the cases of each day of a label
     file."""
     rows = read_rows(file)
@@ -230,11 +182,9 @@ def read_labels(
     dates = [(j, h) for j, h in enumerate(header) if DATE.fullmatch(h)]
     if not dates:
         raise ValueError(f"'{file}' has no column of a day (YYYY-MM-DD)")
-    seen = set()
-    for _, day in dates:
-        if day in seen:
+    for day, count in Counter(day for _, day in dates).items():
+        if count > 1:
             raise ValueError(f"'{file}' has two columns of the day {day}")
-        seen.add(day)
     names: Dict[str, int] = {}
     cases: Dict[str, List[float]] = {day: [] for _, day in dates}
     for line, row in rows[1:]:
@@ -262,22 +212,22 @@ def graph_files(folder: str) -> Dict[str, str]:
         match = GRAPH_FILE.fullmatch(name)
         if match is None:
             continue
-        file = osp.join(folder, name)
+        file, day = osp.join(folder, name), match.group(1)
         try:
-            datetime.date.fromisoformat(match.group(1))
+            datetime.date.fromisoformat(day)
         except ValueError as err:
             raise ValueError(f"'{file}' is not named after a valid "
                              f"date") from err
-        if match.group(1) in days:
-            raise ValueError(f"'{file}' and '{days[match.group(1)]}' are "
-                             f"graphs of the same day")
-        days[match.group(1)] = file
+        if day in days:
+            raise ValueError(f"'{file}' and '{days[day]}' are graphs of "
+                             f"the same day")
+        days[day] = file
     if not days:
         raise ValueError(f"'{folder}' has no graph file named "
                          f"<XX>_<YYYY-MM-DD>.csv")
     days = dict(sorted(days.items()))
     dates = [datetime.date.fromisoformat(day) for day in days]
-    for prev, day in zip(dates[:-1], dates[1:]):
+    for prev, day in zip(dates, dates[1:]):
         if (day - prev).days != 1:
             raise ValueError(f"'{folder}' has no graph file for the days "
                              f"between {prev} and {day}")
@@ -287,10 +237,8 @@ def graph_files(folder: str) -> Dict[str, str]:
 def read_edges(file: str, names: Dict[str, int]
                ) -> Tuple[List[str], List[str], List[float]]:
     r"""Returns the sources, targets and weights of a mobility graph file."""
-    src: List[str] = []
-    dst: List[str] = []
-    weight: List[float] = []
-    seen: Dict[Tuple[str, str], int] = {}
+    src, dst, weight = [], [], []
+    seen: Dict[Tuple[str, str], int] = {}  # The line of each edge.
     for line, row in read_rows(file):
         if len(row) != 3:
             raise ValueError(f"'{file}', line {line}: {len(row)} fields, "

@@ -15,39 +15,27 @@ class Prostate(OfflineDataset):
     .. note::
 
         This is *not* the data of the COIN paper's prostate cancer
-        experiment, and the COIN paper did not use it. The paper's
-        experiment classifies primary vs metastatic tumours from somatic
-        mutations and copy-number changes of the P1000 cohort (`Elmarakeby
-        et al. (2021) <https://doi.org/10.1038/s41586-021-03922-4>`_; see
-        :class:`~torch_geometric_coin.datasets.P1000`, not shipped). This
-        data serves this package's own experiment
-        (:obj:`benchmarks/prostate.py --dataset singh2002`): tumour vs
-        normal tissue from gene expression, another task, with other
-        features and another graph, whose results say nothing about the
-        paper's.
+        experiment (primary vs metastatic tumours of the P1000 cohort, see
+        :class:`~torch_geometric_coin.datasets.P1000`), but of this
+        package's own experiment (:obj:`benchmarks/prostate.py --dataset
+        singh2002`), whose results say nothing about the paper's.
 
     The raw file is :obj:`Prostate_GE.mat` of the `scikit-feature
-    <https://jundongl.github.io/scikit-feature/datasets.html>`_ collection,
-    a MATLAB file with the expression matrix :obj:`X` (patients x genes) and
-    the labels :obj:`Y` (:obj:`2` = tumour, :obj:`1` = normal), expected in
-    :obj:`<root>/` (or :obj:`<root>/raw/`). Processed data is written to
-    :obj:`<root>/processed/`.
-
-    :obj:`dataset[0]` is a :class:`~torch_geometric.data.Data` without
-    edges, with :obj:`x` (:obj:`[102, 5966]`, float32) the expression of each
-    patient and :obj:`y` (:obj:`[102]`) :obj:`1` for tumour and :obj:`0` for
-    normal; graphs are built on top of it (*e.g.*, with
-    :func:`~torch_geometric_coin.utils.gaussian_knn_graph`).
+    <https://jundongl.github.io/scikit-feature/datasets.html>`_ collection
+    (:obj:`X` patients x genes, :obj:`Y` :obj:`2` = tumour, :obj:`1` =
+    normal), in :obj:`<root>/` or :obj:`<root>/raw/`. :obj:`dataset[0]` has
+    no edges: :obj:`x` (:obj:`[102, 5966]`, float32) and :obj:`y`
+    (:obj:`[102]`, :obj:`1` = tumour); build a graph on top of it (*e.g.*,
+    with :func:`~torch_geometric_coin.utils.gaussian_knn_graph`).
 
     Args:
         root (str): Root directory where the dataset should be saved.
-        transform (callable, optional): A function/transform that takes in
-            the :class:`~torch_geometric.data.Data` of the patients and
-            returns a transformed version, at every access.
+        transform (callable, optional): A function/transform applied to the
+            :class:`~torch_geometric.data.Data` at every access.
             (default: :obj:`None`)
         pre_transform (callable, optional): A function/transform applied to
-            the :class:`~torch_geometric.data.Data` of the patients before it
-            is saved to disk. (default: :obj:`None`)
+            the :class:`~torch_geometric.data.Data` before it is saved.
+            (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
     """
@@ -55,16 +43,11 @@ class Prostate(OfflineDataset):
               'datasets.html), e.g. via the repository '
               'Zhang-ZeSheng/Feature-Selection-Datasets')
 
-    def __init__(
-        self,
-        root: str,
-        transform: Optional[Callable] = None,
-        pre_transform: Optional[Callable] = None,
-        force_reload: bool = False,
-    ) -> None:
+    def __init__(self, root: str, transform: Optional[Callable] = None,
+                 pre_transform: Optional[Callable] = None,
+                 force_reload: bool = False) -> None:
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload)
-        self.load(self.processed_paths[0])
 
     @property
     def raw_file_names(self) -> List[str]:
@@ -104,9 +87,6 @@ class Prostate(OfflineDataset):
         if not np.isin(y, (1, 2)).all():
             raise ValueError(f"'Y' in '{file}' must hold 1 (normal) or 2 "
                              f"(tumour), got {np.unique(y).tolist()}")
-
-        data = Data(x=torch.from_numpy(x.astype(np.float32)),
-                    y=torch.from_numpy((y == 2).astype(np.int64)))
-        if self.pre_transform is not None:
-            data = self.pre_transform(data)
-        self.save([data], self.processed_paths[0])
+        self.save_processed([Data(
+            x=torch.from_numpy(x.astype(np.float32)),
+            y=torch.from_numpy((y == 2).astype(np.int64)))])

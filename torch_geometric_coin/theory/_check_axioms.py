@@ -10,14 +10,6 @@ from torch_geometric.data import Data
 
 from torch_geometric_coin._checks import check_number
 
-AXIOMS: Tuple[str, ...] = (
-    'comparison',
-    'constants',
-    'linearity',
-    'semigroup',
-    'symmetry',
-)
-
 AXIOM_TITLES: Dict[str, str] = {
     'comparison': 'comparison principle',
     'constants': 'preserves constants',
@@ -25,7 +17,7 @@ AXIOM_TITLES: Dict[str, str] = {
     'semigroup': 'Markov/semigroup',
     'symmetry': 'symmetry',
 }
-
+AXIOMS: Tuple[str, ...] = tuple(AXIOM_TITLES)
 _DEFAULT_ATOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
 
@@ -36,10 +28,10 @@ class AxiomResult:
     Args:
         name (str): The axiom, one of :obj:`AXIOMS`.
         holds (bool, optional): Whether no probe violated the axiom by more
-            than the tolerance, or :obj:`None` if the axiom was not checked.
-        violation (float): The worst scaled violation found (see
-            :func:`check_axioms`); :obj:`nan` if not checked and :obj:`inf`
-            if the operator returned non-finite values.
+            than the tolerance, or :obj:`None` if it was not checked.
+        violation (float): The worst scaled violation (see
+            :func:`check_axioms`); :obj:`nan` if not checked, :obj:`inf` if
+            the operator returned non-finite values.
         note (str): Why the axiom was skipped, or what was compared.
     """
     name: str
@@ -57,11 +49,7 @@ class AxiomResult:
 @dataclass
 class AxiomReport:
     r"""The result of :func:`check_axioms`: one :class:`AxiomResult` per
-    axiom, plus the probing set-up.
-
-    Index it by axiom name (:obj:`report['linearity'].holds`), print it, or
-    render it with :meth:`to_markdown` / :meth:`to_dict`.
-    """
+    axiom (:obj:`report['linearity'].holds`) and the probing set-up."""
     results: Dict[str, AxiomResult]
     num_nodes: int
     num_channels: int
@@ -84,28 +72,17 @@ class AxiomReport:
         def num(v: float) -> Union[float, str]:
             return v if math.isfinite(v) else str(v)
 
-        return {
-            'num_nodes': self.num_nodes,
-            'num_channels': self.num_channels,
-            'trials': self.trials,
-            'atol': self.atol,
-            'dtype': self.dtype,
-            'axioms': {
-                name: {
-                    'holds': res.holds,
-                    'violation': num(res.violation),
-                    'note': res.note
-                }
-                for name, res in self.results.items()
-            },
-        }
+        return dict(
+            num_nodes=self.num_nodes, num_channels=self.num_channels,
+            trials=self.trials, atol=self.atol, dtype=self.dtype,
+            axioms={name: dict(holds=res.holds, violation=num(res.violation),
+                               note=res.note)
+                    for name, res in self.results.items()})
 
     def to_markdown(self) -> str:
         r"""A Markdown table with one row per axiom."""
-        lines = [
-            '| axiom | holds | worst violation | note |',
-            '|---|---|---|---|',
-        ]
+        lines = ['| axiom | holds | worst violation | note |',
+                 '|---|---|---|---|']
         for name, res in self.results.items():
             holds = 'n/a' if res.holds is None else (
                 'yes' if res.holds else 'NO')
@@ -116,10 +93,9 @@ class AxiomReport:
 
     def __str__(self) -> str:
         width = max(len(t) for t in AXIOM_TITLES.values())
-        lines = [
-            f'Axioms ({self.trials} trials, {self.num_nodes} nodes x '
-            f'{self.num_channels} channels, {self.dtype}, atol={self.atol:g})'
-        ]
+        lines = [f'Axioms ({self.trials} trials, {self.num_nodes} nodes x '
+                 f'{self.num_channels} channels, {self.dtype}, '
+                 f'atol={self.atol:g})']
         for name, res in self.results.items():
             lines.append(f'  {AXIOM_TITLES[name]:<{width}}  {res.cell()}'
                          f'{"  " + res.note if res.holds is None else ""}')
@@ -128,8 +104,8 @@ class AxiomReport:
 
 def format_axiom_table(reports: Mapping[str, AxiomReport]) -> str:
     r"""Renders several :class:`AxiomReport` objects as one Markdown table,
-    one row per operator and one column per axiom; each cell reads
-    ``yes``/``NO`` with the worst scaled violation, or ``n/a``.
+    one row per operator and one column per axiom (see
+    :meth:`AxiomResult.cell`).
 
     Args:
         reports (Mapping[str, AxiomReport]): Row label to report.
@@ -158,11 +134,9 @@ def check_axioms(
     dtype: Optional[torch.dtype] = None,
 ) -> AxiomReport:
     r"""Probes a propagation operator :math:`\mathcal{T}` over a fixed graph
-    with random node signals and reports which of the axioms of the
-    convection-diffusion framework (Wang, Bao, Shi, 2024) it obeys.
-
-    For inputs :math:`\mathbf{U}, \mathbf{V} \in \mathbb{R}^{N \times C}`,
-    scalars :math:`a, b` and a constant :math:`c`, the axioms are
+    with random node signals :math:`\mathbf{U}, \mathbf{V}` (scalars
+    :math:`a, b`, a constant :math:`c`) and reports which axioms of the
+    convection-diffusion framework (Wang, Bao, Shi, 2024) it obeys:
 
     .. math::
         \textrm{comparison:}\quad & \mathbf{U} \le \mathbf{V}
@@ -179,30 +153,23 @@ def check_axioms(
         \textrm{symmetry:}\quad & \langle \mathcal{T}\mathbf{U}, \mathbf{V}
         \rangle = \langle \mathbf{U}, \mathcal{T}\mathbf{V} \rangle
 
-    Each violation is scaled to be dimensionless: for the first four,
-    :math:`\max |\textrm{lhs} - \textrm{rhs}| /
+    The violations are scaled: :math:`\max |\textrm{lhs} - \textrm{rhs}| /
     \max(1, \|\textrm{lhs}\|_\infty, \|\textrm{rhs}\|_\infty)` (for the
-    comparison principle
-    :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` in the
-    numerator); for symmetry :math:`|\langle \mathcal{T}\mathbf{U},
-    \mathbf{V}\rangle - \langle \mathbf{U}, \mathcal{T}\mathbf{V}\rangle|`
-    divided by the Cauchy-Schwarz bound :math:`\|\mathcal{T}\mathbf{U}\|
-    \|\mathbf{V}\| + \|\mathbf{U}\| \|\mathcal{T}\mathbf{V}\|`. An axiom
-    holds if no probe exceeds :obj:`atol`. The comparison principle is
-    probed with both dense positive increments and single-node impulses, so
-    a negative entry in a linear operator is found once the probes hit it.
-    Random probing can prove a violation, never that an axiom holds.
+    comparison principle :math:`\max (\mathcal{T}\mathbf{U} -
+    \mathcal{T}\mathbf{V})_+` in the numerator), and for symmetry the
+    difference of the inner products over the Cauchy-Schwarz bound
+    :math:`\|\mathcal{T}\mathbf{U}\| \|\mathbf{V}\| + \|\mathbf{U}\|
+    \|\mathcal{T}\mathbf{V}\|`. An axiom holds if no probe exceeds
+    :obj:`atol`. The comparison principle is probed with dense positive
+    increments and single-node impulses. Random probing can prove a
+    violation, never that an axiom holds.
 
     Args:
-        operator (torch.nn.Module or callable): The operator. If :obj:`graph`
-            is an :obj:`int`, it is called as :obj:`operator(x)`; otherwise
-            as :obj:`operator(x, edge_index)` or, when the graph carries edge
-            weights, :obj:`operator(x, edge_index, edge_weight)` (the
-            signature of :class:`~torch_geometric.nn.conv.APPNP`,
-            :class:`~torch_geometric.nn.conv.GCNConv` and
-            :class:`~torch_geometric_coin.nn.CoinDiffusionConv`). Modules
-            are deep-copied, cast to :obj:`dtype` and put into evaluation
-            mode; the original is left untouched.
+        operator (torch.nn.Module or callable): The operator, called as
+            :obj:`operator(x)` if :obj:`graph` is an :obj:`int`, else as
+            :obj:`operator(x, edge_index[, edge_weight])` (like
+            :class:`~torch_geometric.nn.conv.GCNConv`). A module is probed
+            as a copy cast to :obj:`dtype`, in evaluation mode.
         graph (int, torch.Tensor or torch_geometric.data.Data): The number of
             nodes, an :obj:`edge_index`, or a :obj:`Data` object with
             :obj:`edge_index` and optional :obj:`edge_weight`.
@@ -212,20 +179,17 @@ def check_axioms(
             (default: :obj:`8`)
         make_operator (callable, optional): Builds the operator with a given
             number of steps (e.g. :obj:`lambda K: APPNP(K, 0.1)`), called the
-            same way as :obj:`operator`. If given, the Markov/semigroup
-            property is checked; otherwise it is reported as not checked.
-            (default: :obj:`None`)
+            same way as :obj:`operator`, to check the Markov/semigroup
+            property (otherwise not checked). (default: :obj:`None`)
         steps (Tuple[int, int], optional): The step counts
             :math:`(K_1, K_2)` for the semigroup check; only with
             :obj:`make_operator`. (default: :obj:`(2, 3)`)
-        atol (float, optional): Tolerance on the scaled violations, finite
-            and non-negative.
+        atol (float, optional): Tolerance on the scaled violations.
             (default: :obj:`1e-8` for :obj:`float64` probes, :obj:`1e-4` for
             :obj:`float32`)
         seed (int, optional): Seed of the probes. (default: :obj:`0`)
-        dtype (torch.dtype, optional): Floating type of the probes. Pass
-            :obj:`torch.float32` for a function that closes over a
-            :obj:`float32` module. (default: :obj:`torch.float64`)
+        dtype (torch.dtype, optional): Floating type of the probes.
+            (default: :obj:`torch.float64`)
 
     Returns:
         AxiomReport: per axiom, whether it holds and the worst violation.
@@ -233,16 +197,12 @@ def check_axioms(
     check_number('num_channels', num_channels, integer=True, low=1)
     check_number('trials', trials, integer=True, low=1)
     num_channels, trials = int(num_channels), int(trials)
-    if not callable(operator):
-        raise TypeError(f"'operator' must be an nn.Module or a callable "
-                        f"(got {type(operator).__name__})")
     if make_operator is not None and not callable(make_operator):
         raise TypeError("'make_operator' must be a callable steps -> operator")
     if steps is not None and make_operator is None:
         raise ValueError("'steps' sets the step counts of the semigroup "
                          "check, which needs 'make_operator'")
-    if steps is None:
-        steps = (2, 3)
+    steps = (2, 3) if steps is None else steps
     if not isinstance(steps, (tuple, list)) or len(steps) != 2:
         raise ValueError(f"'steps' must be two positive integers "
                          f"(got {steps!r})")
@@ -268,6 +228,10 @@ def check_axioms(
     apply = _wrap(operator, graph_args, dtype, 'operator')
     shape = (num_nodes, num_channels)
     viol: Dict[str, float] = {name: 0.0 for name in AXIOMS}
+
+    def worst(name: str, value: float):
+        viol[name] = max(viol[name], value)
+
     for t in range(trials):
         u, v = randn(*shape), randn(*shape)
         tu, tv = apply(u), apply(v)
@@ -280,54 +244,63 @@ def check_axioms(
             node = int(torch.randint(num_nodes, (1, ), generator=gen))
             inc[node] = randn(num_channels).abs() + 0.5
         tw = apply(u + inc)
-        viol['comparison'] = max(viol['comparison'],
-                                 _scaled((tu - tw).clamp(min=0), tu, tw))
+        worst('comparison', _scaled((tu - tw).clamp(min=0), tu, tw))
 
-        c = randn(1, num_channels)
-        const = c.expand(shape).clone()
+        const = randn(1, num_channels).expand(shape).clone()
         tc = apply(const)
-        viol['constants'] = max(viol['constants'],
-                                _scaled(tc - const, tc, const))
+        worst('constants', _scaled(tc - const, tc, const))
 
         a, b = randn(2).tolist()
         lhs, rhs = apply(a * u + b * v), a * tu + b * tv
-        viol['linearity'] = max(viol['linearity'], _scaled(lhs - rhs, lhs,
-                                                           rhs))
+        worst('linearity', _scaled(lhs - rhs, lhs, rhs))
 
         inner_1, inner_2 = (tu * v).sum(), (u * tv).sum()
         bound = tu.norm() * v.norm() + u.norm() * tv.norm()
         sym = (inner_1 - inner_2).abs() / bound.clamp(min=1e-300)
-        viol['symmetry'] = max(viol['symmetry'], _finite(sym) if bool(
-            torch.isfinite(bound)) else math.inf)
+        worst('symmetry',
+              _finite(sym) if bool(torch.isfinite(bound)) else math.inf)
 
     if make_operator is not None:
-        k1, k2 = steps
         op_1, op_2, op_12 = (_wrap(make_operator(k), graph_args, dtype,
                                    f'make_operator({k})')
-                             for k in (k1, k2, k1 + k2))
+                             for k in (steps[0], steps[1], sum(steps)))
         for _ in range(trials):
             u = randn(*shape)
             lhs, rhs = op_1(op_2(u)), op_12(u)
-            viol['semigroup'] = max(viol['semigroup'],
-                                    _scaled(lhs - rhs, lhs, rhs))
+            worst('semigroup', _scaled(lhs - rhs, lhs, rhs))
 
-    results = {}
-    for name in AXIOMS:
-        if name == 'semigroup' and make_operator is None:
-            results[name] = AxiomResult(name, None, math.nan,
-                                        'no make_operator given')
-            continue
-        note = f'K={steps[0]}+{steps[1]}' if name == 'semigroup' else ''
-        results[name] = AxiomResult(name, viol[name] <= atol, viol[name],
-                                    note)
+    results = {name: AxiomResult(name, viol[name] <= atol, viol[name])
+               for name in AXIOMS}
+    if make_operator is None:
+        results['semigroup'] = AxiomResult('semigroup', None, math.nan,
+                                           'no make_operator given')
+    else:
+        results['semigroup'].note = f'K={steps[0]}+{steps[1]}'
     return AxiomReport(results, num_nodes, num_channels, trials, atol,
                        str(dtype).replace('torch.', ''))
 
 
-def _check_edge_index(edge_index, num_nodes: Optional[int],
-                      name: str) -> int:
-    r"""Checks an :obj:`edge_index` and returns the number of nodes (from
-    :obj:`num_nodes` if given, else the largest index plus one)."""
+def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
+    r"""Returns the number of nodes and the graph arguments of the
+    operator."""
+    if isinstance(graph, numbers.Integral) and not isinstance(graph, bool):
+        check_number('graph', graph, integer=True, low=1)
+        return int(graph), []
+    if isinstance(graph, Data):
+        if graph.edge_index is None or graph.num_nodes is None:
+            raise ValueError("'graph' must have 'edge_index' and a known "
+                             "number of nodes")
+        edge_index, weight, name = (graph.edge_index, graph.edge_weight,
+                                    'graph.edge_index')
+        num_nodes = int(graph.num_nodes)
+        if num_nodes < 1:
+            raise ValueError(f"'graph' must have at least one node (got "
+                             f"num_nodes={num_nodes})")
+    elif isinstance(graph, Tensor):
+        edge_index, weight, name, num_nodes = graph, None, 'graph', None
+    else:
+        raise TypeError(f"'graph' must be an int, an edge_index or a Data "
+                        f"(got {type(graph).__name__})")
     if (not isinstance(edge_index, Tensor) or edge_index.dim() != 2
             or edge_index.size(0) != 2 or edge_index.is_floating_point()
             or edge_index.is_complex() or edge_index.dtype == torch.bool):
@@ -340,48 +313,21 @@ def _check_edge_index(edge_index, num_nodes: Optional[int],
         if edge_index.numel() == 0:
             raise ValueError("'graph' has no edges; pass a Data object with "
                              "'num_nodes' or the number of nodes")
-        return int(edge_index.max()) + 1
-    if edge_index.numel() and int(edge_index.max()) >= num_nodes:
+        num_nodes = int(edge_index.max()) + 1
+    elif edge_index.numel() and int(edge_index.max()) >= num_nodes:
         raise ValueError(f"'{name}' refers to node {int(edge_index.max())} "
                          f"but the graph has {num_nodes} nodes")
-    return num_nodes
-
-
-def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
-    if isinstance(graph, bool):
-        raise TypeError("'graph' must be an int, an edge_index or a Data "
-                        "(got bool)")
-    if isinstance(graph, numbers.Integral):
-        check_number('graph', graph, integer=True, low=1)
-        return int(graph), []
-    if isinstance(graph, Data):
-        if graph.edge_index is None or graph.num_nodes is None:
-            raise ValueError("'graph' must have 'edge_index' and a known "
-                             "number of nodes")
-        num_nodes = int(graph.num_nodes)
-        if num_nodes < 1:
-            raise ValueError(f"'graph' must have at least one node (got "
-                             f"num_nodes={num_nodes})")
-        _check_edge_index(graph.edge_index, num_nodes, 'graph.edge_index')
-        args = [graph.edge_index]
-        weight = graph.edge_weight
-        if weight is not None:
-            if (not isinstance(weight, Tensor) or not (
-                    weight.is_floating_point())
-                    or weight.shape != (graph.edge_index.size(1), )):
-                raise ValueError(f"'graph.edge_weight' must be a "
-                                 f"floating-point tensor of shape "
-                                 f"[{graph.edge_index.size(1)}] (got "
-                                 f"{getattr(weight, 'shape', type(weight))})")
-            if not bool(torch.isfinite(weight).all()):
-                raise ValueError("'graph.edge_weight' contains NaN or "
-                                 "infinite values")
-            args.append(weight)
-        return num_nodes, args
-    if isinstance(graph, Tensor):
-        return _check_edge_index(graph, None, 'graph'), [graph]
-    raise TypeError(f"'graph' must be an int, an edge_index or a Data "
-                    f"(got {type(graph).__name__})")
+    if weight is None:
+        return num_nodes, [edge_index]
+    if (not isinstance(weight, Tensor) or not weight.is_floating_point()
+            or weight.shape != (edge_index.size(1), )):
+        raise ValueError(f"'graph.edge_weight' must be a floating-point "
+                         f"tensor of shape [{edge_index.size(1)}] (got "
+                         f"{getattr(weight, 'shape', type(weight))})")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError("'graph.edge_weight' contains NaN or infinite "
+                         "values")
+    return num_nodes, [edge_index, weight]
 
 
 def _wrap(operator: Operator, graph_args: List[Tensor], dtype: torch.dtype,

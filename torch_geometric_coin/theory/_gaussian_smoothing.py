@@ -35,27 +35,21 @@ def gaussian_smoothing(
         \mathcal{N}(\mathbf{0}, \mathbf{I})} \left[ f\left(\mathbf{x} +
         \sqrt{2t}\, \sigma \boldsymbol{\epsilon}\right) \right]
 
-    by Monte Carlo. :math:`u` is the solution of the heat equation
-
-    .. math::
-        \frac{\partial u}{\partial t} = \sigma^2 \Delta u, \qquad
-        u(0, \cdot) = f,
-
-    because the heat kernel of :math:`\sigma^2 \Delta` at time :math:`t` is
-    the density of :math:`\mathcal{N}(\mathbf{0}, 2 \sigma^2 t \mathbf{I})`.
-    Training a network :math:`f` on inputs perturbed by Gaussian noise of
-    variance :math:`s^2` thus trains the diffused network
-    :math:`u(s^2 / (2 \sigma^2), \cdot)`.
+    by Monte Carlo: :math:`u` solves the heat equation
+    :math:`\partial_t u = \sigma^2 \Delta u`, :math:`u(0, \cdot) = f`, whose
+    kernel at time :math:`t` is the density of
+    :math:`\mathcal{N}(\mathbf{0}, 2 \sigma^2 t \mathbf{I})`. Training
+    :math:`f` on inputs with Gaussian noise of variance :math:`s^2` thus
+    trains the diffused network :math:`u(s^2 / (2 \sigma^2), \cdot)`.
 
     Args:
-        f (callable): The base function; maps a batch of points of shape
-            :math:`(M, d)` to values of shape :math:`(M)` or :math:`(M, k)`,
-            finite (integer and boolean values are averaged as numbers; a
-            non-finite value raises a :class:`ValueError`).
-        x (torch.Tensor): Evaluation points of shape :math:`(B, d)`, or a
-            single point of shape :math:`(d)`; finite.
+        f (callable): The base function; maps points :math:`(M, d)` to
+            finite values :math:`(M)` or :math:`(M, k)` (integer and boolean
+            values are averaged as numbers).
+        x (torch.Tensor): Finite evaluation points :math:`(B, d)`, or one
+            point :math:`(d)`.
         t (float or torch.Tensor): Diffusion time :math:`t \ge 0`, a scalar
-            or one per point, of shape :math:`(B)`; finite.
+            or one per point :math:`(B)`.
         sigma (float, optional): Diffusion coefficient :math:`\sigma > 0`.
             (default: :obj:`1.0`)
         num_samples (int, optional): Number of noise samples :math:`n \ge 2`
@@ -67,9 +61,9 @@ def gaussian_smoothing(
 
     Returns:
         MonteCarloEstimate: the estimate of :math:`u(t, \mathbf{x})` and its
-        standard error, each of shape :math:`(B)` or :math:`(B, k)` (without
-        the :math:`B` dimension for a single point), of the floating type of
-        :obj:`f`'s values (of :obj:`x` for integer values).
+        standard error, of shape :math:`(B)` or :math:`(B, k)` (no
+        :math:`B` for one point), of the floating type of :obj:`f`'s values
+        (of :obj:`x` for integer values).
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError("'x' must be a floating-point tensor")
@@ -83,15 +77,14 @@ def gaussian_smoothing(
         t = torch.as_tensor(t)
         if t.dtype == torch.bool or t.is_complex():
             raise TypeError(f"'t' must hold real numbers (got {t.dtype})")
-        t = t.to(dtype=x.dtype, device=x.device)
-        if t.dim() > 1 or (t.dim() == 1 and t.numel() != num_points):
-            raise ValueError(f"'t' must be a scalar or have shape "
-                             f"[{num_points}] (got {tuple(t.shape)})")
-        if not torch.isfinite(t).all() or (t < 0).any():
-            raise ValueError("'t' must be finite and non-negative")
     else:
         check_number('t', t, low=0)
-        t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.dim() > 1 or (t.dim() == 1 and t.numel() != num_points):
+        raise ValueError(f"'t' must be a scalar or have shape "
+                         f"[{num_points}] (got {tuple(t.shape)})")
+    if not torch.isfinite(t).all() or (t < 0).any():
+        raise ValueError("'t' must be finite and non-negative")
     check_number('sigma', sigma, low=0, open_low=True)
     check_number('num_samples', num_samples, integer=True, low=2)
     batch_size = num_samples if batch_size is None else batch_size
@@ -157,30 +150,25 @@ def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
     r"""Averages :obj:`num_samples` draws, :obj:`batch_size` at a time, with
     the standard error of the mean. :obj:`draw(m)` returns :obj:`m` samples
     for each of :math:`B` items, shape :math:`(B, m, *)`. Sums of the
-    samples minus the first batch's mean are kept in :obj:`float64` (no
-    cancellation for a large mean and a small spread); the result has the
-    samples' dtype, or :obj:`default_dtype` for integer or boolean samples.
-    Raises a :class:`ValueError` if a sample is not finite and a
+    samples minus the first batch's mean are kept in :obj:`float64`; the
+    result has the samples' dtype (:obj:`default_dtype` for integers or
+    booleans). Raises a :class:`ValueError` if a sample is not finite and a
     :class:`FloatingPointError` if the mean overflows the result's dtype."""
-    total = total_sq = shift = None
-    bad = None
-    done = 0
-    dtype = default_dtype
+    total = total_sq = shift = bad = None
+    done, dtype = 0, default_dtype
     while done < num_samples:
         m = min(batch_size, num_samples - done)
         out = draw(m)
-        if out.is_floating_point():
-            dtype = out.dtype
+        dtype = out.dtype if out.is_floating_point() else dtype
         out = out.double()
         if shift is None:
             shift = out.mean(1)
             bad = ~torch.isfinite(shift)
+            total = total_sq = torch.zeros_like(shift)
         else:
             bad = bad | ~torch.isfinite(out).all(1)
         out = out - shift.unsqueeze(1)
-        part, part_sq = out.sum(1), (out * out).sum(1)
-        total = part if total is None else total + part
-        total_sq = part_sq if total_sq is None else total_sq + part_sq
+        total, total_sq = total + out.sum(1), total_sq + (out * out).sum(1)
         done += m
     if bool(bad.any()):
         raise ValueError("'f' returned NaN or infinite values at some "

@@ -49,12 +49,12 @@ def dropout_diffusion_term(
     batch_size: int = 4096,
     generator: Optional[torch.Generator] = None,
 ) -> DropoutDiffusion:
-    r"""Dropout on hidden units as a diffusion term. With inverted dropout
+    r"""Dropout on hidden units as a diffusion term. Inverted dropout
     :math:`\mathbf{h} \mapsto \mathbf{h} \odot \mathbf{m} / (1 - p)`,
-    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)` independent, the perturbation
-    :math:`\delta_i = h_i (m_i / (1 - p) - 1)` has mean zero, variance
-    :math:`h_i^2 p / (1 - p)` and independent coordinates, so a second-order
-    Taylor expansion of the rest of the network :math:`f` gives
+    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)` independent, perturbs
+    :math:`h_i` by zero-mean independent noise of variance
+    :math:`h_i^2 p / (1 - p)`, so a second-order Taylor expansion of the
+    rest of the network :math:`f` gives
 
     .. math::
         \mathbb{E}_{\mathbf{m}} \left[ f\left(\frac{\mathbf{h} \odot
@@ -62,44 +62,32 @@ def dropout_diffusion_term(
         \frac{1}{2} \frac{p}{1 - p} \sum_i h_i^2
         \frac{\partial^2 f}{\partial h_i^2}(\mathbf{h}),
 
-    a diffusion (second-order) term with a diagonal, state-dependent
-    diffusivity :math:`\frac{p}{1-p} h_i^2`. The formula is exact for
-    quadratic :math:`f`; otherwise higher derivatives contribute terms that
-    are small when :math:`|h_i|` is small on the scale on which
-    :math:`f` curves.
-
-    Computes both sides: the expectation exactly, by enumerating all
-    :math:`2^n` masks, or by Monte Carlo, and the prediction from the
-    diagonal of the Hessian (:func:`torch.func.hessian`).
+    a diffusion term with the diagonal, state-dependent diffusivity
+    :math:`\frac{p}{1-p} h_i^2`, exact for quadratic :math:`f`. Computes
+    both sides: the expectation exactly over all :math:`2^n` masks or by
+    Monte Carlo, and the prediction from the Hessian's diagonal
+    (:func:`torch.func.hessian`).
 
     Args:
-        f (callable): The network after the dropout layer; maps hidden
-            activations of shape :math:`(M, n)` to finite floating-point
-            outputs of shape :math:`(M)` or :math:`(M, k)`. Must be
-            deterministic and differentiable twice (compatible with
-            :mod:`torch.func`), e.g. an :class:`~torch.nn.Module` in
-            evaluation mode (a module with dropout or batch normalisation in
-            training mode raises a :class:`ValueError`).
-        h (torch.Tensor): Hidden activations of shape :math:`(n)` or
-            :math:`(B, n)`; finite.
+        f (callable): The network after the dropout layer; maps activations
+            :math:`(M, n)` to finite floating-point outputs :math:`(M)` or
+            :math:`(M, k)`; deterministic and twice differentiable with
+            :mod:`torch.func` (a module with dropout or batch normalisation
+            in training mode raises a :class:`ValueError`).
+        h (torch.Tensor): Finite activations :math:`(n)` or :math:`(B, n)`.
         p (float): Dropout probability, :math:`0 < p < 1`.
         exact (bool, optional): Enumerate all masks. (default: :obj:`True`
             if :math:`n \le 16`, else :obj:`False`)
-        num_samples (int, optional): Monte Carlo masks per row; only for the
-            Monte Carlo estimate (with :obj:`exact` :obj:`True`, given or by
-            default, passing it raises a :class:`ValueError`).
-            (default: :obj:`10000`)
+        num_samples (int, optional): Monte Carlo masks per row, only without
+            :obj:`exact`. (default: :obj:`10000`)
         batch_size (int, optional): Masks per row and call of :obj:`f`.
             (default: :obj:`4096`)
-        generator (torch.Generator, optional): Source of the masks; only for
-            the Monte Carlo estimate, like :obj:`num_samples`.
-            (default: :obj:`None`)
+        generator (torch.Generator, optional): Source of the masks, only
+            without :obj:`exact`. (default: :obj:`None`)
 
     Returns:
-        DropoutDiffusion: expectation, no-dropout output, their difference
-        with its standard error, and the predicted second-order term, each
-        of shape :math:`(B)`, :math:`(B, k)` or without the :math:`B`
-        dimension for a single :math:`\mathbf{h}`.
+        DropoutDiffusion: each field of shape :math:`(B)`, :math:`(B, k)`,
+        or without :math:`B` for one :math:`\mathbf{h}`.
     """
     if not torch.is_tensor(h) or not h.is_floating_point():
         raise TypeError("'h' must be a floating-point tensor")
@@ -114,9 +102,7 @@ def dropout_diffusion_term(
     single = h.dim() == 1
     h = h.unsqueeze(0) if single else h
     n = h.size(1)
-    if exact is None:
-        exact = n <= MAX_EXACT_UNITS
-    exact = bool(exact)
+    exact = n <= MAX_EXACT_UNITS if exact is None else bool(exact)
     if exact and n > MAX_EXACT_UNITS:
         raise ValueError(f"Exact enumeration of 2^{n} masks is too costly; "
                          f"use at most {MAX_EXACT_UNITS} units or "
@@ -166,14 +152,8 @@ def dropout_diffusion_term(
     h2 = h.reshape(h.size(0), *([1] * (diag.dim() - 2)), n)**2
     predicted = 0.5 * p / (1 - p) * (diag * h2).sum(-1)
 
-    out = DropoutDiffusion(expected, base, expected - base, stderr,
-                           predicted.detach(), exact)
-    if single:
-        out = out._replace(**{
-            k: v[0]
-            for k, v in out._asdict().items() if torch.is_tensor(v)
-        })
-    return out
+    out = [expected, base, expected - base, stderr, predicted.detach()]
+    return DropoutDiffusion(*[v[0] if single else v for v in out], exact)
 
 
 @torch.no_grad()

@@ -12,52 +12,38 @@ from ._gaussian_smoothing import check_finite, check_generator
 class RandomizedSmoothing(torch.nn.Module):
     r"""Randomized smoothing with certified :math:`\ell_2` robustness from the
     `"Certified Adversarial Robustness via Randomized Smoothing"
-    <https://arxiv.org/abs/1902.02918>`_ paper (Cohen, Rosenfeld and Kolter,
-    2019). For a base classifier :math:`f`, the smoothed classifier
+    <https://arxiv.org/abs/1902.02918>`_ paper: the smoothed classifier
 
     .. math::
         g(\mathbf{x}) = \arg\max_c \, \mathbb{P}_{\boldsymbol{\epsilon} \sim
         \mathcal{N}(\mathbf{0}, \sigma^2 \mathbf{I})}
         \left( f(\mathbf{x} + \boldsymbol{\epsilon}) = c \right)
 
-    is the diffused (heat-equation-smoothed) one-hot classifier at time
-    :math:`t = 1/2` (see :func:`gaussian_smoothing`). If the top class has
-    probability :math:`p_A \ge \underline{p_A} > 1/2`, then :math:`g` is
-    constant on the ball of radius :math:`\sigma \Phi^{-1}(\underline{p_A})`.
-    :meth:`predict` and :meth:`certify` estimate :math:`g` by Monte Carlo;
-    each answer is wrong with probability at most :obj:`alpha`.
-
-    The items to classify are the rows of :obj:`x`. By default the model is
-    applied row-wise, :obj:`model(x)` with :obj:`x` of shape :math:`(B, *)`,
-    so several noise draws are stacked into one call. For node
-    classification pass :obj:`forward_fn`, e.g.
-    :obj:`lambda model, x, edge_index: model(x, edge_index)`: every draw
-    perturbs the whole node feature matrix and yields a prediction for every
-    node, so one run certifies all nodes; the radius then bounds the
-    Frobenius norm of a perturbation of the whole feature matrix.
-
-    Inputs :obj:`x` with NaN or infinite entries raise a :class:`ValueError`,
-    and so do NaN scores from the base classifier (for any item and draw):
-    a NaN score has no :math:`\arg\max`, and counting it as a vote for some
-    class could certify that class. Infinite scores are ordered as usual.
+    (the diffused one-hot classifier at time :math:`t = 1/2`, see
+    :func:`gaussian_smoothing`) is constant on the ball of radius
+    :math:`\sigma \Phi^{-1}(\underline{p_A})` if its top class has
+    probability :math:`p_A \ge \underline{p_A} > 1/2`. :meth:`predict` and
+    :meth:`certify` estimate :math:`g` by Monte Carlo, each answer wrong with
+    probability at most :obj:`alpha`, for the rows of :obj:`x`. With
+    :obj:`forward_fn` (node classification), each draw perturbs the whole
+    feature matrix, and the radius bounds its Frobenius norm. Non-finite
+    inputs and NaN scores (no :math:`\arg\max`) raise a
+    :class:`ValueError`.
 
     Args:
-        model (torch.nn.Module or callable): The base classifier; returns
-            logits/scores of shape :math:`(B, C)` or labels of shape
-            :math:`(B)`. Put it into evaluation mode yourself.
+        model (torch.nn.Module or callable): The base classifier, in
+            evaluation mode; returns scores :math:`(B, C)` or labels
+            :math:`(B)`.
         num_classes (int): Number of classes :math:`C \ge 2`.
         sigma (float): Noise level :math:`\sigma > 0`.
         forward_fn (callable, optional): :obj:`forward_fn(model, x_noisy,
-            *args)` computes the base predictions of all rows of one noisy
-            copy :obj:`x_noisy` of :obj:`x` (scores :math:`(B, C)` or labels
-            :math:`(B)`); :obj:`*args` are those passed to :meth:`predict` /
-            :meth:`certify` (e.g. :obj:`edge_index`). When those get a
-            :obj:`batch_size`, :obj:`x_noisy` instead stacks up to
-            :obj:`batch_size` noisy copies, shape :math:`(m, B, *)`, and
-            :obj:`forward_fn` must return scores :math:`(m, B, C)` or labels
-            :math:`(m, B)`, one per copy, e.g. :obj:`lambda model, xs, ei:
-            torch.stack([model(x, ei) for x in xs])`, or :obj:`model(xs, ei)`
-            for a model that accepts a leading batch dimension.
+            *args)` classifies the rows of one noisy copy of :obj:`x`
+            (scores :math:`(B, C)` or labels :math:`(B)`), with the
+            :obj:`*args` of :meth:`predict` / :meth:`certify` (e.g.
+            :obj:`edge_index`). When those get a :obj:`batch_size`,
+            :obj:`x_noisy` stacks up to :obj:`batch_size` copies,
+            :math:`(m, B, *)`, and :obj:`forward_fn` returns scores
+            :math:`(m, B, C)` or labels :math:`(m, B)`.
             (default: :obj:`None`, row-wise :obj:`model(x_noisy)`)
     """
     ABSTAIN = -1
@@ -90,31 +76,29 @@ class RandomizedSmoothing(torch.nn.Module):
     def predict(self, x: Tensor, *args: Any, n: int = 100,
                 alpha: float = 0.001, batch_size: Optional[int] = None,
                 generator: Optional[torch.Generator] = None) -> Tensor:
-        r"""Cohen et al.'s PREDICT: draws :obj:`n` noisy copies, counts the
-        two most frequent classes :math:`n_A \ge n_B`, and returns the top
-        class unless the two-sided binomial test of :math:`n_A` out of
-        :math:`n_A + n_B` against :math:`1/2` has a p-value above
-        :obj:`alpha`, in which case it abstains (:obj:`-1`).
+        r"""Cohen et al.'s PREDICT: the most frequent of :obj:`n` noisy
+        predictions, unless the two-sided binomial test of its count
+        :math:`n_A` against the runner-up's, :math:`n_A` out of
+        :math:`n_A + n_B` against :math:`1/2`, has a p-value above
+        :obj:`alpha` (then :obj:`-1`, abstain).
 
         Args:
-            x (torch.Tensor): Inputs, one item per row, shape :math:`(B, *)`
-                (node features :math:`(N, F)` with :obj:`forward_fn`); finite.
+            x (torch.Tensor): Finite inputs, one item per row,
+                :math:`(B, *)` (node features :math:`(N, F)` with
+                :obj:`forward_fn`).
             *args: Passed on to :obj:`forward_fn`.
             n (int, optional): Number of noise draws. (default: :obj:`100`)
             alpha (float, optional): Probability of returning a class other
                 than :math:`g(\mathbf{x})`. (default: :obj:`0.001`)
             batch_size (int, optional): Noise draws per call of the model
-                (row-wise, the model sees :math:`B \cdot` :obj:`batch_size`
-                rows) or of :obj:`forward_fn` (which then receives stacked
-                copies, see :class:`RandomizedSmoothing`).
+                or of :obj:`forward_fn` (which then gets them stacked).
                 (default: :obj:`100` row-wise; one unstacked copy per call
                 with :obj:`forward_fn`)
             generator (torch.Generator, optional): Source of the noise, on
                 the device of :obj:`x`.
 
         Returns:
-            torch.Tensor: Predicted classes of shape :math:`(B)`, :obj:`-1`
-            where abstaining.
+            torch.Tensor: Classes :math:`(B)`, :obj:`-1` where abstaining.
         """
         check_number('n', n, integer=True, low=1)
         _check_alpha(alpha)
@@ -133,14 +117,12 @@ class RandomizedSmoothing(torch.nn.Module):
                 generator: Optional[torch.Generator] = None
                 ) -> Tuple[Tensor, Tensor]:
         r"""Cohen et al.'s CERTIFY: guesses the top class :math:`\hat{c}_A`
-        from :obj:`n0` draws, then counts it in :obj:`n` fresh draws and
-        bounds its probability from below by the one-sided Clopper-Pearson
-        bound :math:`\underline{p_A}` at level :math:`1 - \alpha`. Returns
+        from :obj:`n0` draws, counts it in :obj:`n` fresh draws, and bounds
+        its probability by the one-sided Clopper-Pearson bound
+        :math:`\underline{p_A}` at level :math:`1 - \alpha`. Returns
         :math:`\hat{c}_A` with radius :math:`\sigma \Phi^{-1}
         (\underline{p_A})`, or abstains (class :obj:`-1`, radius :obj:`0`)
-        if :math:`\underline{p_A} < 1/2`. With probability at least
-        :math:`1 - \alpha` per item, a returned class is :math:`g`'s
-        prediction everywhere within the radius.
+        if :math:`\underline{p_A} < 1/2`.
 
         Args:
             x (torch.Tensor): Inputs, as in :meth:`predict`.
@@ -153,9 +135,8 @@ class RandomizedSmoothing(torch.nn.Module):
             generator (torch.Generator, optional): Source of the noise.
 
         Returns:
-            (torch.Tensor, torch.Tensor): Classes of shape :math:`(B)`
-            (:obj:`-1` where abstaining) and certified radii of shape
-            :math:`(B)` (:obj:`0` where abstaining).
+            (torch.Tensor, torch.Tensor): Classes :math:`(B)` and certified
+            radii :math:`(B)` (:obj:`-1` and :obj:`0` where abstaining).
         """
         from scipy.stats import norm
 
@@ -180,19 +161,9 @@ class RandomizedSmoothing(torch.nn.Module):
     def sample_counts(self, x: Tensor, *args: Any, num: int,
                       batch_size: Optional[int] = None,
                       generator: Optional[torch.Generator] = None) -> Tensor:
-        r"""Counts the base classifier's predictions under :obj:`num` noise
-        draws, :obj:`batch_size` at a time.
-
-        Args:
-            x (torch.Tensor): Inputs, as in :meth:`predict`.
-            *args: Passed on to :obj:`forward_fn`.
-            num (int): Number of noise draws.
-            batch_size (int, optional): As in :meth:`predict`.
-            generator (torch.Generator, optional): Source of the noise.
-
-        Returns:
-            torch.Tensor: Counts of shape :math:`(B, C)`.
-        """
+        r"""Counts the base classifier's predictions under :obj:`num`
+        noise draws, :obj:`batch_size` at a time (see :meth:`predict`), as
+        a tensor :math:`(B, C)`."""
         if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 1:
             raise TypeError("'x' must be a floating-point tensor with one "
                             "item per row")
@@ -243,21 +214,20 @@ class RandomizedSmoothing(torch.nn.Module):
         r"""Checks the base classifier's output against the expected leading
         shape :obj:`lead` and returns its labels and, for scores, whether any
         score is NaN (a tensor, so that no synchronisation is needed)."""
-        shape = getattr(out, 'shape', type(out).__name__)
+        got = getattr(out, 'shape', type(out).__name__)
         scores = torch.is_tensor(out) and out.is_floating_point()
-        labels = torch.is_tensor(out) and (
-            out.dtype == torch.bool or not (out.is_floating_point()
-                                            or out.is_complex()))
+        labels = torch.is_tensor(out) and not (out.is_floating_point()
+                                               or out.is_complex())
         want = list(lead) + ([self.num_classes] if scores else [])
         if not (scores or labels) or list(out.shape) != want:
-            who = ("'forward_fn'" if self.forward_fn is not None else
-                   'The base classifier')
             hint = (" ('forward_fn' gets the copies stacked as x_noisy of "
                     "shape [m, B, *] when 'batch_size' is given; omit "
                     "'batch_size' to pass one copy per call)"
                     if self.forward_fn is not None and stacked else '')
-            lead_s = ', '.join(str(s) for s in lead)
-            got = f'{shape}, {out.dtype}' if scores or labels else shape
+            who = ("'forward_fn'" if self.forward_fn is not None else
+                   'The base classifier')
+            lead_s = ', '.join(map(str, lead))
+            got = f'{got}, {out.dtype}' if scores or labels else got
             raise ValueError(f"{who} must return one prediction per row: "
                              f"float scores of shape [{lead_s}, "
                              f"{self.num_classes}] or integer labels of "
