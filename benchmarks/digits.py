@@ -62,8 +62,8 @@ def main(argv=None):
           f'with {edge_index.size(1)} edges in {graph_s:.3f} s')
 
     models = {
-        'ResNet': lambda: COIN(x.size(1), num_classes, K=0),
-        'COIN': lambda: COIN(x.size(1), num_classes, K=args.K,
+        'ResNet': lambda: COIN(x.size(1), num_classes, None, K=0),
+        'COIN': lambda: COIN(x.size(1), num_classes, None, K=args.K,
                              sigma2=args.sigma2, normalization=None,
                              cached=True),
     }

@@ -250,7 +250,7 @@ class EpisodeCOIN(torch.nn.Module):
         super().__init__()
         if log not in ('safe', 'plain'):
             raise ValueError(f"'log' must be 'safe' or 'plain' (got {log!r})")
-        template = COIN(in_channels, ways, K=K, sigma2=sigma2,
+        template = COIN(in_channels, ways, None, K=K, sigma2=sigma2,
                         normalization=None, dropout=dropout)
         bases = []
         for _ in range(num_episodes):

@@ -157,7 +157,7 @@ def training_step(num_nodes, num_edges, channels, K, device):
     edge_index = common.random_graph(num_nodes, num_edges, device, seed=1)
     x = torch.randn(num_nodes, channels, device=device)
     y = torch.randint(channels, (num_nodes, ), device=device)
-    model = COIN(channels, channels, K=K, cached=True,
+    model = COIN(channels, channels, None, K=K, cached=True,
                  stability='ignore').to(device)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
 

@@ -379,3 +379,37 @@ def test_operator_copies_and_pickles_after_use():
         assert torch.equal(other.explicit(x, 3, 0.2), out)
         assert torch.allclose(other.implicit(x, 2, 1.0, tol=1e-12), out_t,
                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('normalization', ['coin', 'sym', None])
+def test_lambda_max_never_below_the_true_value(normalization):
+    # Above 512 nodes the estimate comes from Lanczos: a bare Ritz value is
+    # below the largest eigenvalue (interlacing), which would certify an
+    # unstable step size. The residual bound puts it above.
+    for seed, n, e in [(3, 600, 1500), (4, 900, 2000), (5, 1500, 6000)]:
+        edge_index, weight = random_graph(n, e, seed)
+        op = DiffusionOperator.from_graph(edge_index, weight.double(), n,
+                                          normalization)
+        true = float(torch.linalg.eigvalsh(
+            dense_laplacian(edge_index, weight, n, normalization))[-1])
+        assert true <= op.lambda_max() <= true * (1 + 1e-3)
+        assert op.stable(2 / true * (1 - 1e-3))
+        assert not op.stable(2 / true * (1 + 1e-9))
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_implicit_first_order_gradients_with_create_graph(symmetric):
+    # create_graph=True recomputes the backward pass differentiably: its
+    # first-order gradients are those of the fused adjoint solves.
+    index, value, _ = laplacian(20, 60, 9, symmetric)
+    x = torch.randn(20, 2, dtype=torch.float64, requires_grad=True)
+    v = value.clone().requires_grad_()
+    s = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(20, 2, dtype=torch.float64)
+    grads = []
+    for create_graph in [False, True]:
+        out = DiffusionOperator(index, v, 20).implicit(x, 3, s, tol=1e-12)
+        grads.append(torch.autograd.grad(out, (x, v, s), g,
+                                         create_graph=create_graph))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-9)

@@ -259,3 +259,29 @@ def test_float32_rows_and_bound():
     err = (to_dense(index, value, 2).double() - P[nodes]).abs().sum(1)
     assert bool((err <= bound.double() + 1e-6).all())
     assert float(err.max()) > 1e-4
+
+
+@pytest.mark.parametrize('options', [dict(eps=2e-3), dict(topk=3),
+                                     dict(eps=1e-3, topk=4)])
+def test_bound_holds_per_row_in_blocks_with_sym(options):
+    # A 'sym' Laplacian (rows of |M| of unequal sums: per-node weights), a
+    # budget that splits every product into blocks of a few rows and is
+    # below the per-node weights (the scalar norm instead), and truncation:
+    # the bound holds for every row, and each row's bound is its own.
+    edge_index, weight = multigraph(True, seed=3)
+    nodes = torch.tensor([0, 2, 5, 5, 9, 13, 17, 21, 25, 29])
+    _, _, bound, err = l1_errors(edge_index, weight, 'sym', 40, 0.4, nodes,
+                                 **options)
+    _, _, small, err2 = l1_errors(edge_index, weight, 'sym', 40, 0.4, nodes,
+                                  max_memory=9000, **options)
+    assert torch.allclose(err2, err, atol=1e-12)
+    for b in [bound, small]:
+        assert bool((err <= b * (1 + 1e-9) + 1e-12).all())
+    assert bool((small >= bound * (1 - 1e-9)).all())
+    assert float(err.max()) > 1e-4
+    # Row by row: the bound of a row does not depend on the other rows.
+    for i in [0, 4, 9]:
+        _, _, one = diffusion_rows(edge_index, weight, N, nodes[i:i + 1],
+                                   K=40, sigma2=0.4, normalization='sym',
+                                   max_memory=9000, **options)
+        assert torch.allclose(one, small[i:i + 1], rtol=1e-12)

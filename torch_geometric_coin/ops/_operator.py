@@ -314,6 +314,8 @@ class DiffusionOperator:
             return _shift(value.to(dtype), sigma2, torch.arange(
                 value.numel() - self.num_nodes, value.numel(),
                 device=value.device))
+        if not isinstance(sigma2, Tensor):
+            check_number('sigma2', sigma2)
         if self.value.requires_grad or isinstance(sigma2, Tensor):
             return _shift(self.value.to(dtype), sigma2, self.diag_pos)
         key = (float(sigma2), dtype)
@@ -357,8 +359,9 @@ class DiffusionOperator:
         depends (:math:`\sigma^2 \lambda_{\max} \leq 2`); computed once.
 
         For a symmetric :math:`\mathbf{L}`: exact for graphs of up to 512
-        nodes, else the largest Ritz value of (at most) 80 Lanczos steps
-        plus its residual norm, which bounds its distance to an eigenvalue
+        nodes, else the largest Ritz value of 80 Lanczos steps plus its
+        residual norm (which bounds its distance to an eigenvalue) and a
+        relative :math:`10^{-6}` for rounding
         (*e.g.*, :math:`5.78` for Cora's :obj:`'coin'` Laplacian, where the
         Gershgorin bound is :math:`11.48`), capped by
         :meth:`gershgorin_bound`. For a non-symmetric :math:`\mathbf{L}`
@@ -408,7 +411,10 @@ class DiffusionOperator:
         a, b = torch.stack(alphas).cpu(), torch.stack(betas).cpu()
         T = torch.diag(a) + torch.diag(b[:-1], 1) + torch.diag(b[:-1], -1)
         evals, evecs = torch.linalg.eigh(T)
-        return float(evals[-1] + (b[-1] * evecs[-1, -1]).abs())
+        # The residual bound, and a relative 1e-6 for the rounding of the
+        # iteration (its orthogonality is not exact):
+        lam = evals[-1] + (b[-1] * evecs[-1, -1]).abs()
+        return float(lam + 1e-6 * lam.abs())
 
     # The schemes ###########################################################
 
@@ -424,8 +430,12 @@ class DiffusionOperator:
         step). Second-order gradients (:obj:`create_graph=True`) and
         :mod:`torch.func` transforms run the definition, :math:`K`
         differentiable gather-and-add steps."""
-        return explicit(self, self._check_x(x), K,
-                        self.step_matrix(sigma2, x.dtype))
+        _check_steps(K, sigma2)
+        return self._explicit(self._check_x(x), K, sigma2)
+
+    def _explicit(self, x: Tensor, K: int,
+                  sigma2: Union[float, Tensor]) -> Tensor:
+        return explicit(self, x, K, self.step_matrix(sigma2, x.dtype))
 
     def implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
                  tol: float = 1e-5, max_iter: int = 1000,
@@ -442,11 +452,19 @@ class DiffusionOperator:
         states. Iteration counts go to :obj:`stats` if given. Second-order
         gradients are exact (to the tolerance); :mod:`torch.func`
         transforms raise :class:`NotImplementedError`."""
+        _check_steps(K, sigma2)
+        check_number('tol', tol, low=0, high=1, open_low=True)
+        check_number('max_iter', max_iter, integer=True, low=1)
+        return self._implicit(self._check_x(x), K, sigma2, tol, max_iter,
+                              stats)
+
+    def _implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
+                  tol: float, max_iter: int,
+                  stats: Optional[SolverStats] = None) -> Tensor:
         with torch.no_grad():  # (the true residuals are checked in float64)
             wide = self.step_matrix(-sigma2, torch.float64)
-        return implicit(self, self._check_x(x), K,
-                        self.step_matrix(-sigma2, x.dtype), tol, max_iter,
-                        stats, wide)
+        return implicit(self, x, K, self.step_matrix(-sigma2, x.dtype), tol,
+                        max_iter, stats, wide)
 
     def _check_x(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != \
@@ -470,6 +488,12 @@ def unstable_message(sigma2: float, lam: float,
             f"lambda_max is the largest eigenvalue of the "
             f"{normalization!r} Laplacian; the scheme is stable for sigma2 "
             f"<= {2.0 / lam:.4g} (or use scheme='implicit')")
+
+
+def _check_steps(K, sigma2):
+    check_number('K', K, integer=True, low=0)
+    if not isinstance(sigma2, Tensor):
+        check_number('sigma2', sigma2)
 
 
 def _shift(value: Tensor, sigma2: Union[float, Tensor],

@@ -29,8 +29,6 @@ def propagate(op, x: Tensor, K: int, m: Tensor) -> Tensor:
 
 
 def explicit(op, x: Tensor, K: int, m: Tensor) -> Tensor:
-    if K < 0:
-        raise ValueError(f"'K' must be a non-negative integer (got {K})")
     if functorch_active():
         return propagate(op, x, K, m)
     return _Explicit.apply(x, m, op, K) if K > 0 else x
@@ -43,8 +41,6 @@ def implicit(op, x: Tensor, K: int, a: Tensor, tol: float, max_iter: int,
             "scheme='implicit' does not support torch.func transforms (grad, "
             "vmap, jacrev, ...): its solves are data-dependent iterations. "
             "Use scheme='explicit', or torch.autograd for the implicit one")
-    if K < 0:
-        raise ValueError(f"'K' must be a non-negative integer (got {K})")
     return _Implicit.apply(x, a, op, K, tol, max_iter, stats, a64) \
         if K > 0 else x
 

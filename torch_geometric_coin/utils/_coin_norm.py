@@ -6,6 +6,8 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
+from torch_geometric_coin._checks import check_number
+
 
 NORMALIZATIONS = ('coin', 'sym', 'rw', None)
 
@@ -77,6 +79,8 @@ def coin_norm(
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"Unknown 'normalization' {normalization!r}: "
                          f"expected one of {NORMALIZATIONS}")
+    if num_nodes is not None:
+        check_number('num_nodes', num_nodes, integer=True, low=0)
     num_nodes = maybe_num_nodes(edge_index, num_nodes)
     if edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), device=edge_index.device,

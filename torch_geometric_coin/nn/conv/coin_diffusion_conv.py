@@ -225,9 +225,9 @@ class CoinDiffusionConv(MessagePassing):
                 x = F.dropout(x, p=self.dropout, training=True)
             K = 1 if drop else self.K
             if self.scheme == 'implicit':
-                x = op.implicit(x, K, sigma2, self.tol, self.max_iter)
-            else:
-                x = op.explicit(x, K, sigma2)
+                x = op._implicit(x, K, sigma2, self.tol, self.max_iter)
+            else:  # (checked here: the operator's public entry checks)
+                x = op._explicit(x, K, sigma2)
         return x
 
     @torch.compiler.disable
