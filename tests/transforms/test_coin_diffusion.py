@@ -117,3 +117,19 @@ def test_repr_and_errors():
     data.edge_weight = -weight
     with pytest.raises(ValueError, match="'edge_weight'"):
         CoinDiffusion()(data)
+
+
+def test_other_edge_attributes_are_removed():
+    # Attributes of the replaced edges (edge_attr, edge_type, ...) would
+    # no longer match the new edges: all of them go, the weights stay.
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    data = Data(edge_index=edge_index, num_nodes=3,
+                edge_weight=torch.ones(4), edge_type=torch.arange(4),
+                edge_attr=torch.randn(4, 2), x=torch.randn(3, 2))
+    out = CoinDiffusion(K=2, sigma2=0.3, eps=None)(data)
+    assert out.edge_index.size(1) == 9 == out.edge_weight.numel()
+    assert 'edge_type' not in out and 'edge_attr' not in out
+    assert out.x.shape == (3, 2)
+    for key in out.edge_attrs():
+        if key != 'edge_index':
+            assert out[key].size(0) == out.edge_index.size(1)

@@ -185,7 +185,7 @@ class DiffusionOperator:
         index, value = coin_norm(edge_index, edge_weight, num_nodes,
                                  normalization, add_self_loops, dtype)
         op = cls(index, value, num_nodes)
-        op.graph = (edge_index, edge_weight)
+        op.graph, op._version = (edge_index, edge_weight), edge_index._version
         op.normalization, op.add_self_loops = normalization, add_self_loops
         return op
 
@@ -215,13 +215,14 @@ class DiffusionOperator:
     def has_graph(self, edge_index: Adj) -> bool:
         r"""Whether :obj:`edge_index` (any adjacency :meth:`from_graph`
         takes) holds the edges of this operator's graph in the same order
-        (and, for a sparse adjacency, the same weights)."""
+        (and, for a sparse adjacency, the same weights); never if the edges
+        of :attr:`graph` were edited in place since."""
         if self.graph is None:
             raise ValueError("'has_graph' needs an operator built by "
                              "'DiffusionOperator.from_graph'")
         index, weight, _ = validate_graph(edge_index, None, self.num_nodes)
         ref_index, ref_weight = self.graph
-        if index.shape != ref_index.shape or not torch.equal(index,
+        if ref_index._version != self._version or index.shape != ref_index.shape or not torch.equal(index,
                                                              ref_index):
             return False
         if weight is None:

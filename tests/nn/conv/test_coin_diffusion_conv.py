@@ -329,6 +329,24 @@ def test_caching():
     conv.reset_parameters()
     assert conv._cached_op is None
 
+    # Tensors edited in place are another graph (or new weights) for every
+    # layer: the cached one refuses edited edges and takes edited weights,
+    # the uncached one prepares them again.
+    for cached in [True, False]:
+        conv = CoinDiffusionConv(3, 0.3, cached=cached)
+        index, w = edge_index.clone(), weight.clone()
+        conv(x, index, w)
+        w.mul_(2.0)
+        ref = CoinDiffusionConv(3, 0.3)(x, index.clone(), w.clone())
+        assert torch.allclose(conv(x, index, w), ref, atol=1e-6)
+        index[1, 0] = (index[1, 0] + 1) % 10
+        ref = CoinDiffusionConv(3, 0.3)(x, index.clone(), w.clone())
+        if cached:
+            with pytest.raises(ValueError, match='edited in place'):
+                conv(x, index, w)
+        else:
+            assert torch.allclose(conv(x, index, w), ref, atol=1e-6)
+
     # Parameters are never cached:
     conv = CoinDiffusionConv(3, 0.3, cached=True, learn_sigma2=True)
     out1 = conv(x, edge_index, weight)
@@ -817,3 +835,23 @@ def test_to_hetero_refuses_bipartite_input_clearly():
     homo = data.to_homogeneous()
     out = Net()(homo.x, homo.edge_index)
     assert out.shape == (16, 3)
+
+
+def test_torch_func_on_an_uncached_layer():
+    # jacrev, vmap and grad run the definition (gathers), with the graph
+    # prepared (and its stability estimated) inside the transform.
+    from torch.func import grad, jacrev, vmap
+    edge_index, weight = random_graph(600, 1500, 21)
+    weight = weight.double()
+    x = torch.randn(600, 2, dtype=torch.float64)
+    conv = CoinDiffusionConv(3, 0.3)
+    L = dense_laplacian(edge_index, weight, 600, 'coin')
+    P = torch.linalg.matrix_power(torch.eye(600, dtype=torch.float64) -
+                                  0.3 * L, 3)
+    J = jacrev(lambda x: conv(x, edge_index, weight)[:, 0])(x)
+    assert torch.allclose(J[:, :, 0], P, atol=1e-12)
+    assert torch.allclose(J[:, :, 1], torch.zeros_like(P))
+    out = vmap(lambda x: conv(x, edge_index, weight))(x.expand(2, -1, -1))
+    assert torch.allclose(out[1], P @ x, atol=1e-12)
+    g = grad(lambda x: conv(x, edge_index, weight).sum())(x)
+    assert torch.allclose(g, P.t() @ torch.ones_like(x), atol=1e-12)
