@@ -119,8 +119,9 @@ class CoinDiffusionConv(MessagePassing):
     """
     _cached_op: Optional[DiffusionOperator]
     # The frame of a warning: the line that called the layer (above the
-    # check, forward, Module._call_impl and Module._wrapped_call_impl).
-    _stacklevel = 5
+    # check, _diffuse and its torch.compiler.disable wrapper, forward,
+    # Module._call_impl and Module._wrapped_call_impl).
+    _stacklevel = 7
 
     def __init__(self, K: int = 20, sigma2: float = 0.35,
                  normalization: Optional[str] = 'coin',
@@ -199,36 +200,33 @@ class CoinDiffusionConv(MessagePassing):
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()  # diffuse low-precision inputs in float32
         op = self._operator(x, edge_index, edge_weight)
-        sigma2 = self.sigma2
+        return self._diffuse(x, op, self.sigma2).to(in_dtype)
+
+    @torch.compiler.disable  # (one graph break: sparse products)
+    def _diffuse(self, x: Tensor, op: DiffusionOperator,
+                 sigma2: Union[Tensor, float]) -> Tensor:
         certified = self._check_stability(op, sigma2)
         if self.explain:  # PyG's explainers mask the messages themselves
             out = self._propagate_steps(x, op, sigma2)
-        else:
-            out = self._diffuse(x, op, sigma2)
-        if not certified and not torch.compiler.is_compiling() \
-                and not bool(torch.isfinite(out).all()) \
+        else:  # with dropout before each step, one call per step
+            drop, out = self.dropout > 0 and self.training, x
+            for _ in range(self.K if drop else 1):
+                if drop:
+                    out = F.dropout(out, p=self.dropout, training=True)
+                K = 1 if drop else self.K
+                if self.scheme == 'implicit':  # (arguments checked here)
+                    out = op._implicit(out, K, sigma2, self.tol,
+                                       self.max_iter)
+                else:
+                    out = op._explicit(out, K, sigma2)
+        if not certified and not bool(torch.isfinite(out).all()) \
                 and bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"Explicit diffusion overflowed after {self.K} steps with "
                 f"sigma2={float(sigma2):.4g}: sigma2 times the largest "
                 f"eigenvalue of the Laplacian exceeds 2. Lower 'sigma2' or "
                 f"'K', or use scheme='implicit'")
-        return out.to(in_dtype)
-
-    @torch.compiler.disable
-    def _diffuse(self, x: Tensor, op: DiffusionOperator,
-                 sigma2: Union[Tensor, float]) -> Tensor:
-        # With dropout before each step, one operator call per step.
-        drop = self.dropout > 0 and self.training
-        for _ in range(self.K if drop else 1):
-            if drop:
-                x = F.dropout(x, p=self.dropout, training=True)
-            K = 1 if drop else self.K
-            if self.scheme == 'implicit':
-                x = op._implicit(x, K, sigma2, self.tol, self.max_iter)
-            else:  # (checked here: the operator's public entry checks)
-                x = op._explicit(x, K, sigma2)
-        return x
+        return out
 
     @torch.compiler.disable
     def _operator(self, x: Tensor, edge_index: Adj,

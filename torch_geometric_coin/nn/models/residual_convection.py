@@ -224,9 +224,14 @@ class ResidualConvection(torch.nn.Module):
         sparse-dense product for a sparse input :obj:`sp`."""
         if sp is None:
             return lin(dropout(x, self.dropout, self.training))
+        return self._sparse_linear(lin, sp)
+
+    @torch.compiler.disable  # (sparse tensors: a graph break)
+    def _sparse_linear(self, lin: Linear, sp: '_SparseInput') -> Tensor:
         values = dropout(sp.csr.values(), self.dropout, self.training)
         return _SparseLinear.apply(values, sp, lin.weight, lin.bias)
 
+    @torch.compiler.disable
     def _sparse_input(self, x: Tensor) -> '_SparseInput':
         r"""The CSR form of :obj:`x` and the structure of its transpose,
         once per tensor."""
