@@ -27,6 +27,15 @@ def check_number(name: str, value, integer: bool = False, low=None,
         raise ValueError(f"'{name}' must be {what}{lo}{hi} (got {value!r})")
 
 
+def check_choice(name: str, value, choices):
+    r"""Raises a :class:`ValueError` naming :obj:`name` unless :obj:`value`
+    is one of :obj:`choices`."""
+    if not any(value is c or type(value) is type(c) and value == c
+               for c in choices):
+        raise ValueError(f"Unknown '{name}' {value!r}: expected one of "
+                         f"{tuple(choices)}")
+
+
 def check_bool(name: str, value):
     r"""Raises a :class:`TypeError` naming :obj:`name` unless :obj:`value`
     is a boolean (a Python or numpy one): a flag given as, *e.g.*, the

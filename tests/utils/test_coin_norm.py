@@ -42,7 +42,8 @@ def test_coin_norm_matches_definition(normalization, add_self_loops,
     eye = torch.eye(20, dtype=torch.float64)
     step = op.matrix(op.step_matrix(0.3)).to_dense()
     assert torch.allclose(step, eye - 0.3 * L, atol=1e-12)
-    step = op.step_matrix(0.3, per_edge=True)
+    index2, step = op.step_matrix(0.3, per_edge=True)
+    assert torch.equal(index2, index)
     assert torch.allclose(to_dense(index, step, 20), eye - 0.3 * L,
                           atol=1e-12)
 
@@ -54,7 +55,8 @@ def test_coin_norm_gradients():
     op = DiffusionOperator.from_graph(edge_index, weight.double(), 8)
     for per_edge in [False, True]:
         assert torch.autograd.gradcheck(
-            lambda w, s: op.reweight(w).step_matrix(s, per_edge=per_edge),
+            lambda w, s: op.reweight(w).step_matrix(
+                s, per_edge=per_edge)[-1],
             (w, s))
 
 

@@ -14,7 +14,7 @@ from torch_geometric_coin._checks import check_number
 from torch_geometric_coin.ops._operator import (
     DiffusionOperator,
     INDEX_DTYPES,
-    unstable_message,
+    check_overflow,
 )
 
 MAX_MEMORY = 256 * 2**20  # the default budget of a blocked product, bytes
@@ -155,9 +155,7 @@ def diffusion_rows(
                                       normalization, add_self_loops, dtype)
     N, device = op.num_nodes, op.value.device
     nodes = _check_nodes(nodes, N, device)
-    if not op.stable(sigma2):
-        warnings.warn(unstable_message(sigma2, op.lambda_max(),
-                                       normalization), stacklevel=2)
+    op.certify(sigma2, 'warn', stacklevel=2)
 
     S = nodes.numel()
     bound = torch.zeros(S, dtype=torch.float64, device=device)
@@ -230,11 +228,7 @@ def diffusion_rows(
             col = torch.cat(cols)
         val = torch.cat(vals)
 
-    if not bool(torch.isfinite(val).all() & torch.isfinite(bound).all()):
-        raise FloatingPointError(
-            f"Explicit diffusion overflowed after {K} steps with "
-            f"sigma2={sigma2:.4g}: sigma2 times the largest eigenvalue of the "
-            f"Laplacian exceeds 2. Lower 'sigma2' or 'K'")
+    check_overflow(torch.cat([val, bound.to(val.dtype)]), nodes, K, sigma2)
     return torch.stack([out_row, out_col]), val, _round_up(bound, dtype)
 
 

@@ -9,6 +9,7 @@ from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
 from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin._graph_cache import GraphCache
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS, coin_norm
 from torch_geometric_coin.ops._schemes import explicit, functorch_active, \
     implicit
@@ -303,16 +304,17 @@ class DiffusionOperator:
         matrix :math:`\mathbf{I} + \sigma^2 \mathbf{L}` of the implicit
         scheme), differentiable in :attr:`value` and :obj:`sigma2`. Values
         that do not depend on parameters are assembled once per
-        :obj:`sigma2`. With :obj:`per_edge=True`, the entries in the layout
-        of :func:`~torch_geometric_coin.utils.coin_norm` on
-        :attr:`graph` instead (one per input edge that is no self-loop,
-        then one per node)."""
+        :obj:`sigma2`. With :obj:`per_edge=True`, :obj:`(edge_index,
+        value)` in the layout of
+        :func:`~torch_geometric_coin.utils.coin_norm` on :attr:`graph`
+        instead (one entry per input edge that is no self-loop, then one
+        per node)."""
         dtype = dtype or self.value.dtype
         if per_edge:
-            _, value = coin_norm(*self.graph, self.num_nodes,
-                                 self.normalization, self.add_self_loops,
-                                 dtype)
-            return _shift(value.to(dtype), sigma2, torch.arange(
+            index, value = coin_norm(*self.graph, self.num_nodes,
+                                     self.normalization, self.add_self_loops,
+                                     dtype)
+            return index, _shift(value.to(dtype), sigma2, torch.arange(
                 value.numel() - self.num_nodes, value.numel(),
                 device=value.device))
         if not isinstance(sigma2, Tensor):
@@ -381,6 +383,26 @@ class DiffusionOperator:
         bound first: the estimate is made only if it does not settle it)."""
         return sigma2 * self.gershgorin_bound() <= 2 or \
             sigma2 * self.lambda_max() <= 2
+
+    def certify(self, sigma2: float, stability: str = 'warn',
+                stacklevel: int = 2) -> bool:
+        r"""Whether the explicit scheme of step :obj:`sigma2` is stable
+        (:meth:`stable`); if not, warns (at :obj:`stacklevel`) or raises a
+        :class:`ValueError` for :obj:`stability` :obj:`'warn'` or
+        :obj:`'raise'` (:obj:`'ignore'`: neither)."""
+        if self.stable(sigma2):
+            return True
+        lam = self.lambda_max()
+        msg = (f"Explicit diffusion is unstable: sigma2 * lambda_max = "
+               f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
+               f"lambda_max is the largest eigenvalue of the "
+               f"{self.normalization!r} Laplacian; the scheme is stable for "
+               f"sigma2 <= {2.0 / lam:.4g} (or use scheme='implicit')")
+        if stability == 'raise':
+            raise ValueError(msg)
+        if stability == 'warn':
+            warnings.warn(msg, UserWarning, stacklevel=stacklevel + 1)
+        return False
 
     def _symmetric_lambda_max(self) -> float:
         n, value = self.num_nodes, self.value.detach().double()
@@ -480,15 +502,73 @@ class DiffusionOperator:
                 f'nnz={self.value.numel()})')
 
 
-def unstable_message(sigma2: float, lam: float,
-                     normalization: Optional[str]) -> str:
-    r"""The warning (or error) of an explicit scheme outside its stable
-    range :math:`\sigma^2 \lambda_{\max} \leq 2`."""
-    return (f"Explicit diffusion is unstable: sigma2 * lambda_max = "
-            f"{sigma2:.4g} * {lam:.4g} = {sigma2 * lam:.4g} > 2, where "
-            f"lambda_max is the largest eigenvalue of the "
-            f"{normalization!r} Laplacian; the scheme is stable for sigma2 "
-            f"<= {2.0 / lam:.4g} (or use scheme='implicit')")
+class OperatorCache:
+    r"""The operators of the graphs a layer is given, each prepared once
+    (:meth:`DiffusionOperator.from_graph`): the same, unchanged tensors (by
+    identity and in-place version) get the operator of their last call; new
+    :obj:`edge_weight` tensors that require gradients get its
+    :meth:`~DiffusionOperator.reweight`; a sparse adjacency whose values
+    require gradients is prepared at every call. With :obj:`keep=True` (a
+    cached layer) the graph of the first call is kept: new weights reuse its
+    layouts, another graph raises a :class:`ValueError`."""
+    def __init__(self, normalization: Optional[str], add_self_loops: bool,
+                 keep: bool = False):
+        self.normalization, self.add_self_loops = normalization, \
+            add_self_loops
+        self.keep, self.op = keep, None  # (the kept operator)
+        self._memo = GraphCache()
+
+    @torch.compiler.disable
+    def __call__(self, edge_index: Adj, edge_weight: OptTensor,
+                 num_nodes: int, dtype: torch.dtype) -> DiffusionOperator:
+        learned = edge_weight is not None and edge_weight.requires_grad
+        sparse = isinstance(edge_index, SparseTensor) or isinstance(
+            edge_index, Tensor) and edge_index.layout != torch.strided
+        if sparse and (edge_index.requires_grad() if isinstance(
+                edge_index, SparseTensor) else edge_index.requires_grad):
+            if self.keep:
+                raise ValueError("A cached layer keeps its graph, not learned "
+                                 "weights: pass them as 'edge_weight' with "
+                                 "an 'edge_index' (or use 'cached=False')")
+            return self._prepare(edge_index, None, num_nodes, dtype)
+        op, weight = self.op, None if learned else edge_weight
+        if op is not None and op.num_nodes != num_nodes:
+            raise ValueError(f"The cached graph has {op.num_nodes} nodes but "
+                             f"'x' has {num_nodes} rows; use 'cached=False' "
+                             f"for changing graphs")
+        if self._memo.hit(edge_index, weight, num_nodes):
+            op = self._memo.value
+        elif op is None:
+            op = self._prepare(edge_index, weight, num_nodes, dtype)
+            self.op = op if self.keep else None
+        elif not op.has_graph(edge_index):
+            raise ValueError(
+                f"The layer cached the operator of the graph of its first "
+                f"call ({op.graph[0].size(1)} edges), but was given another "
+                f"graph (or the same edges in another order, or edited in "
+                f"place). 'cached=True' is for one fixed graph: use "
+                f"'cached=False' for changing graphs, or 'reset_parameters()' "
+                f"to forget the cached one")
+        elif not sparse:
+            op = op.reweight(weight)  # new weights on the kept layouts
+        self._memo.store(op, edge_index, weight, num_nodes)
+        return op.reweight(edge_weight) if learned else op
+
+    def _prepare(self, edge_index, edge_weight, num_nodes, dtype):
+        return DiffusionOperator.from_graph(
+            edge_index, edge_weight, num_nodes, self.normalization,
+            self.add_self_loops, dtype)
+
+
+def check_overflow(out: Tensor, x: Tensor, K: int, sigma2):
+    r"""Raises a :class:`FloatingPointError` if the diffusion of a finite
+    :obj:`x` overflowed (an unstable explicit scheme)."""
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(x).all()):
+        raise FloatingPointError(
+            f"Explicit diffusion overflowed after {K} steps with "
+            f"sigma2={float(sigma2):.4g}: sigma2 times the largest eigenvalue "
+            f"of the Laplacian exceeds 2. Lower 'sigma2' or 'K', or use "
+            f"scheme='implicit'")
 
 
 def _check_steps(K, sigma2):

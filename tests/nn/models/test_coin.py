@@ -131,7 +131,7 @@ def test_coin_learned_edge_weights_and_reset_parameters():
             for p in params.values():
                 p.add_(1.0)
         model.reset_parameters()
-        assert model.diffusion._cached_op is None
+        assert model.diffusion._prepare.op is None
         assert abs(float(model.diffusion.sigma2.detach()) - 0.2) < 1e-6
         if learn == 'per_edge':
             assert torch.allclose(model.edge_weights.weight,

@@ -1,5 +1,4 @@
 import math
-import warnings
 from typing import Optional, Union
 
 import torch
@@ -8,13 +7,13 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import scatter
 
-from torch_geometric_coin._checks import check_bool, check_number
-from torch_geometric_coin._graph_cache import GraphCache
+from torch_geometric_coin._checks import check_bool, check_choice, \
+    check_number
 from torch_geometric_coin.ops import DiffusionOperator
-from torch_geometric_coin.ops._operator import unstable_message
+from torch_geometric_coin.ops._operator import OperatorCache, check_overflow
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 
 SCHEMES = ('explicit', 'implicit')
@@ -23,6 +22,9 @@ STABILITY = ('warn', 'raise', 'ignore')
 _MESSAGE_PASSING = {'aggr': 'add', 'aggr_kwargs': None,
                     'flow': 'source_to_target', 'node_dim': -2,
                     'decomposed_layers': 1}
+_HETERO = ("'CoinDiffusionConv' diffuses over one set of nodes: it takes no "
+           "bipartite (x_src, x_dst) input, so it does not run per edge type "
+           "under 'to_hetero'. Use it on 'data.to_homogeneous()'")
 
 
 class CoinDiffusionConv(MessagePassing):
@@ -117,7 +119,6 @@ class CoinDiffusionConv(MessagePassing):
           edge weights :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** node features :math:`(|\mathcal{V}|, F)`
     """
-    _cached_op: Optional[DiffusionOperator]
     # The frame of a warning: the line that called the layer (above the
     # check, _diffuse and its torch.compiler.disable wrapper, forward,
     # Module._call_impl and Module._wrapped_call_impl).
@@ -135,34 +136,25 @@ class CoinDiffusionConv(MessagePassing):
                 raise ValueError(f"'{self.__class__.__name__}' only supports "
                                  f"{name}={default!r} (got {kwargs[name]!r})")
         super().__init__(**kwargs)
-        for name, value, choices in [('normalization', normalization,
-                                      NORMALIZATIONS),
-                                     ('scheme', scheme, SCHEMES),
-                                     ('stability', stability, STABILITY)]:
-            if value not in choices:
-                raise ValueError(f"Unknown '{name}' {value!r}: expected one "
-                                 f"of {choices}")
+        check_choice('normalization', normalization, NORMALIZATIONS)
+        check_choice('scheme', scheme, SCHEMES)
+        check_choice('stability', stability, STABILITY)
         if scheme == 'explicit' and (tol, max_iter) != (None, None):
             raise ValueError("'tol' and 'max_iter' apply to "
                              "scheme='implicit' only")
         self.tol = 1e-5 if tol is None else tol
         self.max_iter = 1000 if max_iter is None else max_iter
-        for name, value, integer, low, high in [
-                ('K', K, True, 0, None), ('sigma2', sigma2, False, 0, None),
-                ('dropout', dropout, False, 0, 1),
-                ('tol', self.tol, False, 0, 1),
-                ('max_iter', self.max_iter, True, 1, None)]:
-            check_number(name, value, integer, low, high,
-                         open_low=name in ('sigma2', 'tol'))
-        for name, flag in [('add_self_loops', add_self_loops),
-                           ('cached', cached), ('learn_sigma2', learn_sigma2)]:
-            check_bool(name, flag)
-        self.K, self.sigma2_init = int(K), float(sigma2)
-        self.normalization, self.add_self_loops = normalization, \
-            bool(add_self_loops)
-        self.cached, self.dropout = bool(cached), float(dropout)
-        self.learn_sigma2, self.scheme = bool(learn_sigma2), scheme
-        self.stability = stability
+        check_number('K', K, integer=True, low=0)
+        check_number('sigma2', sigma2, low=0, open_low=True)
+        check_number('dropout', dropout, low=0, high=1)
+        check_number('tol', self.tol, low=0, high=1, open_low=True)
+        check_number('max_iter', self.max_iter, integer=True, low=1)
+        for name in ('add_self_loops', 'cached', 'learn_sigma2'):
+            check_bool(name, locals()[name])
+        self.K, self.sigma2_init, self.dropout = int(K), float(sigma2), dropout
+        self.normalization, self.scheme = normalization, scheme
+        self.add_self_loops, self.cached = add_self_loops, cached
+        self.learn_sigma2, self.stability = learn_sigma2, stability
         self.sigma2_raw = Parameter(torch.empty(())) if learn_sigma2 else None
         self.reset_parameters()
 
@@ -172,34 +164,28 @@ class CoinDiffusionConv(MessagePassing):
             with torch.no_grad():  # softplus^-1(sigma2)
                 self.sigma2_raw.fill_(self.sigma2_init + math.log(
                     -math.expm1(-self.sigma2_init)))
-        self._cached_op = None
-        self._graph = GraphCache()
+        self._prepare = OperatorCache(self.normalization,
+                                      self.add_self_loops, self.cached)
         self._checked_learned = self._warned = False
 
     @property
     def sigma2(self) -> Union[Tensor, float]:
         r"""The step size :math:`\sigma^2` (a tensor if learned)."""
-        if self.sigma2_raw is not None:
-            return F.softplus(self.sigma2_raw)
-        return self.sigma2_init
+        return self.sigma2_init if self.sigma2_raw is None else \
+            F.softplus(self.sigma2_raw)
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
-        if isinstance(x, (tuple, list)):
-            raise ValueError(
-                f"'{self.__class__.__name__}' diffuses over one set of nodes "
-                f"and takes no bipartite (x_src, x_dst) input, so it does not "
-                f"run per edge type under 'to_hetero'. Diffuse over the whole "
-                f"graph instead: 'data.to_homogeneous()'")
         if not isinstance(x, Tensor) or x.dim() != 2 \
                 or not x.is_floating_point():
-            raise ValueError(f"'x' must be a 2-D floating point tensor of "
-                             f"shape [num_nodes, num_channels] (got "
-                             f"{getattr(x, 'shape', type(x))})")
+            raise ValueError(
+                _HETERO if isinstance(x, (tuple, list)) else
+                f"'x' must be a 2-D floating point tensor of shape "
+                f"[num_nodes, num_channels] (got {getattr(x, 'shape', x)})")
         in_dtype = x.dtype
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()  # diffuse low-precision inputs in float32
-        op = self._operator(x, edge_index, edge_weight)
+        op = self._prepare(edge_index, edge_weight, x.size(0), x.dtype)
         return self._diffuse(x, op, self.sigma2).to(in_dtype)
 
     @torch.compiler.disable  # (one graph break: sparse products)
@@ -211,89 +197,27 @@ class CoinDiffusionConv(MessagePassing):
         else:  # with dropout before each step, one call per step
             drop, out = self.dropout > 0 and self.training, x
             for _ in range(self.K if drop else 1):
-                if drop:
-                    out = F.dropout(out, p=self.dropout, training=True)
-                K = 1 if drop else self.K
-                if self.scheme == 'implicit':  # (arguments checked here)
-                    out = op._implicit(out, K, sigma2, self.tol,
-                                       self.max_iter)
-                else:
-                    out = op._explicit(out, K, sigma2)
-        if not certified and not bool(torch.isfinite(out).all()) \
-                and bool(torch.isfinite(x).all()):
-            raise FloatingPointError(
-                f"Explicit diffusion overflowed after {self.K} steps with "
-                f"sigma2={float(sigma2):.4g}: sigma2 times the largest "
-                f"eigenvalue of the Laplacian exceeds 2. Lower 'sigma2' or "
-                f"'K', or use scheme='implicit'")
+                out = F.dropout(out, self.dropout) if drop else out
+                K = 1 if drop else self.K  # (arguments checked here)
+                out = op._explicit(out, K, sigma2) if self.scheme == \
+                    'explicit' else op._implicit(out, K, sigma2, self.tol,
+                                                 self.max_iter)
+        if not certified:
+            check_overflow(out, x, self.K, sigma2)
         return out
-
-    @torch.compiler.disable
-    def _operator(self, x: Tensor, edge_index: Adj,
-                  edge_weight: OptTensor) -> DiffusionOperator:
-        n = x.size(0)
-        learned = edge_weight is not None and edge_weight.requires_grad
-        if isinstance(edge_index, SparseTensor) and \
-                edge_index.requires_grad() or isinstance(edge_index, Tensor) \
-                and edge_index.layout != torch.strided and \
-                edge_index.requires_grad:  # learned values: at each call
-            if self.cached:
-                raise ValueError("A cached layer keeps its graph, not learned "
-                                 "weights: pass them as 'edge_weight' with "
-                                 "an 'edge_index' (or use 'cached=False')")
-            return self._prepare(edge_index, None, n, x.dtype)
-        op = self._cached_op
-        if op is not None and op.num_nodes != n:
-            raise ValueError(f"The cached graph has {op.num_nodes} nodes but "
-                             f"'x' has {n} rows; use 'cached=False' for "
-                             f"changing graphs")
-        weight = None if learned else edge_weight
-        if self._graph.hit(edge_index, weight, n):
-            op = self._graph.value
-        elif op is None:
-            op = self._prepare(edge_index, weight, n, x.dtype)
-            self._cached_op = op if self.cached else None
-        elif not op.has_graph(edge_index):
-            raise ValueError(
-                f"The layer cached the operator of the graph of its first "
-                f"call ({op.graph[0].size(1)} edges), but was given another "
-                f"graph (or the same edges in another order, or edited in "
-                f"place). 'cached=True' is for one fixed graph: use "
-                f"'cached=False' for changing graphs, or 'reset_parameters()' "
-                f"to forget the cached one")
-        elif isinstance(edge_index, Tensor) and edge_index.layout == \
-                torch.strided:  # new weights on the cached layout
-            op = op.reweight(weight)
-        self._graph.store(op, edge_index, weight, n)
-        return op.reweight(edge_weight) if learned else op
-
-    def _prepare(self, edge_index: Adj, edge_weight: OptTensor, n: int,
-                 dtype: torch.dtype) -> DiffusionOperator:
-        return DiffusionOperator.from_graph(edge_index, edge_weight, n,
-                                            self.normalization,
-                                            self.add_self_loops, dtype)
 
     def _check_stability(self, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> bool:
         r"""Whether the explicit scheme is certified stable; warns or raises
         (see :obj:`stability`) when it is not."""
-        if self.scheme == 'implicit':
-            return True
         learned = op.value.requires_grad or isinstance(sigma2, Tensor)
-        if learned and self._checked_learned:
-            return False
+        if self.scheme == 'implicit' or learned and self._checked_learned:
+            return self.scheme == 'implicit'
         self._checked_learned = learned
-        s = float(sigma2)
-        if op.stable(s):
-            return not learned
-        if self.stability != 'ignore':
-            msg = unstable_message(s, op.lambda_max(), self.normalization)
-            if self.stability == 'raise':
-                raise ValueError(msg)
-            if not self._warned:  # once per layer (and reset)
-                warnings.warn(msg, UserWarning, stacklevel=self._stacklevel)
-                self._warned = True
-        return False
+        mode = 'ignore' if self._warned else self.stability  # (warn once)
+        stable = op.certify(float(sigma2), mode, self._stacklevel)
+        self._warned |= not stable and mode == 'warn'
+        return stable and not learned
 
     def _propagate_steps(self, x: Tensor, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> Tensor:
@@ -306,15 +230,11 @@ class CoinDiffusionConv(MessagePassing):
         if self.scheme != 'explicit':
             raise ValueError("PyG's explainers need scheme='explicit' (the "
                              "implicit scheme has no per-edge messages)")
-        graph_index, n = op.graph[0], op.num_nodes
-        self._off_diagonal = graph_index[0] != graph_index[1]
-        loop = torch.arange(n, device=graph_index.device)
-        index = torch.cat([graph_index[:, self._off_diagonal],
-                           torch.stack([loop, loop])], dim=1)
-        weight = op.step_matrix(sigma2, x.dtype, per_edge=True)
-        off = weight[:-n] if n else weight
-        row_sum = weight[off.numel():] + scatter(
-            off, index[1, :off.numel()], 0, dim_size=n)
+        index, weight = op.step_matrix(sigma2, x.dtype, per_edge=True)
+        self._off_diagonal = op.graph[0][0] != op.graph[0][1]
+        E = index.size(1) - op.num_nodes
+        off, row_sum = weight[:E], weight[E:] + scatter(
+            weight[:E], index[1, :E], 0, dim_size=op.num_nodes)
         edge_weight = torch.cat([off, row_sum])
         self_weight = torch.cat([-off, torch.zeros_like(row_sum)])
         for _ in range(self.K):
@@ -345,9 +265,9 @@ class CoinDiffusionConv(MessagePassing):
 
     def __repr__(self) -> str:
         args = [f'K={self.K}', f'sigma2={self.sigma2_init}',
-                f'normalization={self.normalization!r}']
-        for name, default in [('dropout', 0.), ('learn_sigma2', False),
-                              ('scheme', 'explicit'), ('cached', False)]:
-            if getattr(self, name) != default:
-                args.append(f'{name}={getattr(self, name)!r}')
+                f'normalization={self.normalization!r}'] + [
+            f'{name}={getattr(self, name)!r}' for name, default in [
+                ('dropout', 0.), ('learn_sigma2', False),
+                ('scheme', 'explicit'), ('cached', False)]
+            if getattr(self, name) != default]
         return f'{self.__class__.__name__}({", ".join(args)})'
