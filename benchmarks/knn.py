@@ -1,8 +1,9 @@
 r"""Exactness, speed and peak memory of the exact kNN search behind
 :func:`torch_geometric_coin.utils.gaussian_knn_graph`, side by side with
 scikit-learn's :class:`NearestNeighbors` (brute force, KD-tree, ball tree),
-and the recall, speed and COIN accuracy of its approximate backends (faiss
-HNSW and IVF).
+and the recall, speed and COIN accuracy of approximate neighbours (faiss
+HNSW, IVF and IVF-PQ through PyG's :class:`KNNIndex` /
+:class:`ApproxL2KNNIndex`) passed to it as ``neighbors=``.
 
 Four parts (``--parts``, all by default):
 
@@ -16,29 +17,32 @@ would exceed ``--time-cap`` seconds (estimated from a probe on
 full time is extrapolated linearly in the number of queries (fit time is
 measured in full); such rows are marked ``extrapolated``.
 
-Approximate: the backends ``--backends`` of
-:func:`~torch_geometric_coin.utils.knn_search` build the k nearest other
-nodes of all N points (index built and searched, timed in full) of a seeded
-synthetic Gaussian mixture (d = 64, float32, ``--clusters`` components with
-centres drawn from N(0, I), each a Gaussian of ``--intrinsic-dim``
-dimensions in a random subspace plus isotropic noise ``--noise``; see
+Approximate: the indexes ``--approx`` (one per graph, see
+:func:`approximate_neighbors`; built and searched, timed in full, and the
+few queries the index leaves with fewer than k neighbours searched exactly)
+give the k nearest other nodes of all N points of a seeded synthetic
+Gaussian mixture (d = 64, float32, ``--clusters`` components with centres
+drawn from N(0, I), each a Gaussian of ``--intrinsic-dim`` dimensions in a
+random subspace plus isotropic noise ``--noise``; see
 :func:`make_mixture`). Real features have a low intrinsic dimension; a
 mixture of isotropic 64-dimensional components (``--intrinsic-dim 64
 --noise 0``), whose nearest neighbours are nearly equidistant, is much
-harder for every approximate search (IVF with nprobe=16 found 79% of the
-neighbours at N = 10^6). The exact builder would take hours at N = 10^6, but
-its cost is linear in the number of queries (every query is scored against
-all N points): it is timed on ``--queries`` random query points (searching
-all N points) and its time is scaled by N / queries. The recall of each
-backend is measured against the exact neighbours of these queries.
+harder for every approximate search. The exact search would take hours at
+N = 10^6, but its cost is linear in the number of queries (every query is
+scored against all N points): it is timed on ``--queries`` random query
+points and its time is scaled by N / queries. The recall of each index is
+measured against the exact neighbours of these queries. The time of the
+weights from given neighbours (``gaussian_knn_graph(..., neighbors=)``),
+the same for every method, is reported apart.
 
 COIN: the Gaussian kNN graph (k = ``--k``, bandwidth ``--bandwidth-k``) of
 the node features of a real data set (``--coin-dataset``, Coauthor-CS by
 default, reduced to ``--coin-dim`` dimensions by seeded randomized PCA) is
-built exactly and with each backend, and COIN (``--K``, ``--sigma2``,
-``normalization=None``) is trained on each graph with the same random splits
-(20 / 30 labels per class) and seeds by :func:`training.fit`; the table
-gives the test accuracy and its paired difference to the exact graph.
+built exactly and from each index's neighbours, and COIN (``--K``,
+``--sigma2``, ``normalization=None``) is trained on each graph with the same
+random splits (20 / 30 labels per class) and seeds by :func:`training.fit`;
+the table gives the test accuracy and its paired difference to the exact
+graph.
 
 Example (the table in BENCHMARKS.md):
 
@@ -55,6 +59,7 @@ Tiny configuration (smoke test, a few seconds):
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import resource
@@ -71,7 +76,7 @@ import reporting  # noqa: E402
 
 METHODS = ['ours', 'sklearn_brute', 'sklearn_kd_tree', 'sklearn_ball_tree']
 PARTS = ['exactness', 'speed', 'approximate', 'coin']
-APPROXIMATE = ['faiss_hnsw', 'faiss_ivf']
+APPROXIMATE = ['hnsw', 'ivf', 'ivf_pq']
 COIN_DATASETS = {'CS': ('coauthor', 'CS'), 'Physics': ('coauthor', 'Physics'),
                  'Computers': ('amazon', 'Computers'),
                  'Photo': ('amazon', 'Photo')}
@@ -113,30 +118,75 @@ def recall(index, ref):
     return hits / ref.numel()
 
 
-def backend_options(args, backend):
-    r"""The options of :obj:`backend` set on the command line."""
-    names = {'faiss_hnsw': ['hnsw_m', 'ef_construction', 'ef_search'],
-             'faiss_ivf': ['nlist', 'nprobe']}[backend]
-    return {n: getattr(args, n) for n in names
-            if getattr(args, n) is not None}
+def index_options(args, method):
+    r"""The options of the index :obj:`method` (command line or default)."""
+    names = {'hnsw': ['hnsw_m', 'ef_construction', 'ef_search'],
+             'ivf': ['nlist', 'nprobe'],
+             'ivf_pq': ['nlist', 'nprobe', 'pq_m']}[method]
+    return {n: getattr(args, n) for n in names}
+
+
+def make_index(method, n, options):
+    r"""A PyG :class:`KNNIndex` of :obj:`method` for a graph of :obj:`n`
+    points (IVF cells: :obj:`nlist`, or faiss's rule of thumb
+    :math:`\min(4 \sqrt{n}, n / 39)`)."""
+    from torch_geometric.nn.pool import ApproxL2KNNIndex, KNNIndex
+    nlist = options.get('nlist') or max(1, min(math.ceil(4 * math.sqrt(n)),
+                                               n // 39))
+    if method == 'ivf_pq':  # PyG's own approximate index.
+        return ApproxL2KNNIndex(nlist, options['nprobe'], options['pq_m'])
+
+    class Index(KNNIndex):
+        def _create_index(self, channels):
+            import faiss
+            if method == 'hnsw':
+                index = faiss.IndexHNSWFlat(channels, options['hnsw_m'])
+                index.hnsw.efConstruction = options['ef_construction']
+                index.hnsw.efSearch = options['ef_search']
+            else:
+                index = faiss.IndexIVFFlat(faiss.IndexFlatL2(channels),
+                                           channels, nlist)
+                index.nprobe = options['nprobe']
+            return index
+
+    return Index()
+
+
+def approximate_neighbors(x, k, method, options, batch=None):
+    r"""The :obj:`[N, k]` approximate nearest other nodes of the same graph,
+    for :obj:`gaussian_knn_graph(..., neighbors=)`: one index per graph
+    (a single index over all graphs would return nodes of other graphs,
+    which :func:`gaussian_knn_graph` refuses); queries left with fewer than
+    :obj:`k` neighbours (-1) are searched exactly."""
+    from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
+    out = torch.empty(x.size(0), k, dtype=torch.long)
+    graphs = [None] if batch is None else batch.unique().tolist()
+    for g in graphs:
+        node = (torch.arange(x.size(0)) if g is None else
+                (batch == g).nonzero().view(-1))
+        index = make_index(method, node.numel(), options)
+        index.add(x[node])
+        self_loops = torch.arange(node.numel()).repeat(2, 1)
+        found = index.search(x[node], k, self_loops).index
+        out[node] = torch.where(found >= 0, node[found.clamp(min=0)], -1)
+    missing = (out < 0).any(1).nonzero().view(-1)
+    if missing.numel() > 0:
+        out[missing] = _exact_knn(x, k, batch, rows=missing)
+    return out
 
 
 def exact_on_queries(x, k, queries):
-    r"""The k nearest other points of :obj:`x[queries]` by the exact search
-    (:obj:`k + 1` neighbours, the query's own point removed) and the time."""
-    from torch_geometric_coin.utils import knn_search
+    r"""The exact k nearest other points of :obj:`x[queries]` (all points
+    searched) and the time."""
+    from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
+    _exact_knn(x, k, rows=queries[:1])  # (Warm-up outside the timing.)
     t = time.perf_counter()
-    _, index = knn_search(x, k + 1, y=x[queries])
-    elapsed = time.perf_counter() - t
-    own = index == queries.view(-1, 1)
-    # (Continuous data: the query's own point is among its k + 1 nearest.)
-    keep = ~own
-    keep[~own.any(1), -1] = False
-    return index[keep].view(-1, k), elapsed
+    index = _exact_knn(x, k, rows=queries)
+    return index, time.perf_counter() - t
 
 
 def approximate(args):
-    from torch_geometric_coin.utils import knn_search
+    from torch_geometric_coin.utils import gaussian_knn_graph
     rows = []
     for N in args.approx_sizes:
         x = torch.from_numpy(make_mixture(N, args.dim, args.clusters,
@@ -153,19 +203,23 @@ def approximate(args):
                          options={}))
         print(f"N={N:>8} exact      {exact_full:9.1f} s (from {m} queries "
               f"in {exact_s:.1f} s)", flush=True)
-        for backend in args.backends:
-            options = backend_options(args, backend)
+        for method in args.approx:
+            options = index_options(args, method)
             t = time.perf_counter()
-            _, index = knn_search(x, args.k, backend=backend, **options)
+            index = approximate_neighbors(x, args.k, method, options)
             elapsed = time.perf_counter() - t
-            rows.append(dict(N=N, method=backend, time_s=elapsed,
+            t = time.perf_counter()
+            gaussian_knn_graph(x, args.k, args.bandwidth_k, neighbors=index)
+            rows.append(dict(N=N, method=method, time_s=elapsed,
                              measured_s=elapsed, measured_queries=N,
                              extrapolated=False,
                              recall=recall(index[queries], ref),
-                             speedup=exact_full / elapsed, options=options))
-            print(f"N={N:>8} {backend:<10} {elapsed:9.1f} s, "
+                             speedup=exact_full / elapsed, options=options,
+                             weights_s=time.perf_counter() - t))
+            print(f"N={N:>8} {method:<10} {elapsed:9.1f} s, "
                   f"{rows[-1]['speedup']:.1f}x faster, recall "
-                  f"{rows[-1]['recall']:.4f}", flush=True)
+                  f"{rows[-1]['recall']:.4f} (weights from the neighbours "
+                  f"{rows[-1]['weights_s']:.1f} s)", flush=True)
     return rows
 
 
@@ -190,7 +244,8 @@ def coin_check(args):
     from training import fit
 
     from torch_geometric_coin.nn import COIN
-    from torch_geometric_coin.utils import gaussian_knn_graph, knn_search
+    from torch_geometric_coin.utils import gaussian_knn_graph
+    from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
     loaded = load_features(args)
     if loaded is None:
         print(f'COIN check skipped: no {args.coin_dataset} in '
@@ -203,18 +258,17 @@ def coin_check(args):
     x = (u * s).contiguous()  # The principal components, [N, q].
     num_classes = int(y.max()) + 1
     graphs, rows = {}, []
-    _, exact_index = knn_search(x, args.k)
-    for backend in ['exact'] + args.backends:
-        options = ({} if backend == 'exact' else
-                   backend_options(args, backend))
+    exact_index = _exact_knn(x, args.k)
+    for method in ['exact'] + args.approx:
         t = time.perf_counter()
-        graphs[backend] = gaussian_knn_graph(x, args.k, args.bandwidth_k,
-                                             backend=backend, **options)
-        graph_s = time.perf_counter() - t
-        _, index = knn_search(x, args.k, backend=backend, **options)
-        rows.append(dict(graph=backend, graph_s=graph_s, acc=[],
-                         edges=graphs[backend][0].size(1),
-                         recall=recall(index, exact_index)))
+        index = None if method == 'exact' else approximate_neighbors(
+            x, args.k, method, index_options(args, method))
+        graphs[method] = gaussian_knn_graph(x, args.k, args.bandwidth_k,
+                                            neighbors=index)
+        rows.append(dict(graph=method, graph_s=time.perf_counter() - t,
+                         acc=[], edges=graphs[method][0].size(1),
+                         recall=1.0 if index is None else
+                         recall(index, exact_index)))
     data = Data(x=x, y=y)
     for split in range(args.splits):
         masks = common.random_split(y, seed=args.seed + split)
@@ -246,11 +300,11 @@ def worker(method, N, dim, k, seed, num_queries):
     if ``num_queries >= N``) and returns times and peak memory."""
     from sklearn.neighbors import NearestNeighbors
 
-    from torch_geometric_coin.utils import knn_search
+    from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
     algorithm = method[len('sklearn_'):]
     warm = make_data(500, dim, seed + 2)  # Warm-up outside the timings.
     if method == 'ours':
-        knn_search(torch.from_numpy(warm), k)
+        _exact_knn(torch.from_numpy(warm), k)
     else:
         NearestNeighbors(n_neighbors=k + 1, algorithm=algorithm,
                          n_jobs=-1).fit(warm).kneighbors(warm)
@@ -260,11 +314,8 @@ def worker(method, N, dim, k, seed, num_queries):
     m = min(N, num_queries)
     if method == 'ours':
         xt = torch.from_numpy(x)
-        t = time.perf_counter()
-        if m == N:
-            knn_search(xt, k)
-        else:  # k + 1: the query point itself comes back, as in sklearn.
-            knn_search(xt, k + 1, y=xt[:m])
+        t = time.perf_counter()  # (The k nearest other points.)
+        _exact_knn(xt, k, rows=None if m == N else torch.arange(m))
         fit_s, query_s = 0.0, time.perf_counter() - t
     else:
         t = time.perf_counter()
@@ -330,11 +381,11 @@ def exactness(args):
     cannot be told apart in the float32 input's precision."""
     from sklearn.neighbors import NearestNeighbors
 
-    from torch_geometric_coin.utils import knn_search
+    from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
     rows = []
     for N in args.exact_sizes:
         x = make_data(N, args.dim, args.seed + 1)
-        _, ours = knn_search(torch.from_numpy(x), args.k)
+        ours = _exact_knn(torch.from_numpy(x), args.k)
         ours = ours.numpy()
         x64 = x.astype(np.float64)
         dist, ref = NearestNeighbors(n_neighbors=args.k + 1,
@@ -369,9 +420,10 @@ def markdown(result):
                     f"({r['measured_s']:.1f} s)" if r['extrapolated'] else
                     'full run')
             opts = ', '.join(f'{k}={v}' for k, v in r['options'].items())
+            weights = f"{r['weights_s']:.1f}" if 'weights_s' in r else '-'
             rows.append([r['N'], r['method'] + (f' ({opts})' if opts else ''),
                          f"{r['time_s']:.1f}", f"{r['speedup']:.1f}x",
-                         f"{r['recall']:.4f}", note])
+                         f"{r['recall']:.4f}", weights, note])
         parts.append(
             f"Approximate search: k nearest other points of all N points of "
             f"a seeded Gaussian mixture ({a['clusters']} components, centres "
@@ -381,12 +433,14 @@ def markdown(result):
             f"recall on {a['queries']} random queries against the exact "
             f"search, whose time is scaled linearly from these queries (its "
             f"cost is linear in the number of queries); approximate times "
-            f"include building the index; {result['machine']}; "
-            f"{result['date']}; torch (and faiss) threads "
-            f"{result['torch_threads']}.\n\n" +
+            f"include building the index (PyG's KNNIndex / "
+            f"ApproxL2KNNIndex); the weights from the neighbours "
+            f"(gaussian_knn_graph(..., neighbors=)) are timed apart; "
+            f"{result['machine']}; {result['date']}; torch (and faiss) "
+            f"threads {result['torch_threads']}.\n\n" +
             reporting.markdown_table(['N', 'method', 'time (s)',
-                                      'speed-up vs exact', 'recall', 'note'],
-                                     rows))
+                                      'speed-up vs exact', 'recall',
+                                      'weights (s)', 'note'], rows))
     if result.get('coin'):
         c = result['coin']
         rows = [[r['graph'], f"{r['recall']:.4f}", r['edges'],
@@ -476,9 +530,9 @@ def main(argv=None):
     parser.add_argument('--approx-sizes', type=int, nargs='+',
                         default=[10**5, 10**6],
                         help='numbers of points of the approximate runs')
-    parser.add_argument('--backends', nargs='+', default=APPROXIMATE,
+    parser.add_argument('--approx', nargs='+', default=APPROXIMATE,
                         choices=APPROXIMATE,
-                        help='the approximate backends of knn_search')
+                        help='the approximate indexes (faiss through PyG)')
     parser.add_argument('--queries', type=int, default=10**4,
                         help='random queries on which the exact search is '
                         'timed and the recall measured')
@@ -488,11 +542,16 @@ def main(argv=None):
                         help='dimension of each component of the mixture')
     parser.add_argument('--noise', type=float, default=0.1,
                         help='isotropic noise (std) of the mixture')
-    for name in ['hnsw_m', 'ef_construction', 'ef_search', 'nlist',
-                 'nprobe']:
+    for name, default, text in [
+            ('hnsw_m', 32, 'links per node of the HNSW graph'),
+            ('ef_construction', 80, 'HNSW candidate list while building'),
+            ('ef_search', 64, 'HNSW candidate list while searching'),
+            ('nlist', None, 'IVF cells per graph (None: min(4 sqrt(n), '
+             'n / 39) for n points)'),
+            ('nprobe', 8, 'IVF cells searched per query'),
+            ('pq_m', 8, 'IVF-PQ sub-quantizers (a divisor of --dim)')]:
         parser.add_argument('--' + name.replace('_', '-'), type=int,
-                            default=None, help=f'{name} of knn_search '
-                            f'(None: its default)')
+                            default=default, help=text)
     parser.add_argument('--coin-dataset', default='CS',
                         choices=sorted(COIN_DATASETS),
                         help='the real data set of the COIN check')
@@ -508,6 +567,9 @@ def main(argv=None):
                                 int(num_queries))))
         return None
 
+    if {'approximate', 'coin'} & set(args.parts):
+        import faiss  # (A script may set the threads of the process.)
+        faiss.omp_set_num_threads(torch.get_num_threads())
     result = dict(command=command, args=vars(args),
                   torch_threads=torch.get_num_threads())
     if 'exactness' in args.parts:

@@ -1,14 +1,6 @@
-r"""Learnable edge weights: small modules that return an :obj:`edge_weight`
-for :class:`~torch_geometric_coin.nn.CoinDiffusionConv` (or any PyG layer
-that takes one). Both stay non-negative, which the comparison principle of
-the diffusion needs; gradients flow through the layer's normalisation.
-
-Both are equivariant to the storage order of :obj:`edge_index`: permuting
-its columns (and those of :obj:`edge_weight`) permutes the output alike, so
-a diffusion over the returned weights is the same for every order of the
-same edges. Duplicate entries of an edge :math:`(j, i)` each get their own
-input weight times the same learned factor, so that their sum (what the
-diffusion uses) is that of the coalesced graph."""
+r"""Learnable, non-negative edge weights for
+:class:`~torch_geometric_coin.nn.CoinDiffusionConv`, equivariant to the
+storage order of :obj:`edge_index`."""
 import math
 from typing import Any, Optional, Tuple
 
@@ -33,8 +25,7 @@ class KernelEdgeWeight(torch.nn.Module):
         \mathbf{h}_j) \|^2\right),
 
     with a learnable projection :math:`\mathbf{P}` and the input weights
-    :math:`a_{ij}` (ones if not given). The weight of an edge depends only
-    on its end points, so the output follows any order of the edges.
+    :math:`a_{ij}` (ones if not given).
 
     Args:
         in_channels (int): Size of the node features :math:`\mathbf{h}`.
@@ -44,8 +35,7 @@ class KernelEdgeWeight(torch.nn.Module):
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F)` (dense), edge
           indices :math:`(2, |\mathcal{E}|)`, edge weights
-          :math:`(|\mathcal{E}|)`
-          *(optional, non-negative)*
+          :math:`(|\mathcal{E}|)` *(optional, non-negative)*
         - **output:** edge weights :math:`(|\mathcal{E}|)`
     """
     def __init__(self, in_channels: int, out_channels: Optional[int] = None):
@@ -84,18 +74,10 @@ class PerEdgeWeight(torch.nn.Module):
         w_{ji} = a_{ji} \, \mathrm{softplus}(\theta_{ji}),
 
     initialised to :math:`w_{ji} = a_{ji}` (the input weights, ones if not
-    given).
-
-    The parameters belong to the edges :math:`(j, i)` (source, target), not
-    to positions in the input: :obj:`weight[k]` is that of the :math:`k`-th
-    distinct edge in lexicographic (source, target) order, the order of a
-    coalesced :obj:`edge_index` (see
-    :func:`torch_geometric.utils.coalesce`). Any order of the same edges
-    therefore gets the same weight per edge. Duplicate entries of an edge
-    share its parameter (each keeps its own :math:`a`), so
-    :obj:`num_edges` counts distinct edges. The order is computed once per
-    :obj:`edge_index` tensor (and whenever it is modified in place), not
-    at every call.
+    given). :obj:`weight[k]` belongs to the :math:`k`-th distinct edge
+    :math:`(j, i)` in lexicographic (source, target) order, that of a
+    coalesced :obj:`edge_index`, whatever the order of the input; duplicate
+    entries of an edge share its parameter.
 
     Args:
         num_edges (int): The number of distinct edges
@@ -123,13 +105,10 @@ class PerEdgeWeight(torch.nn.Module):
 
     def edge_ids(self, edge_index: Tensor) -> Optional[Tensor]:
         r"""The index into :obj:`weight` of each column of
-        :obj:`edge_index` (:obj:`None` if it is already coalesced, *i.e.*,
-        the identity); cached by tensor."""
-        if not self._graph.hit(edge_index):
-            self._prepare(edge_index)
-        return self._graph.value
-
-    def _prepare(self, edge_index: Tensor):
+        :obj:`edge_index` (:obj:`None` for the identity), once per
+        tensor."""
+        if self._graph.hit(edge_index):
+            return self._graph.value
         _validate(None, edge_index, None, None)
         ids, count = canonical_edge_ids(edge_index)
         if count != self.num_edges:
@@ -141,7 +120,7 @@ class PerEdgeWeight(torch.nn.Module):
         if count == edge_index.size(1) and bool(torch.equal(
                 ids, torch.arange(count, device=ids.device))):
             ids = None  # coalesced: no gather on the hot path
-        self._graph.store(ids, edge_index)
+        return self._graph.store(ids, edge_index)
 
     def forward(self, edge_index: Tensor,
                 edge_weight: OptTensor = None) -> Tensor:
@@ -178,21 +157,17 @@ def canonical_edge_ids(edge_index: Tensor) -> Tuple[Tensor, int]:
 @torch.compiler.disable
 def _validate(cache: Optional[GraphCache], edge_index: Any,
               edge_weight: OptTensor, num_nodes: Optional[int]):
-    r"""Validates an :obj:`edge_index` tensor and its weights (by
-    :func:`~torch_geometric_coin.ops.validate_graph`), once per graph if
-    :obj:`cache` is given."""
+    r"""Validates an :obj:`edge_index` tensor and its weights, once per
+    graph if :obj:`cache` is given."""
     if cache is not None and cache.hit(edge_index, edge_weight, num_nodes):
         return
-    if not isinstance(edge_index, Tensor) or edge_index.layout != \
-            torch.strided:
+    if not isinstance(edge_index, Tensor) or \
+            edge_index.layout != torch.strided:
+        got = getattr(edge_index, 'layout', type(edge_index).__name__)
         raise TypeError(f"Learnable edge weights need an 'edge_index' "
-                        f"tensor of shape [2, num_edges] (got "
-                        f"{type(edge_index).__name__}"
-                        + (f" of layout {edge_index.layout}"
-                           if isinstance(edge_index, Tensor) else '')
-                        + "); turn a sparse adj_t into one with "
-                        "'to_edge_index(adj_t)[0].flip(0)' (COIN does so "
-                        "itself)")
+                        f"tensor of shape [2, num_edges] (got {got}); turn "
+                        f"a sparse adj_t into one with "
+                        f"'to_edge_index(adj_t)[0].flip(0)'")
     validate_graph(edge_index, edge_weight, num_nodes)
     if cache is not None:
         cache.store(None, edge_index, edge_weight, num_nodes)

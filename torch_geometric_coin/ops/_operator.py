@@ -8,7 +8,8 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, scatter
 
-from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin._checks import check_bool, check_choice, \
+    check_number
 from torch_geometric_coin._graph_cache import GraphCache
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS, coin_norm
 from torch_geometric_coin.ops._schemes import explicit, functorch_active, \
@@ -149,6 +150,7 @@ class DiffusionOperator:
         self.crow = _compress(row, n).to(dtype)
         self.col = (key - row * n).to(dtype)
         self.diag_pos = self._inverse[nnz - n:]
+        self._inverse = self._inverse.to(dtype)  # (coin_norm -> CSR order)
         self._transposed: Optional[Tuple[Tensor, Tensor, Tensor]] = None
         self._set_value(value)
         # The validated input of `from_graph` (for `reweight`, `has_graph`
@@ -158,10 +160,8 @@ class DiffusionOperator:
         self.add_self_loops = True
 
     def _set_value(self, value: Tensor):
-        nnz = self.col.numel()
-        self.value = value.new_zeros(nnz).index_add(0, self._inverse, value) \
-            if nnz < value.numel() else value.new_empty(nnz).index_copy(
-                0, self._inverse, value)
+        self.value = value.new_zeros(self.col.numel()).index_add(
+            0, self._inverse, value)  # (duplicate entries sum)
         self._symmetric = self._lambda_max = None
         self._steps = {}
         self._gershgorin: Optional[float] = None
@@ -175,9 +175,7 @@ class DiffusionOperator:
         r"""Validates a graph (see :func:`validate_graph`) and builds the
         operator of its Laplacian
         (:func:`~torch_geometric_coin.utils.coin_norm`)."""
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"Unknown 'normalization' {normalization!r}: "
-                             f"expected one of {NORMALIZATIONS}")
+        check_choice('normalization', normalization, NORMALIZATIONS)
         check_bool('add_self_loops', add_self_loops)
         edge_index, edge_weight, num_nodes = validate_graph(
             edge_index, edge_weight, num_nodes)
@@ -223,8 +221,8 @@ class DiffusionOperator:
                              "'DiffusionOperator.from_graph'")
         index, weight, _ = validate_graph(edge_index, None, self.num_nodes)
         ref_index, ref_weight = self.graph
-        if ref_index._version != self._version or index.shape != ref_index.shape or not torch.equal(index,
-                                                             ref_index):
+        if ref_index._version != self._version or index.shape != \
+                ref_index.shape or not torch.equal(index, ref_index):
             return False
         if weight is None:
             return True
@@ -274,10 +272,9 @@ class DiffusionOperator:
         inv[t_perm] = torch.arange(t_perm.numel(), device=t_perm.device)
         op = copy.copy(self)
         op.crow, op.col, op.diag_pos = t_crow, t_col, inv[self.diag_pos]
-        op.value, op._inverse = self.value[t_perm], inv[self._inverse]
-        op._transposed = (inv, self.crow, self.col)
-        op.graph, op._steps, op._lambda_max = None, {}, None
-        op._gershgorin = None
+        op.value, op._transposed = self.value[t_perm], (inv, self.crow,
+                                                        self.col)
+        op.graph, op._steps = None, {}
         return op
 
     def symmetric_structure(self) -> bool:

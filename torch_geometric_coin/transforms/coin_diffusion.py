@@ -5,7 +5,8 @@ from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
-from torch_geometric_coin._checks import check_bool, check_number
+from torch_geometric_coin._checks import check_bool, check_choice, \
+    check_number
 from torch_geometric_coin.ops import diffusion_rows
 from torch_geometric_coin.utils._coin_norm import NORMALIZATIONS
 
@@ -86,9 +87,7 @@ class CoinDiffusion(BaseTransform):
                 check_number(name, value, integer=name in ('topk',
                                                            'max_memory'),
                              low=0, open_low=True)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"Unknown 'normalization' {normalization!r}: "
-                             f"expected one of {NORMALIZATIONS}")
+        check_choice('normalization', normalization, NORMALIZATIONS)
         check_bool('add_self_loops', add_self_loops)
         self.K = int(K)
         self.sigma2 = float(sigma2)

@@ -6,7 +6,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
-from torch_geometric_coin._checks import check_number
+from torch_geometric_coin._checks import check_choice, check_number
 
 
 NORMALIZATIONS = ('coin', 'sym', 'rw', None)
@@ -21,8 +21,9 @@ def coin_norm(
     dtype: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, Tensor]:
     r"""Computes the graph Laplacian :math:`\mathbf{L}` that COIN diffuses
-    with, in the form of :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm`. This is
-    the one normalisation routine of the package.
+    with, in the form of
+    :func:`~torch_geometric.nn.conv.gcn_conv.gcn_norm`: the one
+    normalisation routine of the package.
 
     With weights :math:`\mathbf{W}` (ones if :obj:`edge_weight` is
     :obj:`None`), :math:`\tilde{\mathbf{W}} = \mathbf{W} + \mathbf{I}` if
@@ -76,9 +77,7 @@ def coin_norm(
         (:class:`torch.Tensor`, :class:`torch.Tensor`): the edge indices
         :math:`(2, |\mathcal{E}_{\neq}| + |\mathcal{V}|)` and the values.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"Unknown 'normalization' {normalization!r}: "
-                         f"expected one of {NORMALIZATIONS}")
+    check_choice('normalization', normalization, NORMALIZATIONS)
     if num_nodes is not None:
         check_number('num_nodes', num_nodes, integer=True, low=0)
     num_nodes = maybe_num_nodes(edge_index, num_nodes)

@@ -5,7 +5,7 @@ from torch import Tensor
 
 from torch_geometric.typing import Adj, OptTensor
 
-from torch_geometric_coin._checks import check_number
+from torch_geometric_coin._checks import check_choice, check_number
 from torch_geometric_coin.nn._diffused_nll_loss import safe_log
 from torch_geometric_coin.nn.conv import CoinDiffusionConv
 from torch_geometric_coin._graph_cache import GraphCache
@@ -40,20 +40,15 @@ class COIN(torch.nn.Module):
 
     and the model returns :math:`\log \mathbf{U}^{(K)}` (finite everywhere,
     see :func:`~torch_geometric_coin.nn.diffused_nll_loss`), so that
-    :obj:`F.nll_loss` on the output is the authors' loss. With
-    :obj:`diffuse='logits'` the logits are diffused and then normalised by
-    a log-softmax; with :obj:`diffuse='hidden'` the last hidden features are
-    diffused before the output map. :obj:`K=0` gives the base classifier
-    alone (the paper's "ResNet" ablation).
+    :obj:`F.nll_loss` on the output is the authors' loss. :obj:`K=0` gives
+    the base classifier alone.
 
     Args:
         in_channels (int): Size of each input sample.
         out_channels (int): Number of classes (at least two).
-        hidden_channels (int, optional): Width of the residual blocks, as
-            in PyG's models; :obj:`None` for the authors' width (as wide as
-            the input, with no input projection). With :obj:`num_layers=0`,
-            the width of a linear projection (the space that
-            :obj:`diffuse='hidden'` diffuses). (default: :obj:`64`)
+        hidden_channels (int, optional): Width of the residual blocks;
+            :obj:`None` for the authors' width (that of the input, with no
+            input projection). (default: :obj:`64`)
         num_layers (int, optional): Number of residual blocks.
             (default: :obj:`1`)
         K (int, optional): Number of diffusion steps. (default: :obj:`20`)
@@ -61,27 +56,26 @@ class COIN(torch.nn.Module):
         normalization (str, optional): The Laplacian of
             :class:`CoinDiffusionConv`. (default: :obj:`'coin'`)
         diffuse (str, optional): What is diffused: :obj:`'prob'`,
-            :obj:`'logits'` or :obj:`'hidden'`. (default: :obj:`'prob'`)
+            :obj:`'logits'` (then normalised by a log-softmax) or
+            :obj:`'hidden'` (the last hidden features, before the output
+            map). (default: :obj:`'prob'`)
         dropout (float, optional): Dropout of the base classifier.
             (default: :obj:`0.5`)
         T (float, optional): Time horizon of the residual blocks.
             (default: :obj:`1.`)
         act (str, optional): Non-linearity of the residual blocks.
             (default: :obj:`'relu'`)
-        norm (str, optional): Normalisation of the residual blocks
-            (:obj:`None` when :obj:`num_layers=0`). (default: :obj:`None`)
+        norm (str, optional): Normalisation of the residual blocks.
+            (default: :obj:`None`)
         diffusion_dropout (float, optional): Dropout before each diffusion
-            step (the paper's COVID-19 model). (default: :obj:`0.`)
+            step. (default: :obj:`0.`)
         learn_edge_weights (str, optional): :obj:`None`, :obj:`'kernel'`
             (a :class:`~torch_geometric_coin.nn.KernelEdgeWeight` on the
-            input features) or :obj:`'per_edge'` (a
+            dense input features) or :obj:`'per_edge'` (a
             :class:`~torch_geometric_coin.nn.PerEdgeWeight`), whose output
-            weights the diffusion's graph. Learned edge weights take an
-            :obj:`edge_index` in any order or a sparse adjacency
-            (:obj:`torch.sparse` or :class:`torch_sparse.SparseTensor`,
-            read as PyG's :obj:`adj_t`), which COIN turns into an
-            :obj:`edge_index` once per tensor; the weight of an edge does
-            not depend on the layout. (default: :obj:`None`)
+            weights the diffusion's graph (an :obj:`edge_index` in any
+            order, or a sparse adjacency read as PyG's :obj:`adj_t`).
+            (default: :obj:`None`)
         num_edges (int, optional): The number of distinct edges, needed
             for :obj:`learn_edge_weights='per_edge'`.
             (default: :obj:`None`)
@@ -89,15 +83,6 @@ class COIN(torch.nn.Module):
             :class:`CoinDiffusionConv`: :obj:`add_self_loops`,
             :obj:`cached`, :obj:`learn_sigma2`, :obj:`scheme`, :obj:`tol`,
             :obj:`max_iter`, :obj:`stability`.
-
-    Integer arguments take Python or numpy integers, real ones Python or
-    numpy reals (not booleans); every other keyword argument is refused.
-
-    The node features may be a :obj:`torch.sparse` COO or CSR tensor
-    (*e.g.*, bag-of-words features): the first linear map of the base
-    classifier is then a sparse-dense product, with dropout on the stored
-    values (see :class:`ResidualConvection`); everything after it is
-    unchanged. :obj:`learn_edge_weights='kernel'` needs dense features.
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, dense or
@@ -129,15 +114,9 @@ class COIN(torch.nn.Module):
         check_number('in_channels', in_channels, integer=True, low=1)
         check_number('out_channels', out_channels, integer=True, low=2)
         check_number('diffusion_dropout', diffusion_dropout, low=0, high=1)
-        if not isinstance(diffuse, str) or diffuse not in DIFFUSE:
-            raise ValueError(f"Unknown 'diffuse' {diffuse!r}: expected one "
-                             f"of {DIFFUSE}")
-        if not (learn_edge_weights is None or isinstance(
-                learn_edge_weights, str)) or \
-                learn_edge_weights not in LEARN_EDGE_WEIGHTS:
-            raise ValueError(f"Unknown 'learn_edge_weights' "
-                             f"{learn_edge_weights!r}: expected one of "
-                             f"{LEARN_EDGE_WEIGHTS}")
+        check_choice('diffuse', diffuse, DIFFUSE)
+        check_choice('learn_edge_weights', learn_edge_weights,
+                     LEARN_EDGE_WEIGHTS)
         if (num_edges is not None) != (learn_edge_weights == 'per_edge'):
             raise ValueError("'num_edges' is needed for, and only for, "
                              "learn_edge_weights='per_edge'")
@@ -166,8 +145,7 @@ class COIN(torch.nn.Module):
         self._graph = GraphCache()  # a sparse adjacency as edge_index
 
     def reset_parameters(self):
-        r"""Resets all learnable parameters of the module (and the graph
-        cached by the diffusion)."""
+        r"""Resets all learnable parameters of the module."""
         self.base.reset_parameters()
         self.diffusion.reset_parameters()
         if self.edge_weights is not None:
@@ -176,26 +154,21 @@ class COIN(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
-        if isinstance(x, (torch.fx.Proxy, dict, tuple, list)):
-            # to_hetero traces the model (Proxy), or a dict per node type:
-            raise ValueError(
-                "COIN diffuses over one set of nodes (its samples) and does "
-                "not run per node and edge type under 'to_hetero'. Diffuse "
-                "over the whole graph instead: 'data.to_homogeneous()'")
+        if isinstance(x, (torch.fx.Proxy, dict, tuple, list)):  # to_hetero
+            raise ValueError("COIN diffuses over one set of nodes and does "
+                             "not run under 'to_hetero'; diffuse over the "
+                             "whole graph: 'data.to_homogeneous()'")
         if self.edge_weights is not None:
-            if isinstance(self.edge_weights, KernelEdgeWeight) and \
-                    isinstance(x, Tensor) and x.layout != torch.strided:
-                raise ValueError(
-                    f"learn_edge_weights='kernel' needs dense node features "
-                    f"'x' (got layout {x.layout}): pass 'x.to_dense()', or "
-                    f"use learn_edge_weights=None or 'per_edge' with a "
-                    f"sparse 'x'")
+            kernel = isinstance(self.edge_weights, KernelEdgeWeight)
+            if kernel and isinstance(x, Tensor) and \
+                    x.layout != torch.strided:
+                raise ValueError(f"learn_edge_weights='kernel' needs dense "
+                                 f"node features 'x' (got layout "
+                                 f"{x.layout}): pass 'x.to_dense()'")
             edge_index, edge_weight = self._edge_index(x, edge_index,
                                                        edge_weight)
-            if isinstance(self.edge_weights, KernelEdgeWeight):
-                edge_weight = self.edge_weights(x, edge_index, edge_weight)
-            else:
-                edge_weight = self.edge_weights(edge_index, edge_weight)
+            edge_weight = self.edge_weights(*([x] if kernel else []),
+                                            edge_index, edge_weight)
         if self.diffuse == 'hidden':
             h = self.diffusion(self.base.encode(x), edge_index, edge_weight)
             return torch.log_softmax(self.base.decode(h), dim=-1)
@@ -208,8 +181,8 @@ class COIN(torch.nn.Module):
 
     def _edge_index(self, x: Tensor, adj: Adj, edge_weight: OptTensor,
                     ) -> Tuple[Tensor, OptTensor]:
-        r"""A sparse adjacency as :obj:`(edge_index, edge_weight)` by the
-        diffusion layer's rule (:obj:`adj_t`), once per tensor."""
+        r"""A sparse adjacency as :obj:`(edge_index, edge_weight)`, once
+        per tensor."""
         if isinstance(adj, Tensor) and adj.layout == torch.strided:
             return adj, edge_weight
         num_nodes = x.size(0)

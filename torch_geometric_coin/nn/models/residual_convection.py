@@ -1,7 +1,6 @@
 import numbers
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,7 +11,11 @@ from torch_geometric.nn.resolver import (
     normalization_resolver,
 )
 
-from torch_geometric_coin._checks import check_features, check_number
+from torch_geometric_coin._checks import (
+    check_bool,
+    check_features,
+    check_number,
+)
 from torch_geometric_coin._graph_cache import GraphCache
 
 
@@ -34,18 +37,10 @@ class ResidualConvection(torch.nn.Module):
         \mathbf{b}_{\textrm{out}},
 
     with dropout on the input of every linear map. The input projection is
-    the identity when :obj:`hidden_channels` equals :obj:`in_channels` (the
-    authors' base classifier: one block as wide as the input).
-
-    The input :math:`\mathbf{x}` may be a :obj:`torch.sparse` COO or CSR
-    tensor (*e.g.*, bag-of-words features): the first linear map is then a
-    sparse-dense product (forward and backward), dropout acts on the stored
-    values (the same distribution as dense dropout on a coalesced input),
-    and the residual of a first block without projection adds
-    :math:`\mathbf{x}` to the dense block output. Everything after the first
-    linear map is dense and unchanged. The sparse structure (a CSR copy of a
-    COO input, and its transpose for the weight gradient) is prepared once
-    per input tensor.
+    the identity when :obj:`hidden_channels` equals :obj:`in_channels`.
+    A :obj:`torch.sparse` input (*e.g.*, bag-of-words features) meets its
+    first linear map as a sparse-dense product, with dropout on its stored
+    values; everything after that map is dense.
 
     Args:
         in_channels (int): Size of each input sample.
@@ -53,8 +48,9 @@ class ResidualConvection(torch.nn.Module):
             (:obj:`in_channels` if :obj:`None`). (default: :obj:`None`)
         out_channels (int, optional): Size of each output sample; no output
             map if :obj:`None`. (default: :obj:`None`)
-        num_layers (int, optional): Number of residual blocks :math:`L`.
-            (default: :obj:`1`)
+        num_layers (int, optional): Number of residual blocks :math:`L`;
+            with :obj:`0`, :obj:`T`, :obj:`act`, :obj:`norm` and their
+            arguments must keep their defaults. (default: :obj:`1`)
         T (float, optional): Time horizon; each block is a step of size
             :math:`T/L`. (default: :obj:`1.`)
         act (str or Callable, optional): The non-linearity :math:`\sigma`
@@ -67,11 +63,6 @@ class ResidualConvection(torch.nn.Module):
             (default: :obj:`True`)
         act_kwargs (Dict[str, Any], optional): Arguments of :obj:`act`.
         norm_kwargs (Dict[str, Any], optional): Arguments of :obj:`norm`.
-
-    With :obj:`num_layers=0` (no block), :obj:`T`, :obj:`act`, :obj:`norm`
-    and their arguments have no effect and must keep their defaults.
-    Integer arguments take Python or numpy integers, real ones Python or
-    numpy reals (not booleans).
 
     Shapes:
         - **input:** :math:`(N, F_{in})`, dense or sparse (COO or CSR, in
@@ -103,22 +94,17 @@ class ResidualConvection(torch.nn.Module):
         check_number('num_layers', num_layers, integer=True, low=0)
         check_number('T', T, low=0, open_low=True)
         check_number('dropout', dropout, low=0, high=1)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"'bias' must be a bool (got {bias!r})")
-        if num_layers == 0:
-            # No residual block: 'T', 'act', 'norm' and their arguments
-            # would be accepted and ignored.
-            for name, value, default in [('T', T, 1.0), ('act', act, 'relu'),
-                                         ('norm', norm, None),
-                                         ('act_kwargs', act_kwargs, None),
-                                         ('norm_kwargs', norm_kwargs, None)]:
-                if not (value is default or (
-                        isinstance(value, (str, numbers.Real))
-                        and value == default)):
-                    raise ValueError(f"'{name}' has no effect with "
-                                     f"num_layers=0 (no residual block); "
-                                     f"leave it at its default "
-                                     f"({default!r})")
+        check_bool('bias', bias)
+        for name, value, default in [('T', T, 1.), ('act', act, 'relu'),
+                                     ('norm', norm, None),
+                                     ('act_kwargs', act_kwargs, None),
+                                     ('norm_kwargs', norm_kwargs, None)]:
+            if num_layers == 0 and value is not default and not (
+                    isinstance(value, (str, numbers.Real))
+                    and value == default):
+                raise ValueError(f"'{name}' has no effect with num_layers=0 "
+                                 f"(no residual block); leave it at its "
+                                 f"default ({default!r})")
         if dropout > 0 and num_layers == 0 and out_channels is None and \
                 hidden_channels == in_channels:
             raise ValueError("'dropout' has no effect without any linear "
@@ -132,40 +118,30 @@ class ResidualConvection(torch.nn.Module):
                                  f"{name}={value!r})")
 
         self.in_channels = int(in_channels)
-        self.hidden_channels = hidden_channels = int(hidden_channels)
+        self.hidden_channels = hidden = int(hidden_channels)
         self.out_channels = None if out_channels is None else int(
             out_channels)
-        self.num_layers = num_layers = int(num_layers)
+        self.num_layers = int(num_layers)
         self.T = float(T)
         self.dropout = float(dropout)
 
-        self.lin_in = None
-        if hidden_channels != self.in_channels:
-            self.lin_in = Linear(self.in_channels, hidden_channels,
-                                 bias=bool(bias))
+        bias = bool(bias)
+        self.lin_in = None if hidden == self.in_channels else Linear(
+            self.in_channels, hidden, bias=bias)
         self.lins = torch.nn.ModuleList([
-            Linear(hidden_channels, hidden_channels, bias=bool(bias))
-            for _ in range(num_layers)
+            Linear(hidden, hidden, bias=bias) for _ in range(num_layers)
         ])
         self.norms = torch.nn.ModuleList([
-            _resolve('norm', norm, hidden_channels, norm_kwargs)
-            if norm is not None else torch.nn.Identity()
-            for _ in range(num_layers)
+            torch.nn.Identity() if norm is None else _resolve(
+                'norm', norm, hidden, norm_kwargs) for _ in range(num_layers)
         ])
         self.act = torch.nn.Identity() if act is None else _resolve(
-            'act', act, hidden_channels, act_kwargs)
-        self.lin_out = None
-        if self.out_channels is not None:
-            self.lin_out = Linear(hidden_channels, self.out_channels,
-                                  bias=bool(bias))
+            'act', act, hidden, act_kwargs)
+        self.lin_out = None if out_channels is None else Linear(
+            hidden, self.out_channels, bias=bias)
         self._sparse = GraphCache()  # a sparse x -> its _SparseInput
         first = self._first_linear()
-        if first is not None:
-            # Stored column-major (W^T contiguous): a sparse input's product
-            # X W^T reads W^T in place and its weight gradient (X^T G)^T
-            # arrives in the same layout, with no transposed copy of the
-            # (in_channels x width) matrix either way; a dense input is
-            # multiplied by BLAS, which reads either layout without a copy.
+        if first is not None:  # column-major: X W^T reads W^T in place
             first.weight = torch.nn.Parameter(
                 first.weight.detach().t().contiguous().t())
         self.reset_parameters()
@@ -178,32 +154,27 @@ class ResidualConvection(torch.nn.Module):
                 module.reset_parameters()
 
     def encode(self, x: Tensor) -> Tensor:
-        r"""Runs the residual blocks, without the output map (dense
-        output)."""
+        r"""Runs the residual blocks, without the output map."""
         x, sp = self._encode(x)
         return x if sp is None else sp.csr.to_dense()
 
     def decode(self, x: Tensor) -> Tensor:
         r"""The output map (dropout, then :obj:`lin_out`), if any."""
-        if self.lin_out is not None:
-            x = self._linear(self.lin_out, x)
-        return x
+        return x if self.lin_out is None else self._linear(self.lin_out, x)
 
     def forward(self, x: Tensor) -> Tensor:
         h, sp = self._encode(x)
-        if sp is None:
-            return self.decode(h)
-        # No map before the output map: it is the first one.
-        if self.lin_out is None:
-            return sp.csr.to_dense()
-        return self._linear(self.lin_out, None, sp)
+        if sp is not None and self.lin_out is not None:
+            return self._sparse_linear(self.lin_out, sp)
+        return self.decode(h if sp is None else sp.csr.to_dense())
 
     def _encode(self, x: Tensor) -> Tuple[Optional[Tensor],
                                           Optional['_SparseInput']]:
-        r"""The residual blocks; returns :obj:`(h, None)`, or
-        :obj:`(None, sparse input)` if a sparse :obj:`x` met no linear
-        map."""
-        check_features(x, self.in_channels, self._weight())
+        r"""Returns :obj:`(h, None)`, or :obj:`(None, sparse input)` if a
+        sparse :obj:`x` met no linear map."""
+        first = self._first_linear()
+        check_features(x, self.in_channels,
+                       None if first is None else first.weight)
         sp = self._sparse_input(x) if x.layout != torch.strided else None
         if self.lin_in is not None:
             x, sp = self._linear(self.lin_in, x, sp), None
@@ -212,16 +183,14 @@ class ResidualConvection(torch.nn.Module):
             h = self.act(norm(self._linear(lin, x, sp)))
             if sp is None:
                 x = x + step * h
-            elif step == 1.:  # x + h with a sparse x: no dense copy of x
+            elif step == 1.:  # no dense copy of the sparse x
                 x, sp = h + sp.csr, None
-            else:  # added in place into the fresh dense product
+            else:
                 x, sp = (step * h).add_(sp.csr), None
         return x, sp
 
     def _linear(self, lin: Linear, x: Optional[Tensor],
                 sp: Optional['_SparseInput'] = None) -> Tensor:
-        r"""Dropout, then :obj:`lin`; on the stored values and as a
-        sparse-dense product for a sparse input :obj:`sp`."""
         if sp is None:
             return lin(dropout(x, self.dropout, self.training))
         return self._sparse_linear(lin, sp)
@@ -233,25 +202,13 @@ class ResidualConvection(torch.nn.Module):
 
     @torch.compiler.disable
     def _sparse_input(self, x: Tensor) -> '_SparseInput':
-        r"""The CSR form of :obj:`x` and the structure of its transpose,
-        once per tensor."""
-        if not self._sparse.hit(x):
-            self._sparse.store(_SparseInput.of(x), x)
-        return self._sparse.value
+        if self._sparse.hit(x):
+            return self._sparse.value
+        return self._sparse.store(_SparseInput.of(x), x)
 
     def _first_linear(self) -> Optional[Linear]:
-        r"""The linear map applied to the input (:obj:`None` if the module
-        is the identity)."""
-        for lin in [self.lin_in, *self.lins, self.lin_out]:
-            if lin is not None:
-                return lin
-        return None
-
-    def _weight(self) -> Optional[Tensor]:
-        r"""The weight of the first linear map (:obj:`None` if the module
-        is the identity), whose dtype :obj:`x` must have."""
-        first = self._first_linear()
-        return None if first is None else first.weight
+        return next((lin for lin in [self.lin_in, *self.lins, self.lin_out]
+                     if lin is not None), None)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
@@ -260,12 +217,8 @@ class ResidualConvection(torch.nn.Module):
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    r"""Dropout as :func:`torch.nn.functional.dropout` (each entry zeroed
-    with probability :obj:`p`, the others scaled by :math:`1 / (1 - p)`),
-    with the mask drawn by :func:`torch.rand_like` on the CPU: the same
-    distribution, about 3x faster there than the built-in Bernoulli draw
-    (which dominated a training step at the authors' width). Elsewhere, the
-    built-in fused kernel."""
+    r"""Dropout as :func:`torch.nn.functional.dropout`, with the mask drawn
+    by :func:`torch.rand_like` on the CPU (the same distribution)."""
     if not training or p == 0.:
         return x
     if x.device.type != 'cpu' or p >= 1.:
@@ -276,9 +229,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 class _SparseInput(NamedTuple):
-    r"""A sparse input as CSR (:obj:`csr`), with the permutation of its
-    stored values into the CSR order of its transpose (:obj:`perm`) and that
-    transpose's :obj:`crow_t` and :obj:`col_t`."""
+    r"""A sparse input as CSR, with the permutation of its values into the
+    CSR order of its transpose and that transpose's indices."""
     csr: Tensor
     perm: Tensor
     crow_t: Tensor
@@ -303,10 +255,8 @@ class _SparseInput(NamedTuple):
 
 class _SparseLinear(torch.autograd.Function):
     r""":math:`\mathbf{X} \mathbf{W}^{\top} + \mathbf{b}` for a sparse
-    :math:`\mathbf{X}` (given by its values and the structure of
-    :obj:`sp`), with the weight gradient
-    :math:`(\mathbf{X}^{\top} \mathbf{G})^{\top}` as a CSR product (no
-    gradient for :math:`\mathbf{X}`)."""
+    :math:`\mathbf{X}` (its values on the structure of :obj:`sp`), with the
+    weight gradient :math:`(\mathbf{X}^{\top} \mathbf{G})^{\top}`."""
     @staticmethod
     def forward(ctx, values: Tensor, sp: _SparseInput, weight: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
@@ -314,13 +264,11 @@ class _SparseLinear(torch.autograd.Function):
         x = torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(),
                                     values, csr.size(),
                                     check_invariants=False)
-        if bias is None:
-            out = torch.sparse.mm(x, weight.t())
-        else:  # the bias as the initial value of the product
-            out = torch.addmm(bias, x, weight.t())
         ctx.save_for_backward(values)
         ctx.sp = sp
-        return out
+        if bias is None:
+            return torch.sparse.mm(x, weight.t())
+        return torch.addmm(bias, x, weight.t())
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -340,25 +288,23 @@ class _SparseLinear(torch.autograd.Function):
 def _resolve(name: str, query: Any, channels: int,
              kwargs: Optional[Dict[str, Any]]) -> Callable:
     r"""Resolves :obj:`act` or :obj:`norm` and checks that it maps features
-    :obj:`[N, channels]` to the same shape, so that a wrong name or module
-    fails here, with its argument's name, and not in the first forward."""
-    resolver = activation_resolver if name == 'act' else \
-        normalization_resolver
+    :obj:`[N, channels]` to the same shape."""
     try:
-        module = resolver(query, **(kwargs or {})) if name == 'act' else \
-            resolver(query, channels, **(kwargs or {}))
+        module = activation_resolver(query, **(kwargs or {})) \
+            if name == 'act' else \
+            normalization_resolver(query, channels, **(kwargs or {}))
     except (ValueError, TypeError) as e:
         raise ValueError(f"Could not build {name}={query!r}: {e}") from None
-    training = getattr(module, 'training', None)
+    training, ok = getattr(module, 'training', None), False
     try:
         if training is not None:
             module.eval()
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(0)  # not the global RNG
+        with torch.no_grad():  # (not the global RNG)
+            gen = torch.Generator().manual_seed(0)
             out = module(torch.randn(3, channels, generator=gen))
         ok = isinstance(out, Tensor) and out.shape == (3, channels)
     except Exception:  # noqa: BLE001 (any failure means: unusable here)
-        ok = False
+        pass
     finally:
         if training is not None:
             module.train(training)
@@ -366,6 +312,5 @@ def _resolve(name: str, query: Any, channels: int,
         raise ValueError(f"{name}={query!r} must map features of shape "
                          f"[num_nodes, {channels}] to the same shape (an "
                          f"element-wise non-linearity for 'act', a "
-                         f"normalisation such as 'batch_norm' or "
-                         f"'layer_norm' for 'norm')")
+                         f"normalisation such as 'batch_norm' for 'norm')")
     return module
