@@ -1,5 +1,7 @@
+import os
 import os.path as osp
 import re
+import shutil
 
 import pytest
 
@@ -33,15 +35,25 @@ def test_coin_example_offline_falls_back_to_a_synthetic_graph(
     assert res['test_acc'] > 0.5
 
 
-def test_coin_example_on_cora(capsys, load_script):
+def test_coin_example_on_cora(capsys, load_script, tmp_path):
     if not osp.isdir(osp.join(PLANETOID, 'Cora', 'raw')):
         pytest.skip(f'{PLANETOID}/Cora is not available')
-    # The shared folder is read-only: the example reads a copy.
-    res = load_script('examples/coin.py').main(
-        ['--root', PLANETOID, '--epochs', '30'])
-    assert not osp.exists(osp.join(PLANETOID, 'Cora', 'processed'))
+    # A read-only copy of the data (the test never writes into the data
+    # folder): the example reads a copy of its own and leaves it unchanged.
+    root = tmp_path / 'planetoid'
+    shutil.copytree(osp.join(PLANETOID, 'Cora', 'raw'), root / 'Cora' / 'raw')
+    folders = [root / 'Cora' / 'raw', root / 'Cora', root]
+    for folder in folders:
+        os.chmod(folder, 0o555)
+    try:
+        res = load_script('examples/coin.py').main(
+            ['--root', str(root), '--epochs', '30'])
+        assert sorted(p.name for p in (root / 'Cora').iterdir()) == ['raw']
+    finally:
+        for folder in folders:
+            os.chmod(folder, 0o755)
     out = capsys.readouterr().out
-    assert f'Data: Cora from {PLANETOID}' in out
+    assert f'Data: Cora from {root}' in out
     rows = epochs(out)
     assert len(rows) == 30 and rows[-1][0] < rows[0][0]
     assert res['val_acc'] == pytest.approx(max(r[2] for r in rows), abs=1e-4)
