@@ -16,8 +16,8 @@ extras = {
     'ogb': ['ogb'],
     'bench': ['tqdm', 'matplotlib', 'pandas', 'scikit-learn', 'pillow'],
     'test': ['pytest', 'hypothesis'],
-    # The faiss backends of knn_search / gaussian_knn_graph ('faiss',
-    # 'faiss_hnsw', 'faiss_ivf'):
+    # Approximate neighbours for gaussian_knn_graph(..., neighbors=) through
+    # PyG's KNNIndex / ApproxL2KNNIndex (benchmarks/knn.py):
     'faiss': ['faiss-cpu'],
 }
 # Everything pip installs from wheels alone. The sparse accelerators are

@@ -52,7 +52,7 @@ from torch_geometric_coin.theory import (
 )
 from torch_geometric_coin.transforms import GaussianKNNGraph
 from torch_geometric_coin.utils import coin_norm, gaussian_knn_graph
-from torch_geometric_coin.utils import knn_search
+from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
 
 # ---------------------------------------------------------------------------
 # Budget
@@ -73,7 +73,7 @@ EXAMPLES = {
     'test_coin_matches_reference': 60,
     'test_reset_parameters_resets_everything': 15,
     'test_diffused_nll_loss': 100,
-    'test_knn_search_is_exact': 150,
+    'test_exact_knn_is_exact': 150,
     'test_gaussian_knn_graph_matches_dense_reference': 80,
     'test_randomized_smoothing_never_certifies_nan': 50,
     'test_randomized_smoothing_selects_from_selection_draws': 50,
@@ -404,7 +404,7 @@ def test_coin_norm_matches_dense_laplacian(g, dtype, normalization,
                                            add_self_loops, sigma2):
     w = None if g.weight is None else g.weight.to(dtype)
     index, value = coin_norm(g.edge_index, w, g.n, normalization,
-                             add_self_loops, sigma2=sigma2, dtype=dtype)
+                             add_self_loops, dtype=dtype)
     assert value.dtype == dtype
     # The documented layout: input edges that are not self-loops, in order,
     # then one diagonal entry per node.
@@ -415,6 +415,9 @@ def test_coin_norm_matches_dense_laplacian(g, dtype, normalization,
     L = dense_laplacian(g.edge_index, rounded(g.weight, dtype), g.n,
                         normalization, add_self_loops)
     out = dense_adjacency(index, value, g.n)
+    if sigma2 is not None:  # the operator's step matrix I - sigma2 L
+        op = DiffusionOperator(index, value, g.n)
+        out = op.matrix(op.step_matrix(sigma2)).to_dense().double()
     ref = L if sigma2 is None else torch.eye(g.n, dtype=torch.float64) - \
         sigma2 * L
     terms = row_terms(g.edge_index, g.n)
@@ -1008,9 +1011,12 @@ def _constant_model(z):
 # entry point -> (function of keyword arguments, [(argument, kind, valid)]);
 # valid floats are exact in float32, so numpy float32 gives the same value.
 ENTRY_POINTS = {
-    'coin_norm': (lambda num_nodes=5, sigma2=0.25: coin_norm(
-        _EI, _W, num_nodes, sigma2=sigma2)[1],
-        [('num_nodes', 'int', 5), ('sigma2', 'float', 0.25)]),
+    'coin_norm': (lambda num_nodes=5: coin_norm(_EI, _W, num_nodes)[1],
+                  [('num_nodes', 'int', 5)]),
+    'DiffusionOperator.step_matrix': (
+        lambda sigma2=0.25: DiffusionOperator.from_graph(
+            _EI, _W, 5).step_matrix(sigma2),
+        [('sigma2', 'float', 0.25)]),
     'DiffusionOperator.from_graph': (
         lambda num_nodes=5: DiffusionOperator.from_graph(
             _EI, _W, num_nodes).explicit(_X, 2, 0.25),
@@ -1072,24 +1078,21 @@ ENTRY_POINTS = {
     'PerEdgeWeight': (
         lambda num_edges=6: PerEdgeWeight(num_edges)(_EI),
         [('num_edges', 'int', 6)]),
-    'knn_search': (
-        lambda k=3, chunk_size=5, max_memory=2**20, num_workers=1:
-        knn_search(_knn_x(), k, chunk_size=chunk_size,
-                   max_memory=max_memory, num_workers=num_workers),
-        [('k', 'int', 3), ('chunk_size', 'int', 5),
-         ('max_memory', 'int', 2**20), ('num_workers', 'int', 1)]),
     'gaussian_knn_graph': (
-        lambda k=3, bandwidth_k=2, chunk_size=5, max_memory=2**20,
-        num_workers=1: gaussian_knn_graph(
-            _knn_x(), k, bandwidth_k, chunk_size=chunk_size,
-            max_memory=max_memory, num_workers=num_workers),
+        lambda k=3, bandwidth_k=2, chunk_size=5: gaussian_knn_graph(
+            _knn_x(), k, bandwidth_k, chunk_size=chunk_size),
         [('k', 'int', 3), ('bandwidth_k', 'int', 2),
-         ('chunk_size', 'int', 5), ('max_memory', 'int', 2**20),
-         ('num_workers', 'int', 1)]),
-    'GaussianKNNGraph': (
-        lambda k=3, bandwidth_k=2: GaussianKNNGraph(k, bandwidth_k)(
-            Data(x=_knn_x())).edge_weight,
+         ('chunk_size', 'int', 5)]),
+    'gaussian_knn_graph(neighbors)': (
+        lambda k=3, bandwidth_k=2: gaussian_knn_graph(
+            _knn_x(), k, bandwidth_k, neighbors=_exact_knn(_knn_x(), 3)),
         [('k', 'int', 3), ('bandwidth_k', 'int', 2)]),
+    'GaussianKNNGraph': (
+        lambda k=3, bandwidth_k=2, chunk_size=5: GaussianKNNGraph(
+            k, bandwidth_k, chunk_size=chunk_size)(
+                Data(x=_knn_x())).edge_weight,
+        [('k', 'int', 3), ('bandwidth_k', 'int', 2),
+         ('chunk_size', 'int', 5)]),
     'RandomizedSmoothing': (
         lambda num_classes=2, sigma=0.5: RandomizedSmoothing(
             _constant_model, num_classes, sigma).certify(
@@ -1413,16 +1416,12 @@ def test_diffused_nll_loss(n, C, dtype, reduction, kind, seed):
 
 
 # ---------------------------------------------------------------------------
-# utils.knn_search / gaussian_knn_graph / transforms.GaussianKNNGraph
+# utils.gaussian_knn_graph (and its exact search) / GaussianKNNGraph
 # ---------------------------------------------------------------------------
 
-def reference_distances(x, y, metric):
-    x, y = x.double(), y.double()
-    if metric == 'euclidean':  # from the differences (exact to rounding)
-        return (y.unsqueeze(1) - x.unsqueeze(0)).norm(dim=-1)
-    xn = x / x.norm(dim=1, keepdim=True)
-    yn = y / y.norm(dim=1, keepdim=True)
-    return 1 - yn @ xn.t()
+def reference_distances(x, y):
+    r"""Euclidean distances from the differences, in float64."""
+    return (y.double().unsqueeze(1) - x.double().unsqueeze(0)).norm(dim=-1)
 
 
 @st.composite
@@ -1444,70 +1443,45 @@ def point_sets(draw, max_points=40):
     return (x * scale).to(dtype), batch, scale
 
 
-def _in_range(scale, dtype) -> bool:
-    r"""Whether squared distances of features of this magnitude fit the
-    dtype comfortably (beyond, a clear refusal naming 'x' is allowed)."""
-    return 1e-15 <= scale <= 1e15 if dtype == torch.float32 else True
-
-
-@prop('test_knn_search_is_exact')
-@given(point_sets(), st.integers(1, 8),
-       st.sampled_from(['euclidean', 'cosine']), st.booleans(),
-       st.sampled_from([None, 1, 3]), st.sampled_from([None, 1, 2]),
-       st.integers(0, 2**31 - 1))
-def test_knn_search_is_exact(points, k, metric, with_y, chunk_size,
-                             num_workers, seed):
+@prop('test_exact_knn_is_exact')
+@given(point_sets(), st.integers(1, 8), st.booleans(),
+       st.sampled_from([None, 1, 3]), st.integers(0, 2**31 - 1))
+def test_exact_knn_is_exact(points, k, some_rows, chunk_size, seed):
+    r"""The private exact search of :func:`gaussian_knn_graph`: the nearest
+    other nodes of the same graph (to rounding) for any magnitude, no
+    repeats, or an error naming :obj:`k` if a graph is too small."""
     x, batch, scale = points
-    dtype = x.dtype
-    y = batch_y = None
-    if with_y:
+    rows = None
+    if some_rows:
         gen = torch.Generator().manual_seed(seed)
-        y = (torch.randn(5, x.size(1), generator=gen, dtype=torch.float64) *
-             scale).to(dtype)
-        batch_y = None if batch is None else torch.randint(
-            int(batch.max()) + 1, (5, ), generator=gen)
-    if metric == 'cosine':
-        assume(bool((x.double().norm(dim=1) > 0).all()))
+        rows = torch.randint(x.size(0), (5, ), generator=gen)
     counts = torch.bincount(batch) if batch is not None else torch.tensor(
         [x.size(0)])
-    queries = (torch.bincount(batch_y, minlength=counts.numel())
-               if batch_y is not None else torch.ones_like(counts)) \
-        if with_y else counts
-    enough = bool(((queries == 0) | (counts >= k + (0 if with_y else 1)))
-                  .all())
+    enough = bool(((counts == 0) | (counts > k)).all())
     try:
-        dist, idx = knn_search(x, k, batch, y, batch_y, metric=metric,
-                               chunk_size=chunk_size,
-                               num_workers=num_workers)
+        idx = _exact_knn(x, k, batch, chunk_size, rows)
     except ValueError as e:
-        if not enough:
-            assert names(e, 'k'), e
-            return
-        assert not _in_range(scale, dtype) and names(e, 'x'), e
+        assert not enough and names(e, 'k'), e
         return
     assert enough, 'k larger than a graph accepted'
-    q = x if y is None else y
-    bq = batch if y is None else batch_y
-    D = reference_distances(x, q, metric)
+    D = reference_distances(x, x)
     if batch is not None:
-        D[bq.view(-1, 1) != batch.view(1, -1)] = math.inf
-    if y is None:
-        D.fill_diagonal_(math.inf)
-    assert dist.dtype == dtype and dist.shape == idx.shape == (q.size(0), k)
-    assert bool(torch.isfinite(dist).all()), 'non-finite distances'
+        D[batch.view(-1, 1) != batch.view(1, -1)] = math.inf
+    D.fill_diagonal_(math.inf)
+    if rows is not None:
+        D = D[rows]
+    assert idx.dtype == torch.long and idx.shape == (D.size(0), k)
     want = D.sort(dim=1).values[:, :k]
     got = D.gather(1, idx)  # the true distances of the returned points
-    rel = 16 * (x.size(1) + 2) * eps(dtype)
-    tol = rel * (want.abs() + (1 if metric == 'cosine' else 0)) + 1e-300
+    tol = 16 * (x.size(1) + 2) * eps(x.dtype) * want + 1e-300
     assert bool((got <= want + tol).all()), 'not the nearest points'
-    assert bool(((dist.double() - got).abs() <= tol).all()), \
-        'wrong distances'
+    assert bool((got[:, 1:] >= got[:, :-1] - tol[:, 1:]).all()), 'order'
     assert bool((idx.sort(1).values.diff(dim=1) != 0).all()), 'repeated'
 
 
 def gaussian_reference(x, k, bandwidth_k, loop, normalize, symmetrize,
-                       metric, kernel):
-    D = reference_distances(x, x, metric).fill_diagonal_(math.inf)
+                       kernel):
+    D = reference_distances(x, x).fill_diagonal_(math.inf)
     d, col = D.sort(dim=1)
     d, col = d[:, :k], col[:, :k]
     s = d[:, bandwidth_k - 1]
@@ -1527,41 +1501,41 @@ def gaussian_reference(x, k, bandwidth_k, loop, normalize, symmetrize,
         W = inv.view(-1, 1) * W * inv.view(1, -1)
     if symmetrize:
         W = (W + W.t()) / 2
-    return W, D.sort(dim=1).values
+    return W, D.sort(dim=1)
 
 
 @prop('test_gaussian_knn_graph_matches_dense_reference')
 @given(st.integers(3, 30), st.integers(1, 4), st.sampled_from(DTYPES),
        st.floats(-25, 25), st.data(), st.booleans(), st.booleans(),
-       st.booleans(), st.sampled_from(['euclidean', 'cosine']),
-       st.sampled_from(['gaussian', 'self_tuning']), st.booleans(),
+       st.booleans(), st.sampled_from(['gaussian', 'self_tuning']),
+       st.sampled_from(['search', 'transform', 'neighbors']),
        st.integers(0, 2**31 - 1))
 def test_gaussian_knn_graph_matches_dense_reference(
-        n, dim, dtype, log_scale, data, loop, normalize, symmetrize, metric,
-        kernel, transform, seed):
+        n, dim, dtype, log_scale, data, loop, normalize, symmetrize, kernel,
+        mode, seed):
+    r"""The weights against the dense float64 reference, for features of
+    any magnitude: from the exact search, through the transform, and from
+    the reference's neighbours passed as :obj:`neighbors` (in any order)."""
     k = data.draw(st.integers(1, min(5, n - 1)))
     bandwidth_k = data.draw(st.integers(1, k))
     scale = 10.0**log_scale
     gen = torch.Generator().manual_seed(seed)
     x = (torch.randn(n, dim, generator=gen, dtype=torch.float64) *
          scale).to(dtype)
-    W, D = gaussian_reference(x, k, bandwidth_k, loop, normalize,
-                              symmetrize, metric, kernel)
+    W, (D, order) = gaussian_reference(x, k, bandwidth_k, loop, normalize,
+                                       symmetrize, kernel)
     # Only graphs without a near-tie at the k-th neighbour are unambiguous.
     if k < n - 1:
         assume(bool((D[:, k] - D[:, k - 1] > 1e-3 * D[:, k].abs()).all()))
     kwargs = dict(loop=loop, normalize=normalize, symmetrize=symmetrize,
-                  metric=metric, kernel=kernel)
-    try:
-        if transform:
-            data = GaussianKNNGraph(k, bandwidth_k, **kwargs)(Data(x=x))
-            edge_index, weight = data.edge_index, data.edge_weight
-        else:
-            edge_index, weight = gaussian_knn_graph(x, k, bandwidth_k,
-                                                    **kwargs)
-    except ValueError as e:
-        assert not _in_range(scale, dtype) and names(e, 'x'), e
-        return
+                  kernel=kernel)
+    if mode == 'transform':
+        data = GaussianKNNGraph(k, bandwidth_k, **kwargs)(Data(x=x))
+        edge_index, weight = data.edge_index, data.edge_weight
+    else:
+        nbr = order[:, :k].flip(1) if mode == 'neighbors' else None
+        edge_index, weight = gaussian_knn_graph(x, k, bandwidth_k,
+                                                neighbors=nbr, **kwargs)
     assert weight.dtype == dtype and bool(torch.isfinite(weight).all())
     out = dense_adjacency(edge_index, weight, n)
     tol = 1e-4 if dtype == torch.float32 else 1e-10

@@ -4,7 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torch_geometric_coin.utils import gaussian_knn_graph, knn_search
+from torch_geometric_coin.utils import gaussian_knn_graph
+from torch_geometric_coin.utils._gaussian_knn_graph import _exact_knn
 
 
 def authors_reference(x, n_top=8, sigma=4):
@@ -21,14 +22,10 @@ def authors_reference(x, n_top=8, sigma=4):
 
 
 def dense_reference(x, k, bandwidth_k, batch=None, loop=True, normalize=True,
-                    symmetrize=True, metric='euclidean', kernel='gaussian'):
+                    symmetrize=True, kernel='gaussian'):
     x = np.asarray(x, dtype=np.float64)
     N = x.shape[0]
-    if metric == 'cosine':
-        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-        dist = 1 - xn @ xn.T
-    else:
-        dist = np.sqrt(((x[:, None, :] - x[None, :, :])**2).sum(-1))
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :])**2).sum(-1))
     dist[np.arange(N), np.arange(N)] = np.inf
     if batch is not None:
         batch = np.asarray(batch)
@@ -72,15 +69,14 @@ def test_authors_construction():
     np.testing.assert_allclose(W, authors_reference(x), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize('metric', ['euclidean', 'cosine'])
 @pytest.mark.parametrize('kernel', ['gaussian', 'self_tuning'])
 @pytest.mark.parametrize('loop,normalize,symmetrize', [
     (True, True, True), (False, True, False), (False, False, True)])
-def test_dense_reference(metric, kernel, loop, normalize, symmetrize):
+def test_dense_reference(kernel, loop, normalize, symmetrize):
     torch.manual_seed(1)
     x = torch.rand(80, 4, dtype=torch.float64) + 0.1
     kwargs = dict(loop=loop, normalize=normalize, symmetrize=symmetrize,
-                  metric=metric, kernel=kernel)
+                  kernel=kernel)
     W = to_dense(*gaussian_knn_graph(x, 7, 4, **kwargs), 80)
     np.testing.assert_allclose(W, dense_reference(x, 7, 4, **kwargs),
                                rtol=0, atol=1e-12)
@@ -144,19 +140,18 @@ def test_duplicates_never_nan():
     assert torch.allclose(out[1], torch.full_like(out[1], 0.2))
 
 
-def test_cosine_metric():
+def test_cosine_through_normalized_features():
+    # The documented replacement of a cosine metric: unit rows have the
+    # neighbours of the cosine distance and d^2 = 2 - 2 cos.
     torch.manual_seed(8)
-    x = torch.randn(100, 6)
-    W = to_dense(*gaussian_knn_graph(x, 5, 2, metric='cosine'), 100)
-    np.testing.assert_allclose(W, dense_reference(x, 5, 2, metric='cosine'),
-                               rtol=0, atol=1e-5)
-    # Invariant to the scale of each row:
-    scaled = x * torch.rand(100, 1).add(0.5)
-    W2 = to_dense(*gaussian_knn_graph(scaled, 5, 2, metric='cosine'), 100)
-    np.testing.assert_allclose(W, W2, atol=1e-5)
-    with pytest.raises(ValueError, match='all-zero'):
-        gaussian_knn_graph(torch.cat([x, torch.zeros(1, 6)]), 5, 2,
-                           metric='cosine')
+    x = torch.randn(100, 6, dtype=torch.float64)
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    W = to_dense(*gaussian_knn_graph(unit, 5, 2), 100)
+    cos = (unit @ unit.t()).fill_diagonal_(-2)
+    nbr = cos.topk(5, dim=1).indices
+    np.testing.assert_allclose(W, weights_of_neighbours(unit, nbr, 2,
+                                                        'gaussian'),
+                               rtol=0, atol=1e-12)
 
 
 def test_self_tuning_kernel():
@@ -184,13 +179,10 @@ def test_self_tuning_kernel():
     ((torch.empty(0, 3), 1, 1), {}, 'empty'),
     ((torch.randn(6, 2), 2, 1), dict(batch=torch.zeros(5).long()), 'batch'),
     ((torch.randn(6, 2), 2, 1), dict(batch=torch.tensor([0, 0, 0, 0, 1, 1])),
-     'graph 1 has 2 nodes'),
-    ((torch.randn(6, 2), 2, 1), dict(metric='manhattan'), 'metric'),
+     'nodes of graph 1 '),
+    ((torch.randn(6, 2), 2, 1), dict(batch=torch.zeros(6)), "'batch'"),
     ((torch.randn(6, 2), 2, 1), dict(kernel='box'), 'kernel'),
-    ((torch.randn(6, 2), 2, 1), dict(backend='annoy'), 'backend'),
     ((torch.randn(6, 2), 2, 1), dict(chunk_size=0), 'chunk_size'),
-    ((torch.randn(6, 2), 2, 1), dict(max_memory=0), 'max_memory'),
-    ((torch.randn(6, 2), 2, 1), dict(num_workers=0), 'num_workers'),
 ])
 def test_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -280,17 +272,6 @@ def test_numpy_scalars_and_bool_options():
                 gaussian_knn_graph(x, 5, 2, **{name: value})
 
 
-def test_options_of_the_exact_search_only(monkeypatch):
-    import sys
-    import types
-    monkeypatch.setitem(sys.modules, 'faiss', types.SimpleNamespace())
-    for name in ['chunk_size', 'max_memory', 'num_workers']:
-        with pytest.raises(ValueError, match=f"'{name}' applies to "
-                           f"backend='exact' only"):
-            gaussian_knn_graph(torch.randn(10, 2), 3, 2, backend='faiss',
-                               **{name: 4})
-
-
 def test_gradient_with_duplicates():
     # The weights are differentiable in x (the neighbours fixed), also for
     # duplicate points (zero distances, whose square root has no gradient):
@@ -311,7 +292,7 @@ def test_gradient_with_duplicates():
         # of the search, which breaks the ties between twins):
         src, dst = edge_index
         d2 = ((x[src] - x[dst])**2).sum(-1)
-        s2 = ((x - x[knn_search(x, k)[1][:, bw - 1]])**2).sum(-1)
+        s2 = ((x - x[_exact_knn(x.detach(), k)[:, bw - 1]])**2).sum(-1)
         den = s2[dst] if kernel == 'gaussian' else (s2[dst] * s2[src]).sqrt()
         ref = torch.exp(-d2 / den)
         torch.testing.assert_close(weight, ref, rtol=1e-12, atol=0)
@@ -338,45 +319,207 @@ def weights_of_neighbours(x, nbr, bandwidth_k, kernel):
     return (W + W.T) / 2
 
 
-@pytest.mark.parametrize('backend,options', [
-    ('faiss_hnsw', dict(hnsw_m=4, ef_construction=8, ef_search=1)),
-    ('faiss_ivf', dict(nlist=30, nprobe=1, seed=3)),
-])
+
+
+# The exact search ############################################################
+
+def reference_knn(x, k, batch=None):
+    r"""The k nearest other nodes of the same graph, brute force in float64
+    from the differences."""
+    x = x.double()
+    dist = (x.unsqueeze(1) - x.unsqueeze(0)).norm(dim=-1)
+    dist.fill_diagonal_(float('inf'))
+    if batch is not None:
+        dist[batch.view(-1, 1) != batch.view(1, -1)] = float('inf')
+    return dist.topk(k, dim=1, largest=False)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('chunk_size', [1, 7, 64, None])
+def test_exact_search(dtype, chunk_size):
+    # Unsorted graphs of very different sizes (chunks span several graphs
+    # and split large ones), sparse graph ids, and a subset of the queries.
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(500, 8, generator=gen, dtype=dtype)
+    batch = torch.cat([torch.zeros(300), torch.ones(150),
+                       torch.arange(2, 7).repeat_interleave(10)]).long()
+    batch = (batch * 10**12)[torch.randperm(500, generator=gen)]
+    ref = reference_knn(x, 6, batch).indices
+    assert torch.equal(_exact_knn(x, 6, batch, chunk_size), ref)
+    rows = torch.tensor([499, 3, 250, 3])
+    assert torch.equal(_exact_knn(x, 6, batch, chunk_size, rows), ref[rows])
+    assert torch.equal(_exact_knn(x, 6), reference_knn(x, 6).indices)
+
+
+@pytest.mark.parametrize('chunk_size', [5, None])
+def test_exact_search_of_large_graphs(monkeypatch, chunk_size):
+    # Graphs of more than 64 (k + 8) nodes: the candidates come from the
+    # blocks of the smallest minima (and the last columns), not a full top-k.
+    import torch_geometric_coin.utils._gaussian_knn_graph as module
+    shortcut, smallest = [], module._smallest
+
+    def spy(s, n):
+        shortcut.append(s.size(1) // 16 > 4 * n)
+        return smallest(s, n)
+
+    monkeypatch.setattr(module, '_smallest', spy)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3003, 6, generator=gen, dtype=torch.float64)
+    batch = (torch.arange(3003) < 1201).long()
+    ref = reference_knn(x, 5, batch).indices
+    assert torch.equal(_exact_knn(x, 5, batch, chunk_size), ref)
+    assert any(shortcut)
+
+
+def test_same_neighbours_as_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+    x = torch.randn(600, 16, generator=torch.Generator().manual_seed(2))
+    _, ref = NearestNeighbors(n_neighbors=11).fit(
+        x.double().numpy()).kneighbors(x.double().numpy())
+    ours = _exact_knn(x, 10)
+    for i in range(600):
+        assert set(ours[i].tolist()) == set(ref[i].tolist()) - {i}
+
+
+@pytest.mark.parametrize('batched', [False, True])
+def test_certification_fallback(monkeypatch, batched):
+    # A tiny cluster beside far away points: the matrix form cannot order
+    # the cluster in float32; the fallback (from the differences) must.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(50, 4, generator=gen) * 1e-4,
+                   torch.randn(50, 4, generator=gen) * 1e4])
+    batch = torch.arange(100) % 2 if batched else None
+    calls = []
+    cdist = torch.cdist
+
+    def spy(a, b, **kwargs):
+        calls.append(a.size(0))
+        return cdist(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, 'cdist', spy)
+    index = _exact_knn(x, 5, batch)
+    assert sum(calls) > 0
+    # (The far points see the cluster as ties in float32.)
+    assert torch.equal(index[:50], reference_knn(x, 5, batch).indices[:50])
+
+
+@pytest.mark.parametrize('scale', [1e30, 1e-30, 1e-40])
+def test_exact_search_any_magnitude(scale):
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(80, 5, generator=gen, dtype=torch.float64) * scale
+    assert torch.equal(_exact_knn(x.float(), 5),
+                       reference_knn(x.float(), 5).indices)
+    x = torch.tensor([[0.], [1e-30], [3e-30], [7e-30], [1.], [2.], [4.]])
+    assert _exact_knn(x, 2)[:4].tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
+
+
+def test_no_thread_settings_changed(monkeypatch):
+    def refuse(*args):
+        raise AssertionError('a process-wide thread setting was changed')
+
+    monkeypatch.setattr(torch, 'set_num_threads', refuse)
+    x = torch.randn(3000, 4, generator=torch.Generator().manual_seed(3))
+    gaussian_knn_graph(x, 5, 2, batch=torch.arange(3000) % 3)
+
+
+# Precomputed neighbours ######################################################
+
 @pytest.mark.parametrize('kernel', ['gaussian', 'self_tuning'])
-def test_approximate_backends_same_weights(backend, options, kernel):
-    # The weights of the edges an approximate search finds are those of the
-    # one routine (settings of low recall, so that the edges differ from the
-    # exact ones; one thread, so that the HNSW graph is reproducible).
-    pytest.importorskip('faiss')
+def test_neighbors_give_the_weights_of_those_neighbours(kernel):
+    # Any neighbour lists (random ones, in any order): the weights of the
+    # exact distances, sorted per row; the exact ones give the exact graph.
     gen = torch.Generator().manual_seed(30)
-    x = torch.randn(300, 8, generator=gen, dtype=torch.float64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _, nbr = knn_search(x, 6, backend=backend, **options)
-        out = gaussian_knn_graph(x, 6, 3, kernel=kernel, backend=backend,
-                                 **options)
-    finally:
-        torch.set_num_threads(threads)
-    assert not torch.equal(nbr.sort(1).values,
-                           knn_search(x, 6)[1].sort(1).values)
-    np.testing.assert_allclose(to_dense(*out, 300),
-                               weights_of_neighbours(x, nbr, 3, kernel),
-                               rtol=1e-10, atol=1e-13)
-    # Probing every cell: the exact graph.
-    if backend == 'faiss_ivf':
-        out = gaussian_knn_graph(x, 6, 3, kernel=kernel, backend=backend,
-                                 nlist=30, nprobe=30)
-        ref = gaussian_knn_graph(x, 6, 3, kernel=kernel)
-        assert torch.equal(out[0], ref[0])
-        torch.testing.assert_close(out[1], ref[1], rtol=1e-12, atol=0)
+    x = torch.randn(60, 3, generator=gen, dtype=torch.float64)
+    nbr = torch.stack([torch.randperm(59, generator=gen)[:6] for _ in
+                       range(60)])
+    nbr = nbr + (nbr >= torch.arange(60).view(-1, 1)).long()  # No self.
+    out = gaussian_knn_graph(x, 6, 3, kernel=kernel, neighbors=nbr)
+    srt = nbr.gather(1, (x[nbr] - x.unsqueeze(1)).norm(dim=-1).argsort(1))
+    np.testing.assert_allclose(to_dense(*out, 60),
+                               weights_of_neighbours(x, srt, 3, kernel),
+                               rtol=1e-12, atol=1e-14)
+    exact = _exact_knn(x, 6)
+    ref = gaussian_knn_graph(x, 6, 3, kernel=kernel)
+    for n in (exact, exact.flip(1).int()):
+        out = gaussian_knn_graph(x, 6, 3, kernel=kernel, neighbors=n)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
 
 
-def test_approximate_options_refused():
-    with pytest.raises(ValueError, match="'nprobe' applies to "
-                       "backend='faiss_ivf' only"):
-        gaussian_knn_graph(torch.randn(10, 2), 3, 2, backend='faiss_hnsw',
-                           nprobe=4)
-    with pytest.raises(ValueError, match="'hnsw_m' applies to "
-                       "backend='faiss_hnsw' only"):
-        gaussian_knn_graph(torch.randn(10, 2), 3, 2, hnsw_m=4)
+@pytest.mark.parametrize('neighbors,error,match', [
+    ([[1, 2]] * 5, ValueError, r'integer tensor .* \(got list\)'),
+    (torch.tensor([[1, 2]] * 5).float(), ValueError, 'got torch.float32'),
+    (torch.tensor([[1, 2]] * 4), ValueError, r'shape \[N, k\] = \[5, 2\]'),
+    (torch.tensor([[1, 2]] * 4 + [[1, -1]]), ValueError, 'outside'),
+    (torch.tensor([[1, 2]] * 4 + [[1, 5]]), ValueError, 'outside'),
+    (torch.tensor([[1, 2]] * 5), ValueError, 'row 1 holds the node itself'),
+    (torch.tensor([[1, 1], [2, 3], [3, 4], [4, 0], [0, 1]]), ValueError,
+     r'row 0 holds a neighbour twice: \[1, 1\]'),
+])
+def test_neighbors_errors(neighbors, error, match):
+    with pytest.raises(error, match="'neighbors' must"):
+        gaussian_knn_graph(torch.randn(5, 2), 2, 1, neighbors=neighbors)
+    with pytest.raises(error, match=match):
+        gaussian_knn_graph(torch.randn(5, 2), 2, 1, neighbors=neighbors)
+    with pytest.raises(ValueError, match="'chunk_size' applies to the exact"):
+        gaussian_knn_graph(torch.randn(5, 2), 2, 1, chunk_size=2,
+                           neighbors=torch.tensor([[1, 2]] * 5))
+
+
+def crossing_neighbors(x, batch, k):
+    r"""A batched approximate search done wrong: one faiss index over the
+    points of all graphs (PyG's flat :class:`L2KNNIndex`), the query itself
+    excluded."""
+    from torch_geometric.nn.pool import L2KNNIndex
+    index = L2KNNIndex(x)
+    self_loops = torch.arange(x.size(0)).repeat(2, 1)
+    return index.search(x, k, exclude_links=self_loops).index
+
+
+def test_neighbors_from_other_graphs_are_refused():
+    # Two interleaved graphs of the same distribution: a global index finds
+    # neighbours in the other graph, which the batch keeps apart.
+    gen = torch.Generator().manual_seed(31)
+    x = torch.randn(200, 4, generator=gen)
+    batch = torch.arange(200) % 2
+    nbr = torch.stack([torch.randperm(99, generator=gen)[:5] for _ in
+                       range(200)]) * 2 + 1 - batch.view(-1, 1)
+    with pytest.raises(ValueError, match="row 0 holds a node of another "
+                       "graph of 'batch'"):
+        gaussian_knn_graph(x, 5, 2, batch=batch, neighbors=nbr)
+    pytest.importorskip('faiss')
+    nbr = crossing_neighbors(x, batch, 5)
+    assert bool((batch[nbr] != batch.view(-1, 1)).any())
+    with pytest.raises(ValueError, match="another graph of 'batch'"):
+        gaussian_knn_graph(x, 5, 2, batch=batch, neighbors=nbr)
+    # An index per graph: accepted, and (flat indexes) the exact graph.
+    from torch_geometric.nn.pool import L2KNNIndex
+    nbr = torch.empty(200, 5, dtype=torch.long)
+    for g in range(2):
+        node = (batch == g).nonzero().view(-1)
+        self_loops = torch.arange(node.numel()).repeat(2, 1)
+        found = L2KNNIndex(x[node]).search(x[node], 5, self_loops).index
+        nbr[node] = node[found]
+    out = gaussian_knn_graph(x, 5, 2, batch=batch, neighbors=nbr)
+    ref = gaussian_knn_graph(x, 5, 2, batch=batch)
+    assert torch.equal(out[0], ref[0])
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-6, atol=0)
+
+
+def test_approximate_neighbors_from_pyg():
+    # PyG's IVF-PQ index (ApproxL2KNNIndex): a few neighbours missed, the
+    # weights those of the neighbours found.
+    pytest.importorskip('faiss')
+    from torch_geometric.nn.pool import ApproxL2KNNIndex
+    gen = torch.Generator().manual_seed(32)
+    x = torch.randn(1000, 8, generator=gen)
+    index = ApproxL2KNNIndex(num_cells=16, num_cells_to_visit=2,
+                             bits_per_vector=4, emb=x)
+    nbr = index.search(x, 6, torch.arange(1000).repeat(2, 1)).index
+    out = gaussian_knn_graph(x, 6, 3, neighbors=nbr)
+    exact = _exact_knn(x, 6)
+    found = (nbr.unsqueeze(2) == exact.unsqueeze(1)).any(1).float().mean()
+    assert 0.5 < float(found) < 1
+    srt = nbr.gather(1, (x[nbr] - x.unsqueeze(1)).norm(dim=-1).argsort(1))
+    np.testing.assert_allclose(to_dense(*out, 1000),
+                               weights_of_neighbours(x, srt, 3, 'gaussian'),
+                               rtol=1e-5, atol=1e-6)
