@@ -31,7 +31,7 @@ def test_heat_matrix_satisfies_all_axioms():
                           make_operator=lambda k: matrix_operator(
                               torch.linalg.matrix_power(step, k)))
     assert isinstance(report, AxiomReport)
-    assert report.verdicts == {
+    assert {k: r.holds for k, r in report.results.items()} == {
         'comparison': True,
         'constants': True,
         'linearity': True,
@@ -105,14 +105,11 @@ def test_unstable_operator_is_reported_as_infinite_violation():
 
 def test_report_rendering():
     report = check_axioms(lambda x: 0.5 * x, N)
-    text = str(report)
-    assert 'comparison principle' in text and 'NO' in text
-    md = report.to_markdown()
-    assert md.count('\n') == 6 and '| preserves constants | NO |' in md
     json.dumps(report.to_dict())
     table = format_axiom_table({'half': report, 'id': check_axioms(
         lambda x: x, N)})
     assert table.splitlines()[2].startswith('| half | yes')
+    assert ' NO (' in table.splitlines()[2]  # does not preserve constants
     assert len(table.splitlines()) == 4
 
 

@@ -20,15 +20,11 @@ def safe_log(prob: Tensor) -> Tensor:
 
 def diffused_nll_loss(prob: Tensor, target: Tensor,
                       reduction: str = 'mean') -> Tensor:
-    r"""The negative log-likelihood of diffused class probabilities, the
-    loss of COIN,
-
-    .. math::
-        \ell_i = -\log u_{i, y_i},
-
-    finite where a probability reaches zero (see :func:`safe_log`). Every
-    target must be a class (no :obj:`ignore_index`; checked on the CPU, by
-    an asynchronous assertion elsewhere).
+    r"""The negative log-likelihood of diffused class probabilities,
+    :math:`\ell_i = -\log u_{i, y_i}` (the loss of COIN), finite where a
+    probability reaches zero (see :func:`safe_log`). Every target must be
+    a class (no :obj:`ignore_index`; checked on the CPU, by an asynchronous
+    assertion elsewhere).
 
     Args:
         prob (torch.Tensor): Probabilities :math:`(N, C)`.

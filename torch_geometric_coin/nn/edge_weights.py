@@ -112,11 +112,9 @@ class PerEdgeWeight(torch.nn.Module):
         _validate(None, edge_index, None, None)
         ids, count = canonical_edge_ids(edge_index)
         if count != self.num_edges:
-            raise ValueError(
-                f"The module learns {self.num_edges} edge weights but the "
-                f"graph has {count} distinct edges (in "
-                f"{edge_index.size(1)} columns of 'edge_index'; duplicates "
-                f"share one weight)")
+            raise ValueError(f"The module learns {self.num_edges} weights "
+                             f"but the graph has {count} distinct edges (in "
+                             f"{edge_index.size(1)} columns of 'edge_index')")
         if count == edge_index.size(1) and bool(torch.equal(
                 ids, torch.arange(count, device=ids.device))):
             ids = None  # coalesced: no gather on the hot path
@@ -127,8 +125,7 @@ class PerEdgeWeight(torch.nn.Module):
         ids = self.edge_ids(edge_index)
         _validate(self._weight, edge_index, edge_weight, None)
         w = F.softplus(self.weight)
-        if ids is not None:
-            w = w[ids]
+        w = w if ids is None else w[ids]
         return w if edge_weight is None else edge_weight.to(w.dtype) * w
 
     def __repr__(self) -> str:
@@ -139,19 +136,12 @@ def canonical_edge_ids(edge_index: Tensor) -> Tuple[Tensor, int]:
     r"""Numbers the distinct edges :math:`(j, i)` of :obj:`edge_index` in
     lexicographic (source, target) order and returns the number of each
     column, and how many distinct edges there are."""
-    num_cols = edge_index.size(1)
-    if num_cols == 0:
+    if edge_index.size(1) == 0:
         return edge_index.new_empty(0, dtype=torch.long), 0
     src, dst = edge_index[0].long(), edge_index[1].long()
-    perm = torch.argsort(dst, stable=True)
-    perm = perm[torch.argsort(src[perm], stable=True)]
-    src, dst = src[perm], dst[perm]
-    new = torch.ones(num_cols, dtype=torch.bool, device=src.device)
-    new[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
-    group = new.cumsum(0) - 1
-    ids = torch.empty_like(group)
-    ids[perm] = group
-    return ids, int(group[-1]) + 1
+    key = src * (int(dst.max()) + 1) + dst  # (non-negative indices)
+    distinct, ids = torch.unique(key, return_inverse=True)
+    return ids, distinct.numel()
 
 
 @torch.compiler.disable

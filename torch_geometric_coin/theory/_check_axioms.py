@@ -10,6 +10,8 @@ from torch_geometric.data import Data
 
 from torch_geometric_coin._checks import check_number
 
+from ._gaussian_smoothing import check_finite
+
 AXIOM_TITLES: Dict[str, str] = {
     'comparison': 'comparison principle',
     'constants': 'preserves constants',
@@ -60,12 +62,6 @@ class AxiomReport:
     def __getitem__(self, name: str) -> AxiomResult:
         return self.results[name]
 
-    @property
-    def verdicts(self) -> Dict[str, Optional[bool]]:
-        r"""Maps every axiom to :obj:`True`, :obj:`False` or :obj:`None`
-        (not checked)."""
-        return {name: res.holds for name, res in self.results.items()}
-
     def to_dict(self) -> Dict[str, Any]:
         r"""A JSON-serialisable dictionary (non-finite violations become
         strings)."""
@@ -79,33 +75,10 @@ class AxiomReport:
                                note=res.note)
                     for name, res in self.results.items()})
 
-    def to_markdown(self) -> str:
-        r"""A Markdown table with one row per axiom."""
-        lines = ['| axiom | holds | worst violation | note |',
-                 '|---|---|---|---|']
-        for name, res in self.results.items():
-            holds = 'n/a' if res.holds is None else (
-                'yes' if res.holds else 'NO')
-            viol = '' if res.holds is None else f'{res.violation:.2e}'
-            lines.append(f'| {AXIOM_TITLES[name]} | {holds} | {viol} | '
-                         f'{res.note} |')
-        return '\n'.join(lines)
-
-    def __str__(self) -> str:
-        width = max(len(t) for t in AXIOM_TITLES.values())
-        lines = [f'Axioms ({self.trials} trials, {self.num_nodes} nodes x '
-                 f'{self.num_channels} channels, {self.dtype}, '
-                 f'atol={self.atol:g})']
-        for name, res in self.results.items():
-            lines.append(f'  {AXIOM_TITLES[name]:<{width}}  {res.cell()}'
-                         f'{"  " + res.note if res.holds is None else ""}')
-        return '\n'.join(lines)
-
 
 def format_axiom_table(reports: Mapping[str, AxiomReport]) -> str:
-    r"""Renders several :class:`AxiomReport` objects as one Markdown table,
-    one row per operator and one column per axiom (see
-    :meth:`AxiomResult.cell`).
+    r"""One Markdown table of several :class:`AxiomReport` objects: a row
+    per operator, a column per axiom (cells by :meth:`AxiomResult.cell`).
 
     Args:
         reports (Mapping[str, AxiomReport]): Row label to report.
@@ -185,7 +158,7 @@ def check_axioms(
             :math:`(K_1, K_2)` for the semigroup check; only with
             :obj:`make_operator`. (default: :obj:`(2, 3)`)
         atol (float, optional): Tolerance on the scaled violations.
-            (default: :obj:`1e-8` for :obj:`float64` probes, :obj:`1e-4` for
+            (default: :obj:`1e-8` in :obj:`float64`, :obj:`1e-4` in
             :obj:`float32`)
         seed (int, optional): Seed of the probes. (default: :obj:`0`)
         dtype (torch.dtype, optional): Floating type of the probes.
@@ -196,7 +169,6 @@ def check_axioms(
     """
     check_number('num_channels', num_channels, integer=True, low=1)
     check_number('trials', trials, integer=True, low=1)
-    num_channels, trials = int(num_channels), int(trials)
     if make_operator is not None and not callable(make_operator):
         raise TypeError("'make_operator' must be a callable steps -> operator")
     if steps is not None and make_operator is None:
@@ -208,17 +180,15 @@ def check_axioms(
                          f"(got {steps!r})")
     for k in steps:
         check_number('steps', k, integer=True, low=1)
-    steps = (int(steps[0]), int(steps[1]))
     dtype = torch.float64 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"'dtype' must be a floating torch.dtype such as "
                         f"torch.float64 (got {dtype!r})")
-    if atol is None:
-        atol = _DEFAULT_ATOL.get(dtype, 1e-3)
+    atol = _DEFAULT_ATOL.get(dtype, 1e-3) if atol is None else atol
     check_number('atol', atol, low=0)
-    atol = float(atol)
     check_number('seed', seed, integer=True)
-
+    num_channels, trials, atol = int(num_channels), int(trials), float(atol)
+    steps = (int(steps[0]), int(steps[1]))
     num_nodes, graph_args = _parse_graph(graph)
     gen = torch.Generator().manual_seed(int(seed))
 
@@ -254,9 +224,8 @@ def check_axioms(
         lhs, rhs = apply(a * u + b * v), a * tu + b * tv
         worst('linearity', _scaled(lhs - rhs, lhs, rhs))
 
-        inner_1, inner_2 = (tu * v).sum(), (u * tv).sum()
         bound = tu.norm() * v.norm() + u.norm() * tv.norm()
-        sym = (inner_1 - inner_2).abs() / bound.clamp(min=1e-300)
+        sym = ((tu * v).sum() - (u * tv).sum()).abs() / bound.clamp(min=1e-300)
         worst('symmetry',
               _finite(sym) if bool(torch.isfinite(bound)) else math.inf)
 
@@ -324,9 +293,7 @@ def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
         raise ValueError(f"'graph.edge_weight' must be a floating-point "
                          f"tensor of shape [{edge_index.size(1)}] (got "
                          f"{getattr(weight, 'shape', type(weight))})")
-    if not bool(torch.isfinite(weight).all()):
-        raise ValueError("'graph.edge_weight' contains NaN or infinite "
-                         "values")
+    check_finite('graph.edge_weight', weight)
     return num_nodes, [edge_index, weight]
 
 
@@ -370,6 +337,4 @@ def _scaled(diff: Tensor, lhs: Tensor, rhs: Tensor) -> float:
     if not (torch.isfinite(lhs).all() and torch.isfinite(rhs).all()):
         return math.inf
     scale = max(1.0, float(lhs.abs().max()), float(rhs.abs().max()))
-    if not math.isfinite(scale):
-        return math.inf
     return _finite(diff.abs().max() / scale)

@@ -26,9 +26,7 @@ class RandomizedSmoothing(torch.nn.Module):
     :meth:`certify` estimate :math:`g` by Monte Carlo, each answer wrong with
     probability at most :obj:`alpha`, for the rows of :obj:`x`. With
     :obj:`forward_fn` (node classification), each draw perturbs the whole
-    feature matrix, and the radius bounds its Frobenius norm. Non-finite
-    inputs and NaN scores (no :math:`\arg\max`) raise a
-    :class:`ValueError`.
+    feature matrix, and the radius bounds its Frobenius norm.
 
     Args:
         model (torch.nn.Module or callable): The base classifier, in
@@ -38,19 +36,16 @@ class RandomizedSmoothing(torch.nn.Module):
         sigma (float): Noise level :math:`\sigma > 0`.
         forward_fn (callable, optional): :obj:`forward_fn(model, x_noisy,
             *args)` classifies the rows of one noisy copy of :obj:`x`
-            (scores :math:`(B, C)` or labels :math:`(B)`), with the
-            :obj:`*args` of :meth:`predict` / :meth:`certify` (e.g.
-            :obj:`edge_index`). When those get a :obj:`batch_size`,
-            :obj:`x_noisy` stacks up to :obj:`batch_size` copies,
-            :math:`(m, B, *)`, and :obj:`forward_fn` returns scores
-            :math:`(m, B, C)` or labels :math:`(m, B)`.
+            (scores :math:`(B, C)` or labels :math:`(B)`), given the
+            :obj:`*args` of :meth:`predict` (*e.g.*, :obj:`edge_index`);
+            with a :obj:`batch_size`, of :math:`m` stacked copies
+            :math:`(m, B, *)`, giving :math:`(m, B, C)` or :math:`(m, B)`.
             (default: :obj:`None`, row-wise :obj:`model(x_noisy)`)
     """
     ABSTAIN = -1
 
     def __init__(self, model: Callable[..., Tensor], num_classes: int,
-                 sigma: float,
-                 forward_fn: Optional[Callable[..., Tensor]] = None):
+                 sigma: float, forward_fn: Optional[Callable] = None):
         super().__init__()
         if not callable(model):
             raise TypeError("'model' must be a module or a callable")
@@ -91,9 +86,8 @@ class RandomizedSmoothing(torch.nn.Module):
             alpha (float, optional): Probability of returning a class other
                 than :math:`g(\mathbf{x})`. (default: :obj:`0.001`)
             batch_size (int, optional): Noise draws per call of the model
-                or of :obj:`forward_fn` (which then gets them stacked).
-                (default: :obj:`100` row-wise; one unstacked copy per call
-                with :obj:`forward_fn`)
+                or of :obj:`forward_fn` (then stacked). (default: :obj:`100`
+                row-wise; one copy per call with :obj:`forward_fn`)
             generator (torch.Generator, optional): Source of the noise, on
                 the device of :obj:`x`.
 
@@ -101,12 +95,11 @@ class RandomizedSmoothing(torch.nn.Module):
             torch.Tensor: Classes :math:`(B)`, :obj:`-1` where abstaining.
         """
         check_number('n', n, integer=True, low=1)
-        _check_alpha(alpha)
+        check_number('alpha', alpha, low=0, high=1, open_low=True)
         counts = self.sample_counts(x, *args, num=n, batch_size=batch_size,
                                     generator=generator).cpu().numpy()
         top2 = np.argsort(-counts, axis=1, kind='stable')[:, :2]
-        n_a = np.take_along_axis(counts, top2[:, :1], 1)[:, 0]
-        n_b = np.take_along_axis(counts, top2[:, 1:], 1)[:, 0]
+        n_a, n_b = np.take_along_axis(counts, top2, 1).T
         pvalue = binomial_test_half(n_a, n_a + n_b)
         pred = np.where(pvalue > alpha, self.ABSTAIN, top2[:, 0])
         return torch.from_numpy(pred).to(torch.long)
@@ -142,10 +135,9 @@ class RandomizedSmoothing(torch.nn.Module):
 
         check_number('n0', n0, integer=True, low=1)
         check_number('n', n, integer=True, low=1)
-        _check_alpha(alpha)
-        counts0 = self.sample_counts(x, *args, num=n0, batch_size=batch_size,
-                                     generator=generator)
-        c_a = counts0.argmax(dim=1)
+        check_number('alpha', alpha, low=0, high=1, open_low=True)
+        c_a = self.sample_counts(x, *args, num=n0, batch_size=batch_size,
+                                 generator=generator).argmax(dim=1)
         counts = self.sample_counts(x, *args, num=n, batch_size=batch_size,
                                     generator=generator)
         n_a = counts.gather(1, c_a.view(-1, 1)).view(-1).cpu().numpy()
@@ -169,16 +161,15 @@ class RandomizedSmoothing(torch.nn.Module):
                             "item per row")
         check_number('num', num, integer=True, low=1)
         stacked = self.forward_fn is None or batch_size is not None
-        if batch_size is None:
-            batch_size = 100
+        batch_size = 100 if batch_size is None else batch_size
         check_number('batch_size', batch_size, integer=True, low=1)
         check_generator(generator, x.device)
         if self.forward_fn is None and args:
             raise TypeError("Extra arguments need 'forward_fn' to say how "
                             "the model uses them")
         check_finite('x', x)
-        num_items = x.size(0)
-        counts = torch.zeros(num_items, self.num_classes, dtype=torch.long,
+        B = x.size(0)
+        counts = torch.zeros(B, self.num_classes, dtype=torch.long,
                              device=x.device)
         nan = torch.zeros((), dtype=torch.bool, device=x.device)
         done = 0
@@ -188,50 +179,42 @@ class RandomizedSmoothing(torch.nn.Module):
                                 device=x.device, generator=generator)
             noisy = x.unsqueeze(0) + self.sigma * noise
             if self.forward_fn is None:
-                out = self.model(noisy.reshape(m * num_items, *x.shape[1:]))
-                lead = (m * num_items, )
+                out = self.model(noisy.reshape(m * B, *x.shape[1:]))
+                lead = (m * B, )
             elif stacked:
-                out = self.forward_fn(self.model, noisy, *args)
-                lead = (m, num_items)
+                out, lead = self.forward_fn(self.model, noisy, *args), (m, B)
             else:
-                out = self.forward_fn(self.model, noisy[0], *args)
-                lead = (num_items, )
+                out, lead = self.forward_fn(self.model, noisy[0], *args), (B, )
             labels, is_nan = self._labels(out, lead, stacked)
-            if is_nan is not None:
-                nan = nan | is_nan
+            nan = nan if is_nan is None else nan | is_nan
             counts += torch.nn.functional.one_hot(
-                labels.reshape(m, num_items), self.num_classes).sum(0)
+                labels.reshape(m, B), self.num_classes).sum(0)
             done += m
         if bool(nan):
-            raise ValueError("The base classifier returned NaN scores; a NaN "
-                             "score has no class, so nothing can be "
-                             "certified. Check the model (NaN parameters, "
-                             "0/0 in a normalisation) or return labels")
+            raise ValueError("The base classifier returned NaN scores, which "
+                             "have no class: nothing can be certified")
         return counts
 
     def _labels(self, out: Tensor, lead: Tuple[int, ...],
                 stacked: bool) -> Tuple[Tensor, Optional[Tensor]]:
-        r"""Checks the base classifier's output against the expected leading
-        shape :obj:`lead` and returns its labels and, for scores, whether any
-        score is NaN (a tensor, so that no synchronisation is needed)."""
-        got = getattr(out, 'shape', type(out).__name__)
+        r"""The labels of the base classifier's output, and for scores
+        whether any is NaN (a tensor: no synchronisation)."""
         scores = torch.is_tensor(out) and out.is_floating_point()
-        labels = torch.is_tensor(out) and not (out.is_floating_point()
-                                               or out.is_complex())
+        labels = torch.is_tensor(out) and not (scores or out.is_complex())
         want = list(lead) + ([self.num_classes] if scores else [])
         if not (scores or labels) or list(out.shape) != want:
-            hint = (" ('forward_fn' gets the copies stacked as x_noisy of "
-                    "shape [m, B, *] when 'batch_size' is given; omit "
-                    "'batch_size' to pass one copy per call)"
-                    if self.forward_fn is not None and stacked else '')
             who = ("'forward_fn'" if self.forward_fn is not None else
                    'The base classifier')
             lead_s = ', '.join(map(str, lead))
-            got = f'{got}, {out.dtype}' if scores or labels else got
-            raise ValueError(f"{who} must return one prediction per row: "
-                             f"float scores of shape [{lead_s}, "
-                             f"{self.num_classes}] or integer labels of "
-                             f"shape [{lead_s}] (got {got}){hint}")
+            got = (f'{out.shape}, {out.dtype}' if scores or labels else
+                   getattr(out, 'shape', type(out).__name__))
+            raise ValueError(
+                f"{who} must return one prediction per row: float scores of "
+                f"shape [{lead_s}, {self.num_classes}] or integer labels of "
+                f"shape [{lead_s}] (got {got})" +
+                (" (with 'batch_size', 'forward_fn' gets x_noisy stacked as "
+                 "[m, B, *])" if self.forward_fn is not None and stacked
+                 else ''))
         if scores:
             return out.argmax(dim=-1).reshape(-1), torch.isnan(out).any()
         out = out.reshape(-1).long()
@@ -248,16 +231,14 @@ class RandomizedSmoothing(torch.nn.Module):
 def _integer_array(name: str, value) -> np.ndarray:
     r"""Counts as an :obj:`int64` array; raises unless every entry is a
     non-negative integer (booleans do not count)."""
-    if torch.is_tensor(value):
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value)
+    arr = np.asarray(value.detach().cpu().numpy()
+                     if torch.is_tensor(value) else value)
     if arr.dtype == np.bool_ or arr.dtype.kind not in 'iuf':
         raise TypeError(f"'{name}' must be integer counts (got "
                         f"{arr.dtype} values)")
-    if arr.dtype.kind == 'f':
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"'{name}' must be integer counts (got "
-                             f"{value!r})")
+    if arr.dtype.kind == 'f' and not (np.all(np.isfinite(arr))
+                                      and np.all(arr == np.round(arr))):
+        raise ValueError(f"'{name}' must be integer counts (got {value!r})")
     if np.any(arr < 0):
         raise ValueError(f"'{name}' must be non-negative (got {value!r})")
     return arr.astype(np.int64)
@@ -270,15 +251,14 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
     \alpha` for :math:`k \sim \mathrm{Bin}(n, p)`.
 
     Args:
-        successes (array-like): Counts :math:`k`, integers in
-            :math:`[0, n]`.
+        successes (array-like): Counts :math:`k`, integers in :math:`[0, n]`.
         trials (int): Number of trials :math:`n \ge 0`.
         alpha (float): Failure probability, in :math:`(0, 1)`.
     """
     from scipy.stats import beta
 
     check_number('trials', trials, integer=True, low=0)
-    _check_alpha(alpha)
+    check_number('alpha', alpha, low=0, high=1, open_low=True)
     k = _integer_array('successes', successes)
     if np.any(k > trials):
         raise ValueError(f"'successes' must lie in [0, {trials}] (got "
@@ -311,7 +291,3 @@ def binomial_test_half(successes, trials) -> np.ndarray:
         raise ValueError("'successes' must not exceed 'trials'")
     tail = binom.cdf(np.minimum(k, n - k), n, 0.5)
     return np.where(n == 0, 1.0, np.minimum(1.0, 2 * tail))
-
-
-def _check_alpha(alpha: float):
-    check_number('alpha', alpha, low=0, high=1, open_low=True)

@@ -131,7 +131,7 @@ def test_residual_convection_errors():
         kwargs[name] = bad
         with pytest.raises(ValueError, match=f"'{name}' must be"):
             ResidualConvection(**kwargs)
-    with pytest.raises(TypeError, match="'bias' must be a bool"):
+    with pytest.raises(TypeError, match="'bias' must be True or False"):
         ResidualConvection(4, 4, 2, bias=1)
     # Unknown or unusable names, with the argument's name:
     for kwargs, match in [(dict(act='foo'), "act='foo'"),

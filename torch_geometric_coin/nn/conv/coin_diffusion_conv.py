@@ -215,8 +215,8 @@ class CoinDiffusionConv(MessagePassing):
             return self.scheme == 'implicit'
         self._checked_learned = learned
         mode = 'ignore' if self._warned else self.stability  # (warn once)
-        stable = op.certify(float(torch.as_tensor(sigma2).detach()), mode,
-                            self._stacklevel)
+        s = float(sigma2.detach()) if isinstance(sigma2, Tensor) else sigma2
+        stable = op.certify(s, mode, self._stacklevel)
         self._warned |= not stable and mode == 'warn'
         return stable and not learned
 

@@ -20,7 +20,6 @@ from torch_geometric_coin.ops import validate_graph
 
 DIFFUSE = ('prob', 'logits', 'hidden')
 LEARN_EDGE_WEIGHTS = (None, 'kernel', 'per_edge')
-# The options of the diffusion layer that COIN forwards.
 DIFFUSION_KWARGS = ('add_self_loops', 'cached', 'learn_sigma2', 'scheme',
                     'tol', 'max_iter', 'stability')
 
@@ -181,8 +180,7 @@ class COIN(torch.nn.Module):
 
     def _edge_index(self, x: Tensor, adj: Adj, edge_weight: OptTensor,
                     ) -> Tuple[Tensor, OptTensor]:
-        r"""A sparse adjacency as :obj:`(edge_index, edge_weight)`, once
-        per tensor."""
+        r"""A sparse adjacency as :obj:`(edge_index, edge_weight)`."""
         if isinstance(adj, Tensor) and adj.layout == torch.strided:
             return adj, edge_weight
         num_nodes = x.size(0)

@@ -1,5 +1,5 @@
 import numbers
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -11,11 +11,8 @@ from torch_geometric.nn.resolver import (
     normalization_resolver,
 )
 
-from torch_geometric_coin._checks import (
-    check_bool,
-    check_features,
-    check_number,
-)
+from torch_geometric_coin._checks import check_bool, check_features, \
+    check_number
 from torch_geometric_coin._graph_cache import GraphCache
 
 
@@ -102,25 +99,21 @@ class ResidualConvection(torch.nn.Module):
             if num_layers == 0 and value is not default and not (
                     isinstance(value, (str, numbers.Real))
                     and value == default):
-                raise ValueError(f"'{name}' has no effect with num_layers=0 "
-                                 f"(no residual block); leave it at its "
-                                 f"default ({default!r})")
+                raise ValueError(f"'{name}' has no effect with num_layers=0; "
+                                 f"leave it at its default ({default!r})")
         if dropout > 0 and num_layers == 0 and out_channels is None and \
                 hidden_channels == in_channels:
-            raise ValueError("'dropout' has no effect without any linear "
-                             "map (num_layers=0, no projection and no "
-                             "output map)")
+            raise ValueError("'dropout' has no effect without a linear map "
+                             "(num_layers=0, no projection or output map)")
         for name, value, kw in [('act', act, act_kwargs),
                                 ('norm', norm, norm_kwargs)]:
             if kw is not None and not isinstance(value, str):
-                raise ValueError(f"'{name}_kwargs' is only used when "
-                                 f"'{name}' is given by name (got "
-                                 f"{name}={value!r})")
+                raise ValueError(f"'{name}_kwargs' is only used when '{name}' "
+                                 f"is a name (got {name}={value!r})")
 
         self.in_channels = int(in_channels)
         self.hidden_channels = hidden = int(hidden_channels)
-        self.out_channels = None if out_channels is None else int(
-            out_channels)
+        self.out_channels = None if out_channels is None else int(out_channels)
         self.num_layers = int(num_layers)
         self.T = float(T)
         self.dropout = float(dropout)
@@ -155,45 +148,43 @@ class ResidualConvection(torch.nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         r"""Runs the residual blocks, without the output map."""
-        x, sp = self._encode(x)
-        return x if sp is None else sp.csr.to_dense()
+        return _dense(self._encode(x))
 
     def decode(self, x: Tensor) -> Tensor:
         r"""The output map (dropout, then :obj:`lin_out`), if any."""
-        return x if self.lin_out is None else self._linear(self.lin_out, x)
+        if self.lin_out is None:
+            return _dense(x)
+        return self._linear(self.lin_out, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        h, sp = self._encode(x)
-        if sp is not None and self.lin_out is not None:
-            return self._sparse_linear(self.lin_out, sp)
-        return self.decode(h if sp is None else sp.csr.to_dense())
+        return self.decode(self._encode(x))
 
-    def _encode(self, x: Tensor) -> Tuple[Optional[Tensor],
-                                          Optional['_SparseInput']]:
-        r"""Returns :obj:`(h, None)`, or :obj:`(None, sparse input)` if a
-        sparse :obj:`x` met no linear map."""
+    def _encode(self, x: Tensor) -> Union[Tensor, '_SparseInput']:
+        r"""The residual blocks; a sparse :obj:`x` that met no linear map
+        is returned as its :class:`_SparseInput`."""
         first = self._first_linear()
         check_features(x, self.in_channels,
                        None if first is None else first.weight)
-        sp = self._sparse_input(x) if x.layout != torch.strided else None
+        if x.layout != torch.strided:
+            x = self._sparse_input(x)
         if self.lin_in is not None:
-            x, sp = self._linear(self.lin_in, x, sp), None
+            x = self._linear(self.lin_in, x)
         step = self.T / max(self.num_layers, 1)
         for lin, norm in zip(self.lins, self.norms):
-            h = self.act(norm(self._linear(lin, x, sp)))
-            if sp is None:
+            h = self.act(norm(self._linear(lin, x)))
+            if isinstance(x, Tensor):
                 x = x + step * h
             elif step == 1.:  # no dense copy of the sparse x
-                x, sp = h + sp.csr, None
+                x = h + x.csr
             else:
-                x, sp = (step * h).add_(sp.csr), None
-        return x, sp
+                x = (step * h).add_(x.csr)
+        return x
 
-    def _linear(self, lin: Linear, x: Optional[Tensor],
-                sp: Optional['_SparseInput'] = None) -> Tensor:
-        if sp is None:
+    def _linear(self, lin: Linear, x: Union[Tensor, '_SparseInput'],
+                ) -> Tensor:
+        if isinstance(x, Tensor):
             return lin(dropout(x, self.dropout, self.training))
-        return self._sparse_linear(lin, sp)
+        return self._sparse_linear(lin, x)
 
     @torch.compiler.disable  # (sparse tensors: a graph break)
     def _sparse_linear(self, lin: Linear, sp: '_SparseInput') -> Tensor:
@@ -228,9 +219,12 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * scale
 
 
+def _dense(x: Union[Tensor, '_SparseInput']) -> Tensor:
+    return x if isinstance(x, Tensor) else x.csr.to_dense()
+
+
 class _SparseInput(NamedTuple):
-    r"""A sparse input as CSR, with the permutation of its values into the
-    CSR order of its transpose and that transpose's indices."""
+    r"""A sparse input as CSR, and the CSR structure of its transpose."""
     csr: Tensor
     perm: Tensor
     crow_t: Tensor
@@ -262,8 +256,7 @@ class _SparseLinear(torch.autograd.Function):
                 bias: Optional[Tensor]) -> Tensor:
         csr = sp.csr
         x = torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(),
-                                    values, csr.size(),
-                                    check_invariants=False)
+                                    values, csr.size(), check_invariants=False)
         ctx.save_for_backward(values)
         ctx.sp = sp
         if bias is None:
@@ -273,15 +266,13 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         values, = ctx.saved_tensors
-        sp = ctx.sp
-        grad_weight = grad_bias = None
+        sp, grad_weight = ctx.sp, None
         if ctx.needs_input_grad[2]:
             x_t = torch.sparse_csr_tensor(
                 sp.crow_t, sp.col_t, values[sp.perm],
                 (sp.csr.size(1), sp.csr.size(0)), check_invariants=False)
             grad_weight = torch.sparse.mm(x_t, grad).t()
-        if ctx.needs_input_grad[3]:
-            grad_bias = grad.sum(0)
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
         return None, None, grad_weight, grad_bias
 
 
@@ -295,22 +286,20 @@ def _resolve(name: str, query: Any, channels: int,
             normalization_resolver(query, channels, **(kwargs or {}))
     except (ValueError, TypeError) as e:
         raise ValueError(f"Could not build {name}={query!r}: {e}") from None
-    training, ok = getattr(module, 'training', None), False
+    training = getattr(module, 'training', None)
     try:
         if training is not None:
             module.eval()
-        with torch.no_grad():  # (not the global RNG)
-            gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(0)  # not the global RNG
             out = module(torch.randn(3, channels, generator=gen))
         ok = isinstance(out, Tensor) and out.shape == (3, channels)
     except Exception:  # noqa: BLE001 (any failure means: unusable here)
-        pass
-    finally:
-        if training is not None:
-            module.train(training)
+        ok = False
+    if training is not None:
+        module.train(training)
     if not ok:
         raise ValueError(f"{name}={query!r} must map features of shape "
-                         f"[num_nodes, {channels}] to the same shape (an "
-                         f"element-wise non-linearity for 'act', a "
-                         f"normalisation such as 'batch_norm' for 'norm')")
+                         f"[num_nodes, {channels}] to the same shape, as "
+                         f"'relu' or 'batch_norm' do")
     return module
