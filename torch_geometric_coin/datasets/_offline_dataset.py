@@ -8,17 +8,12 @@ from torch_geometric_coin._checks import check_bool
 
 
 class OfflineDataset(InMemoryDataset):
-    r"""The base class of this package's data sets: a PyG
-    :class:`~torch_geometric.data.InMemoryDataset` whose raw files are not
-    downloaded but provided by the user, in :obj:`<folder>/raw/` if that
-    exists, else in :obj:`<folder>` (:obj:`root`, or :obj:`root/<name>` for
-    data sets with several members). The processed data is written to
-    :obj:`<folder>/processed/`: copy a read-only folder first.
-
-    Subclasses set :obj:`source` (where to get the raw files) and implement
-    :meth:`process`, which raises a :class:`ValueError` naming the file for
-    every problem of a raw file. A damaged processed file raises one that
-    names it and asks for :obj:`force_reload=True`.
+    r"""The base class of this package's data sets: an
+    :class:`~torch_geometric.data.InMemoryDataset` whose raw files are
+    provided by the user (never downloaded), in :obj:`<folder>/raw/` if that
+    exists, else in :obj:`<folder>` (:obj:`root`, or :obj:`root/<name>`);
+    the processed data goes to :obj:`<folder>/processed/`. Subclasses set
+    :obj:`source` and implement :meth:`process`, whose errors name the file.
     """
     source: str = ''
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from torch_geometric.data import Data
-from torch_geometric_coin._checks import check_number
+from torch_geometric_coin._checks import check_choice, check_number
 from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 
 RUN = re.compile(r'run\d+')
@@ -19,32 +19,24 @@ RUN = re.compile(r'run\d+')
 class Omniglot(OfflineDataset):
     r"""The Omniglot handwritten characters of the `"Human-level concept
     learning through probabilistic program induction"
-    <https://doi.org/10.1126/science.aab3050>`_ paper, as used in the COIN
-    paper's few-shot experiments. Images are resized to
-    :obj:`size x size`, with ink :obj:`1` on a background of :obj:`0`.
+    <https://doi.org/10.1126/science.aab3050>`_ paper, as in the COIN
+    paper's few-shot experiments, resized to :obj:`size x size` with ink
+    :obj:`1` on a background of :obj:`0`. The raw files (needing `Pillow
+    <https://python-pillow.org>`_) come from the folder :obj:`python/` of
+    `brendenlake/omniglot <https://github.com/brendenlake/omniglot>`_.
 
-    * :obj:`split="background"`: the drawings of the archives
-      :obj:`images_background_small{1,2}.zip`, 8 alphabets with 242
-      characters of 20 drawings (alphabets in both archives are read
-      once). :obj:`dataset[0]` holds them all: :obj:`x`
-      (:obj:`[4840, 1, size, size]`), :obj:`y` (:obj:`[4840]`) the class of
-      each drawing, and per class :obj:`characters`
-      (:obj:`"Alphabet/characterXX"`, sorted) and :obj:`alphabets`. An
-      archive without drawings, a folder it lists without drawings, or a
-      character with fewer drawings than the others raises a
+    * :obj:`split="background"`: the drawings of
+      :obj:`images_background_small{1,2}.zip` (8 alphabets, 242 characters
+      of 20 drawings). :obj:`dataset[0]` has :obj:`x`
+      (:obj:`[4840, 1, size, size]`), :obj:`y` (:obj:`[4840]`) the class,
+      and per class :obj:`characters` (:obj:`"Alphabet/characterXX"`,
+      sorted) and :obj:`alphabets`. Missing drawings raise a
       :class:`ValueError`: the data set is never loaded in part.
     * :obj:`split="runs"`: the 20 official 20-way one-shot runs of
-      :obj:`all_runs.zip`, from evaluation alphabets. :obj:`dataset[i]` is
-      run :obj:`i`: :obj:`x` (:obj:`[40, 1, size, size]`) the 20 support
-      drawings (:obj:`class01` to :obj:`class20`), then the 20 queries (in
-      the order of :obj:`class_labels.txt`), :obj:`y` (:obj:`[40]`) their
-      class in :obj:`0..19`, and :obj:`train_mask` / :obj:`test_mask`
-      marking support and query.
-
-    The raw files come from the folder :obj:`python/` of the `omniglot
-    repository <https://github.com/brendenlake/omniglot>`_ and are expected
-    in :obj:`<root>/` (or :obj:`<root>/raw/`). Reading them needs
-    `Pillow <https://python-pillow.org>`_.
+      :obj:`all_runs.zip`. :obj:`dataset[i]` is run :obj:`i`: :obj:`x`
+      (:obj:`[40, 1, size, size]`) the 20 support drawings, then the 20
+      queries of :obj:`class_labels.txt`, :obj:`y` their class in
+      :obj:`0..19`, and :obj:`train_mask` / :obj:`test_mask`.
 
     Args:
         root (str): Root directory where the dataset should be saved.
@@ -52,12 +44,10 @@ class Omniglot(OfflineDataset):
             (default: :obj:`"background"`)
         size (int, optional): The side length of the images, resized
             bilinearly from 105 x 105. (default: :obj:`28`)
-        transform (callable, optional): A function/transform applied to the
-            :class:`~torch_geometric.data.Data` at every access.
-            (default: :obj:`None`)
-        pre_transform (callable, optional): A function/transform applied to
-            each :class:`~torch_geometric.data.Data` before it is saved.
-            (default: :obj:`None`)
+        transform (callable, optional): Applied to the data at every
+            access. (default: :obj:`None`)
+        pre_transform (callable, optional): Applied to each data object
+            before it is saved. (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
     """
@@ -68,9 +58,7 @@ class Omniglot(OfflineDataset):
                  transform: Optional[Callable] = None,
                  pre_transform: Optional[Callable] = None,
                  force_reload: bool = False) -> None:
-        if split not in self.splits:
-            raise ValueError(f"Unknown 'split' {split!r}: expected one of "
-                             f"{self.splits}")
+        check_choice('split', split, self.splits)
         check_number('size', size, integer=True, low=1)
         self.split = split
         self.size = int(size)
@@ -163,9 +151,8 @@ class Omniglot(OfflineDataset):
 
 
 def _check_complete(archives: List['_Archive'], where: dict) -> None:
-    r"""Raises a :class:`ValueError` if drawings are missing: an archive
-    holds none, a folder it lists holds none, or a character has fewer
-    drawings than another."""
+    r"""Raises a :class:`ValueError` if an archive, a folder it lists or a
+    character lacks drawings."""
     empty = [f"'{a.file}'" for a in archives if not a.drawings]
     if empty:
         raise ValueError(f"{' and '.join(empty)} hold"

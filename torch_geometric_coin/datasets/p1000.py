@@ -32,41 +32,30 @@ RAW_FILES = [MUTATIONS, CNA, RESPONSE, SELECTED_GENES, CODING_GENES] + [
 
 class P1000(OfflineDataset):
     r"""The P1000 prostate cancer cohort of `Armenia et al. (2018)
-    <https://doi.org/10.1038/s41588-018-0078-z>`_ in the form of `P-NET
-    (Elmarakeby et al. 2021) <https://doi.org/10.1038/s41586-021-03922-4>`_
-    and of the COIN paper's prostate cancer experiment: the somatic
-    mutations and copy-number changes of 1,013 patients, primary (:obj:`0`)
-    or metastatic (:obj:`1`) tumour, with the COIN authors' 10 fixed splits
-    of 20 training, 100 validation and 893 test patients.
+    <https://doi.org/10.1038/s41588-018-0078-z>`_ as processed by `P-NET
+    <https://doi.org/10.1038/s41586-021-03922-4>`_, the data of the COIN
+    paper's prostate cancer experiment: somatic mutations and copy-number
+    changes of 1,013 patients, primary (:obj:`0`) or metastatic (:obj:`1`)
+    tumour, with the COIN authors' 10 fixed splits (20 training, 100
+    validation, 893 test patients). The data is not shipped: :obj:`root` is
+    the COIN authors' folder :obj:`prostrate/` (`shwangtangjun/COIN
+    <https://github.com/shwangtangjun/COIN>`_) with P-NET's three processed
+    tables in :obj:`data/` (the files :obj:`RAW_FILES`).
 
-    .. note::
-
-        The data is **not shipped** with this package (the class is tested
-        on small files in the same format): point :obj:`root` at the COIN
-        authors' folder :obj:`prostrate/` of `shwangtangjun/COIN
-        <https://github.com/shwangtangjun/COIN>`_ (gene lists and
-        :obj:`splits/`) holding P-NET's three processed tables in
-        :obj:`data/` (the files are :obj:`RAW_FILES`, their formats are
-        those of :func:`read_table` and the other readers).
-
-    The features are the authors' :obj:`load_final(['mut_important',
-    'cnv_del', 'cnv_amp'], cnv_levels=3)` (:func:`p1000_features`).
-    :obj:`dataset[0]` has no edges: :obj:`x` (:obj:`[N, 3 G]`, float32),
-    :obj:`y` (:obj:`[N]`, :obj:`1` = metastatic) and :obj:`train_mask`,
-    :obj:`val_mask`, :obj:`test_mask` (:obj:`[N, 10]`, one column per
-    split; patients of a split file missing from the data are left out, as
-    there). The patients are :obj:`dataset.patients`, the genes
-    :obj:`dataset.genes`.
+    :obj:`dataset[0]` has no edges: :obj:`x` (:obj:`[N, 3 G]`, float32,
+    :func:`p1000_features`), :obj:`y` (:obj:`[N]`, :obj:`1` = metastatic)
+    and :obj:`train_mask`, :obj:`val_mask`, :obj:`test_mask`
+    (:obj:`[N, 10]`, a column per split; patients of a split file missing
+    from the data are left out). :obj:`dataset.patients` and
+    :obj:`dataset.genes` name the rows and genes.
 
     Args:
-        root (str): The folder of the files (see above); :obj:`processed/`
-            is written there.
-        transform (callable, optional): A function/transform applied to the
-            :class:`~torch_geometric.data.Data` at every access.
-            (default: :obj:`None`)
-        pre_transform (callable, optional): A function/transform applied to
-            the :class:`~torch_geometric.data.Data` before it is saved.
-            (default: :obj:`None`)
+        root (str): The folder of the files; :obj:`processed/` is written
+            there.
+        transform (callable, optional): Applied to the data at every
+            access. (default: :obj:`None`)
+        pre_transform (callable, optional): Applied to the data before it
+            is saved. (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
     """
@@ -117,8 +106,6 @@ class P1000(OfflineDataset):
 # Reading the files ###########################################################
 
 def _read_csv(file: str, columns: Sequence[str] = (), **kwargs):
-    r"""Reads :obj:`file` with :func:`pandas.read_csv`, checking that it has
-    the :obj:`columns`."""
     try:
         import pandas as pd
     except ImportError as err:  # pragma: no cover
@@ -136,10 +123,8 @@ def _read_csv(file: str, columns: Sequence[str] = (), **kwargs):
 
 
 def read_table(file: str):
-    r"""Reads a patients x genes table (:obj:`P1000_*.csv`: the first column
-    the patient, a header row of genes; mutation counts or copy-number calls
-    :obj:`-2 .. 2`) as :obj:`(patients, genes, values)`, the values float64
-    with missing ones NaN."""
+    r"""Reads a patients x genes table :obj:`P1000_*.csv` as
+    :obj:`(patients, genes, values)` (float64, missing values NaN)."""
     try:
         with open(file, newline='', encoding='utf-8') as f:
             header = next(csv.reader(f), None)
@@ -174,9 +159,8 @@ def read_table(file: str):
 
 
 def read_response(file: str) -> Dict[str, int]:
-    r"""Reads :obj:`response_paper.csv` (columns :obj:`id` and
-    :obj:`response`, :obj:`0` = primary, :obj:`1` = metastatic) as a
-    dictionary; rows without a response are left out (as there)."""
+    r"""Reads :obj:`response_paper.csv` (:obj:`id`, :obj:`response`) as a
+    dictionary, without the rows lacking a response."""
     df = _read_csv(file, ('id', 'response'), dtype={'id': str})
     df = df[df['response'].notna() & df['id'].notna()]
     try:
@@ -203,16 +187,13 @@ def _genes(file: str, column) -> Set[str]:
 
 def read_gene_column(file: str) -> Set[str]:
     r"""Reads the column :obj:`genes` of
-    :obj:`tcga_prostate_expressed_genes_and_cancer_genes.csv` (names that
-    pandas reads as missing, such as :obj:`NA`, are dropped: they match no
-    gene there either)."""
+    :obj:`tcga_prostate_expressed_genes_and_cancer_genes.csv`."""
     return _genes(file, _read_csv(file, ('genes', ), dtype=str)['genes'])
 
 
 def read_coding_genes(file: str) -> Set[str]:
-    r"""Reads the gene names (4th column) of
-    :obj:`protein-coding_gene_with_coordinate_minimal.txt` (tab-separated,
-    no header)."""
+    r"""Reads the gene names (4th column) of the tab-separated
+    :obj:`protein-coding_gene_with_coordinate_minimal.txt`."""
     df = _read_csv(file, sep='\t', header=None, dtype=str)
     if df.shape[1] != 4:
         raise ValueError(f"'{file}' must have 4 tab-separated columns (chr, "
@@ -221,8 +202,7 @@ def read_coding_genes(file: str) -> Set[str]:
 
 
 def read_split(file: str) -> List[str]:
-    r"""Reads the patient ids (column :obj:`id`) of a split file
-    :obj:`splits/{training,validation,test}_set_{0..9}.csv`."""
+    r"""Reads the patient ids (column :obj:`id`) of a split file."""
     return list(_read_csv(file, ('id', ), dtype={'id': str})['id'].dropna())
 
 
@@ -235,10 +215,8 @@ def mutation_features(values: np.ndarray) -> np.ndarray:
 
 
 def deletion_features(values: np.ndarray) -> np.ndarray:
-    r"""The authors' :obj:`cnv_del` with :obj:`cnv_levels=3` and
-    :obj:`cnv_filter_single_event`: :obj:`-2` (deep deletion) becomes
-    :obj:`1`; :obj:`-1` and non-negative calls :obj:`0`; other negative
-    values stay (as there)."""
+    r"""The authors' :obj:`cnv_del` (:obj:`cnv_levels=3`): :obj:`-2`
+    becomes :obj:`1`, :obj:`-1` and non-negative calls :obj:`0`."""
     out = np.where(values >= 0., 0., values)
     out[out == -1.] = 0.
     out[out == -2.] = 1.
@@ -246,10 +224,8 @@ def deletion_features(values: np.ndarray) -> np.ndarray:
 
 
 def amplification_features(values: np.ndarray) -> np.ndarray:
-    r"""The authors' :obj:`cnv_amp` with :obj:`cnv_levels=3` and
-    :obj:`cnv_filter_single_event`: :obj:`2` (high amplification) becomes
-    :obj:`1`; :obj:`1` and non-positive calls :obj:`0`; other positive
-    values stay (as there)."""
+    r"""The authors' :obj:`cnv_amp` (:obj:`cnv_levels=3`): :obj:`2`
+    becomes :obj:`1`, :obj:`1` and non-positive calls :obj:`0`."""
     out = np.where(values <= 0., 0., values)
     out[out == 1.] = 0.
     out[out == 2.] = 1.
@@ -267,15 +243,11 @@ def gene_order(genes: Iterable[str], coding: Set[str]) -> List[str]:
 def p1000_features(mutations, cna, response: Dict[str, int],
                    selected: Set[str], coding: Set[str],
                    files: Sequence[str]):
-    r"""The authors' design matrix from the mutation and copy-number tables
-    (:func:`read_table`), the responses, the expressed genes and the
-    protein-coding genes, whose files :obj:`files` name in the errors.
-    Returns :obj:`(patients, genes, x, y)`: the patients in both tables
-    with a response (in the order of the mutation table), the expressed
-    genes of either table in :func:`gene_order`, :obj:`x`
-    (:obj:`[N, 3 G]`, the features :obj:`mut_important, cnv_del, cnv_amp`
-    of each gene side by side; missing values and genes absent from a table
-    are :obj:`0`, as there) and :obj:`y` (int64)."""
+    r"""The authors' :obj:`load_final(['mut_important', 'cnv_del',
+    'cnv_amp'], cnv_levels=3)`: :obj:`(patients, genes, x, y)` for the
+    patients of both tables with a response and the expressed genes of
+    either table (in :func:`gene_order`); :obj:`x` is :obj:`[N, 3 G]` with
+    missing values :obj:`0`. The errors name :obj:`files`."""
     order = gene_order({g for table in (mutations, cna) for g in table[1]
                         if g in selected}, coding)
     if not order:
@@ -302,9 +274,7 @@ def p1000_features(mutations, cna, response: Dict[str, int],
 
 def split_masks(patients: Sequence[str], files: Dict):
     r"""The masks :obj:`[N, S]` of the split files :obj:`files`
-    (:obj:`{(kind, i): path}`) over :obj:`patients`; a split whose files
-    share a patient, or that has no training or test patient in the data,
-    raises a :class:`ValueError` naming the files."""
+    (:obj:`{(kind, i): path}`) over :obj:`patients`."""
     index = {p: i for i, p in enumerate(patients)}
     num_splits = 1 + max(i for _, i in files)
     masks = {kind: torch.zeros(len(patients), num_splits, dtype=torch.bool)

@@ -22,46 +22,30 @@ class PandemicTGNN(OfflineDataset):
     r"""The daily COVID-19 cases and mobility graphs of the regions of
     England, France, Italy or Spain from the `"Transfer Graph Neural Networks
     for Pandemic Forecasting" <https://arxiv.org/abs/2009.08388>`_ paper,
-    one graph per day. England is the data of the COIN paper's forecasting
-    experiment (PyTorch Geometric Temporal's :obj:`EnglandCovid`, with its
-    regions in another order).
+    one graph per day (England: the data of the COIN paper's forecasting
+    experiment, PyG Temporal's :obj:`EnglandCovid` in another region order).
 
-    The raw files are those of the `pandemic_tgnn repository
-    <https://github.com/geopanag/pandemic_tgnn>`_ (folder
-    :obj:`data/<Country>`), expected in :obj:`<root>/<Country>/` (or in
-    :obj:`<root>/<Country>/raw/`):
-
-    * :obj:`<country>_labels.csv`: a header row with a :obj:`name` column
-      and one column per day (:obj:`YYYY-MM-DD`), then one row of daily new
-      cases per region; other columns are ignored.
-    * :obj:`graphs/<XX>_<YYYY-MM-DD>.csv`: one file per day, one
-      :obj:`source,target,weight` row (no header) per edge, the number of
-      people moving from :obj:`source` to :obj:`target` (self-loops
-      included; each pair at most once; possibly no row).
-
-    As in the paper's code, the regions are those of the label file that
-    occur in the mobility graphs, in the order of the label file, and the
-    days are those of the graph files, which must be consecutive.
-    :obj:`dataset[t]` is day :obj:`t`: :obj:`y` (:obj:`[N]`, float) the new
-    cases of each region, :obj:`edge_index` (:obj:`[2, E_t]`) and
-    :obj:`edge_weight` (:obj:`[E_t]`, float) the mobility graph, and
-    :obj:`date` (:obj:`"YYYY-MM-DD"`); :obj:`dataset.regions` names the
-    :obj:`N` regions. England has 129 regions and 61 days, France 81 and 64,
-    Italy 105 and 79, Spain 34 and 62.
+    The raw files are those of the folder :obj:`data/<Country>` of
+    `pandemic_tgnn <https://github.com/geopanag/pandemic_tgnn>`_, expected
+    in :obj:`<root>/<Country>/`: :obj:`<country>_labels.csv` (a :obj:`name`
+    column and one column of daily new cases per day :obj:`YYYY-MM-DD`) and
+    :obj:`graphs/<XX>_<YYYY-MM-DD>.csv` (one :obj:`source,target,weight`
+    row per edge, no header). As in the paper's code, the regions are those
+    of the label file in the graphs, the days those of the graph files
+    (consecutive). :obj:`dataset[t]` is day :obj:`t`: :obj:`y` (:obj:`[N]`)
+    the new cases, :obj:`edge_index` and :obj:`edge_weight` the mobility
+    graph, and :obj:`date`; :obj:`dataset.regions` names the regions.
 
     Args:
         root (str): Root directory that holds the folder :obj:`<Country>`.
         country (str): :obj:`"England"`, :obj:`"France"`, :obj:`"Italy"` or
             :obj:`"Spain"` (case-insensitive).
-        transform (callable, optional): A function/transform applied to the
-            :class:`~torch_geometric.data.Data` of a day at every access.
+        transform (callable, optional): Applied to the data of a day at
+            every access. (default: :obj:`None`)
+        pre_transform (callable, optional): Applied to the data of each day
+            before it is saved. (default: :obj:`None`)
+        pre_filter (callable, optional): Whether to keep the data of a day.
             (default: :obj:`None`)
-        pre_transform (callable, optional): A function/transform applied to
-            the :class:`~torch_geometric.data.Data` of each day before it is
-            saved. (default: :obj:`None`)
-        pre_filter (callable, optional): A function that takes in the
-            :class:`~torch_geometric.data.Data` of a day and returns whether
-            the day is kept. (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
     """

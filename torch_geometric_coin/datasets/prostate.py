@@ -10,32 +10,23 @@ from torch_geometric_coin.datasets._offline_dataset import OfflineDataset
 class Prostate(OfflineDataset):
     r"""The prostate cancer gene-expression data of `Singh et al. (2002)
     <https://doi.org/10.1016/S1535-6108(02)00030-2>`_: 102 patients (52
-    tumour and 50 normal tissues) with the expression of 5,966 genes.
+    tumour and 50 normal tissues), 5,966 genes. It is the data of this
+    package's :obj:`benchmarks/prostate.py --dataset singh2002`, *not* of
+    the COIN paper's prostate cancer experiment (see
+    :class:`~torch_geometric_coin.datasets.P1000`).
 
-    .. note::
-
-        This is *not* the data of the COIN paper's prostate cancer
-        experiment (primary vs metastatic tumours of the P1000 cohort, see
-        :class:`~torch_geometric_coin.datasets.P1000`), but of this
-        package's own experiment (:obj:`benchmarks/prostate.py --dataset
-        singh2002`), whose results say nothing about the paper's.
-
-    The raw file is :obj:`Prostate_GE.mat` of the `scikit-feature
-    <https://jundongl.github.io/scikit-feature/datasets.html>`_ collection
-    (:obj:`X` patients x genes, :obj:`Y` :obj:`2` = tumour, :obj:`1` =
-    normal), in :obj:`<root>/` or :obj:`<root>/raw/`. :obj:`dataset[0]` has
-    no edges: :obj:`x` (:obj:`[102, 5966]`, float32) and :obj:`y`
-    (:obj:`[102]`, :obj:`1` = tumour); build a graph on top of it (*e.g.*,
-    with :func:`~torch_geometric_coin.utils.gaussian_knn_graph`).
+    The raw file is :obj:`Prostate_GE.mat` of `scikit-feature
+    <https://jundongl.github.io/scikit-feature/datasets.html>`_ (:obj:`X`
+    patients x genes, :obj:`Y` :obj:`2` = tumour, :obj:`1` = normal).
+    :obj:`dataset[0]` has no edges: :obj:`x` (:obj:`[102, 5966]`, float32)
+    and :obj:`y` (:obj:`[102]`, :obj:`1` = tumour).
 
     Args:
         root (str): Root directory where the dataset should be saved.
-        transform (callable, optional): A function/transform applied to the
-            :class:`~torch_geometric.data.Data` at every access.
-            (default: :obj:`None`)
-        pre_transform (callable, optional): A function/transform applied to
-            the :class:`~torch_geometric.data.Data` before it is saved.
-            (default: :obj:`None`)
+        transform (callable, optional): Applied to the data at every
+            access. (default: :obj:`None`)
+        pre_transform (callable, optional): Applied to the data before it
+            is saved. (default: :obj:`None`)
         force_reload (bool, optional): Whether to re-process the dataset.
             (default: :obj:`False`)
     """

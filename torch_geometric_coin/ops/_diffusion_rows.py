@@ -68,39 +68,25 @@ def diffusion_rows(
         \mathbf{g}_m,
 
     an upper bound of :math:`\| \mathbf{e}_s^{\top} \mathbf{P} -
-    \mathbf{r}_K \|_1`: the error :math:`\mathbf{d}_k` made at step
-    :math:`k` propagates through the :math:`K - k` remaining steps, and
-    :math:`\|\mathbf{e}_i^{\top} \mathbf{M}^m\|_1 \leq g_m(i) \leq
-    \|\mathbf{M}\|_{\infty}^m` (the largest absolute row sum of
-    :math:`\mathbf{M}`, :math:`1` for :obj:`'coin'` and :obj:`'rw'` when
-    :math:`\mathbf{M} \geq 0`). It is :math:`0` where nothing was dropped.
-    The per-node weights :math:`\mathbf{g}_m` cost :math:`K-1` sparse
-    products with :math:`|\mathbf{M}|` and :math:`8 (K-1) N` bytes; the
-    scalar :math:`\|\mathbf{M}\|_{\infty}^m` replaces them where they
-    would exceed :obj:`max_memory` (a looser bound) and where all rows of
-    :math:`|\mathbf{M}|` have the same sum to a relative :math:`10^{-6}`
-    (then :math:`\mathbf{g}_m` is that sum to the power :math:`m`, as for
-    :obj:`'coin'` and :obj:`'rw'` with :math:`\mathbf{M} \geq 0`).
-    Rounding errors of the products are not part of the bound.
+    \mathbf{r}_K \|_1` (the error made at step :math:`k` propagates through
+    the :math:`K - k` remaining steps; rounding is not part of it), :math:`0`
+    where nothing was dropped. The per-node weights :math:`\mathbf{g}_m`
+    (:math:`K-1` products with :math:`|\mathbf{M}|`, :math:`8 (K-1) N`
+    bytes) give way to the looser scalar :math:`\|\mathbf{M}\|_{\infty}^m`
+    where they would exceed :obj:`max_memory`, and where all rows of
+    :math:`|\mathbf{M}|` have the same sum (then they are equal).
 
-    Each product runs on blocks of rows whose expanded entries (the sum,
-    over the row's nonzeros :math:`i`, of the number of entries of row
-    :math:`i` of :math:`\mathbf{M}`) need at most :obj:`max_memory` bytes
-    of temporaries (about :math:`3 \times` (8 bytes of index + the value's
-    size) per expanded entry), as CSR products: :obj:`scipy.sparse` on the
-    CPU (PyTorch's CPU product of two CSR tensors leaks memory),
-    :obj:`torch.sparse` (cuSPARSE) on GPUs. The truncated rows, the matrix
-    :math:`\mathbf{M}` and the weights :math:`\mathbf{g}` are not counted.
-    A single row needing more raises a :class:`ValueError`.
-
-    The graph is validated as by
-    :meth:`~torch_geometric_coin.ops.DiffusionOperator.from_graph` (edge
-    weights, duplicate edges and self-loops as the layer takes them). The
-    stability rule is the layer's: if :math:`\sigma^2 \lambda_{\max}(
-    \mathbf{L}) > 2` (see
-    :meth:`~torch_geometric_coin.ops.DiffusionOperator.lambda_max`) a
-    warning is issued, and non-finite rows raise a
-    :class:`FloatingPointError`.
+    Each product runs on blocks of rows whose temporaries (about
+    :math:`3 \times` (8 + the value's size) bytes per entry of the
+    expanded product) fit :obj:`max_memory`: :obj:`scipy.sparse` CSR
+    products on the CPU (PyTorch's CPU product of two CSR tensors leaks
+    memory, `pytorch#109445
+    <https://github.com/pytorch/pytorch/issues/109445>`_),
+    :obj:`torch.sparse` elsewhere; a single row needing more raises a
+    :class:`ValueError`. The graph is validated and the stability rule
+    applied as in :class:`~torch_geometric_coin.ops.DiffusionOperator`
+    (a warning if :math:`\sigma^2 \lambda_{\max} > 2`); non-finite rows
+    raise a :class:`FloatingPointError`.
 
     Args:
         edge_index (torch.Tensor or SparseTensor): The edge indices
@@ -284,10 +270,8 @@ def _check_nodes(nodes, num_nodes: int, device) -> Tensor:
 
 def _matrix(crow: Tensor, col: Tensor, value: Tensor, num_rows: int,
             num_cols: int):
-    r"""A CSR matrix: a :obj:`scipy.sparse` one on the CPU (PyTorch's CPU
-    product of two CSR tensors leaks memory and can crash, see
-    `pytorch#109445 <https://github.com/pytorch/pytorch/issues/109445>`_),
-    a :obj:`torch.sparse_csr` one elsewhere (cuSPARSE)."""
+    r"""A CSR matrix: :obj:`scipy.sparse` on the CPU, :obj:`torch.sparse`
+    elsewhere."""
     if crow.device.type == 'cpu':
         return scipy.sparse.csr_matrix(
             (value.numpy(), col.numpy(), crow.numpy()),

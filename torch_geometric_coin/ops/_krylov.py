@@ -20,20 +20,13 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
                  max_iter: int = 1000,
                  matvec64: Optional[Callable[[Tensor], Tensor]] = None,
                  ) -> Tuple[Tensor, int]:
-    r"""Solves :math:`\mathbf{A} \mathbf{X} = \mathbf{B}` for all columns at
-    once with Jacobi-preconditioned conjugate gradients when
-    :math:`\mathbf{A}` is symmetric positive definite, else with
-    Jacobi-preconditioned BiCGSTAB, until the *true* relative residual
+    r"""Solves :math:`\mathbf{A} \mathbf{X} = \mathbf{B}` with
+    Jacobi-preconditioned conjugate gradients (if :obj:`symmetric`, and
+    positive definite) or BiCGSTAB until the *true* relative residual
     :math:`\|\mathbf{b} - \mathbf{A}\mathbf{x}\| \leq \mathrm{tol} \cdot
-    \|\mathbf{b}\|` in every column.
-
-    The residual that the iteration updates drifts away from the true one
-    in finite precision (by about the rounding unit times the condition
-    number of :math:`\mathbf{A}`), so once the iteration converged, the
-    true residual is computed from its definition (in float64 if
-    :obj:`matvec64` is given) and, while it exceeds the tolerance, the
-    solution is refined: the correction :math:`\mathbf{A}\mathbf{d} =
-    \mathbf{b} - \mathbf{A}\mathbf{x}` is solved again and added.
+    \|\mathbf{b}\|` in every column, refining the solution (solving
+    :math:`\mathbf{A}\mathbf{d} = \mathbf{b} - \mathbf{A}\mathbf{x}` again)
+    while the true residual (in float64 with :obj:`matvec64`) exceeds it.
 
     Args:
         matvec (Callable): :math:`\mathbf{X} \mapsto \mathbf{A}\mathbf{X}` in
@@ -42,25 +35,18 @@ def krylov_solve(matvec: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor,
         x0 (torch.Tensor): The initial guess :math:`(N, C)`.
         diag (torch.Tensor): The diagonal of :math:`\mathbf{A}` (positive).
         symmetric (bool): Whether :math:`\mathbf{A}` is symmetric.
-        tol (float, optional): Relative residual tolerance.
-            (default: :obj:`1e-5`)
-        max_iter (int, optional): Iteration limit of each solve.
-            (default: :obj:`1000`)
-        matvec64 (Callable, optional): The same product in float64, with
-            which the true residual is computed; if not given, it is
-            computed with :obj:`matvec` in the dtype of :obj:`b`.
-            (default: :obj:`None`)
+        tol (float, optional): The tolerance. (default: :obj:`1e-5`)
+        max_iter (int, optional): Iterations per solve. (default: :obj:`1000`)
+        matvec64 (Callable, optional): The same product in float64, for the
+            true residual. (default: :obj:`None`: :obj:`matvec`)
 
     Returns:
-        (torch.Tensor, int): The solution and the number of iterations, those
-        of the refinements included (:obj:`0` when :obj:`x0` already meets
-        the tolerance).
+        (torch.Tensor, int): The solution and the number of iterations,
+        refinements included (:obj:`0` if :obj:`x0` meets the tolerance).
 
     Raises:
         ConvergenceError: if the tolerance is not met in :obj:`max_iter`
-            iterations (or the iteration breaks down), or if the true
-            residual stays above it after refinement (the dtype of :obj:`b`
-            is too coarse for :obj:`tol` on this system).
+            iterations, or after refinement.
     """
     check_number('tol', tol, low=0, high=1, open_low=True)
     check_number('max_iter', max_iter, integer=True, low=1)
@@ -97,8 +83,7 @@ def _worst_column(res: Tensor, b: Tensor) -> Tuple[int, float]:
 
 
 def _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter):
-    r"""Checks the true residual of :obj:`x` and refines it (see
-    :func:`krylov_solve`)."""
+    r"""Checks the true residual of :obj:`x` and refines it."""
     if matvec64 is None:
         matvec64, wide = matvec, b
     else:

@@ -29,11 +29,10 @@ class AxiomResult:
 
     Args:
         name (str): The axiom, one of :obj:`AXIOMS`.
-        holds (bool, optional): Whether no probe violated the axiom by more
-            than the tolerance, or :obj:`None` if it was not checked.
-        violation (float): The worst scaled violation (see
-            :func:`check_axioms`); :obj:`nan` if not checked, :obj:`inf` if
-            the operator returned non-finite values.
+        holds (bool, optional): Whether no probe exceeded the tolerance
+            (:obj:`None`: not checked).
+        violation (float): The worst scaled violation (:obj:`nan` if not
+            checked, :obj:`inf` for non-finite outputs).
         note (str): Why the axiom was skipped, or what was compared.
     """
     name: str
@@ -63,8 +62,7 @@ class AxiomReport:
         return self.results[name]
 
     def to_dict(self) -> Dict[str, Any]:
-        r"""A JSON-serialisable dictionary (non-finite violations become
-        strings)."""
+        r"""A JSON-serialisable dict (non-finite violations as strings)."""
         def num(v: float) -> Union[float, str]:
             return v if math.isfinite(v) else str(v)
 
@@ -77,12 +75,8 @@ class AxiomReport:
 
 
 def format_axiom_table(reports: Mapping[str, AxiomReport]) -> str:
-    r"""One Markdown table of several :class:`AxiomReport` objects: a row
-    per operator, a column per axiom (cells by :meth:`AxiomResult.cell`).
-
-    Args:
-        reports (Mapping[str, AxiomReport]): Row label to report.
-    """
+    r"""A Markdown table of :obj:`reports` (row label to
+    :class:`AxiomReport`): a row per operator, a column per axiom."""
     head = '| operator | ' + ' | '.join(AXIOM_TITLES[a] for a in AXIOMS) + ' |'
     lines = [head, '|---' * (len(AXIOMS) + 1) + '|']
     for label, report in reports.items():
@@ -107,8 +101,8 @@ def check_axioms(
     dtype: Optional[torch.dtype] = None,
 ) -> AxiomReport:
     r"""Probes a propagation operator :math:`\mathcal{T}` over a fixed graph
-    with random node signals :math:`\mathbf{U}, \mathbf{V}` (scalars
-    :math:`a, b`, a constant :math:`c`) and reports which axioms of the
+    with random node signals :math:`\mathbf{U}, \mathbf{V}`, scalars
+    :math:`a, b` and constants :math:`c`, and reports which axioms of the
     convection-diffusion framework (Wang, Bao, Shi, 2024) it obeys:
 
     .. math::
@@ -126,37 +120,27 @@ def check_axioms(
         \textrm{symmetry:}\quad & \langle \mathcal{T}\mathbf{U}, \mathbf{V}
         \rangle = \langle \mathbf{U}, \mathcal{T}\mathbf{V} \rangle
 
-    The violations are scaled: :math:`\max |\textrm{lhs} - \textrm{rhs}| /
-    \max(1, \|\textrm{lhs}\|_\infty, \|\textrm{rhs}\|_\infty)` (for the
-    comparison principle :math:`\max (\mathcal{T}\mathbf{U} -
-    \mathcal{T}\mathbf{V})_+` in the numerator), and for symmetry the
-    difference of the inner products over the Cauchy-Schwarz bound
-    :math:`\|\mathcal{T}\mathbf{U}\| \|\mathbf{V}\| + \|\mathbf{U}\|
-    \|\mathcal{T}\mathbf{V}\|`. An axiom holds if no probe exceeds
-    :obj:`atol`. The comparison principle is probed with dense positive
-    increments and single-node impulses. Random probing can prove a
-    violation, never that an axiom holds.
+    A violation is :math:`\max |\textrm{lhs} - \textrm{rhs}| / \max(1,
+    \|\textrm{lhs}\|_\infty, \|\textrm{rhs}\|_\infty)` (numerator
+    :math:`\max (\mathcal{T}\mathbf{U} - \mathcal{T}\mathbf{V})_+` for
+    comparison; for symmetry the difference over :math:`\|\mathcal{T}
+    \mathbf{U}\| \|\mathbf{V}\| + \|\mathbf{U}\| \|\mathcal{T}
+    \mathbf{V}\|`); an axiom holds if none exceeds :obj:`atol`.
 
     Args:
-        operator (torch.nn.Module or callable): The operator, called as
+        operator (torch.nn.Module or callable): Called as
             :obj:`operator(x)` if :obj:`graph` is an :obj:`int`, else as
-            :obj:`operator(x, edge_index[, edge_weight])` (like
-            :class:`~torch_geometric.nn.conv.GCNConv`). A module is probed
-            as a copy cast to :obj:`dtype`, in evaluation mode.
+            :obj:`operator(x, edge_index[, edge_weight])`; a module is
+            probed as a copy cast to :obj:`dtype`, in evaluation mode.
         graph (int, torch.Tensor or torch_geometric.data.Data): The number of
-            nodes, an :obj:`edge_index`, or a :obj:`Data` object with
-            :obj:`edge_index` and optional :obj:`edge_weight`.
-        num_channels (int, optional): Number of feature channels :math:`C`
-            of the probes. (default: :obj:`4`)
-        trials (int, optional): Number of random probes per axiom.
-            (default: :obj:`8`)
-        make_operator (callable, optional): Builds the operator with a given
-            number of steps (e.g. :obj:`lambda K: APPNP(K, 0.1)`), called the
-            same way as :obj:`operator`, to check the Markov/semigroup
-            property (otherwise not checked). (default: :obj:`None`)
-        steps (Tuple[int, int], optional): The step counts
-            :math:`(K_1, K_2)` for the semigroup check; only with
-            :obj:`make_operator`. (default: :obj:`(2, 3)`)
+            nodes, an :obj:`edge_index`, or a :obj:`Data` object.
+        num_channels (int, optional): Probe channels. (default: :obj:`4`)
+        trials (int, optional): Random probes per axiom. (default: :obj:`8`)
+        make_operator (callable, optional): Builds the operator with
+            :math:`K` steps (e.g. :obj:`lambda K: APPNP(K, 0.1)`) for the
+            semigroup check, otherwise skipped. (default: :obj:`None`)
+        steps (Tuple[int, int], optional): :math:`(K_1, K_2)` for the
+            semigroup check. (default: :obj:`(2, 3)`)
         atol (float, optional): Tolerance on the scaled violations.
             (default: :obj:`1e-8` in :obj:`float64`, :obj:`1e-4` in
             :obj:`float32`)
@@ -250,8 +234,7 @@ def check_axioms(
 
 
 def _parse_graph(graph: Graph) -> Tuple[int, List[Tensor]]:
-    r"""Returns the number of nodes and the graph arguments of the
-    operator."""
+    r"""The number of nodes and the graph arguments of the operator."""
     if isinstance(graph, numbers.Integral) and not isinstance(graph, bool):
         check_number('graph', graph, integer=True, low=1)
         return int(graph), []

@@ -35,17 +35,14 @@ def gaussian_smoothing(
         \mathcal{N}(\mathbf{0}, \mathbf{I})} \left[ f\left(\mathbf{x} +
         \sqrt{2t}\, \sigma \boldsymbol{\epsilon}\right) \right]
 
-    by Monte Carlo: :math:`u` solves the heat equation
-    :math:`\partial_t u = \sigma^2 \Delta u`, :math:`u(0, \cdot) = f`, whose
-    kernel at time :math:`t` is the density of
-    :math:`\mathcal{N}(\mathbf{0}, 2 \sigma^2 t \mathbf{I})`. Training
-    :math:`f` on inputs with Gaussian noise of variance :math:`s^2` thus
-    trains the diffused network :math:`u(s^2 / (2 \sigma^2), \cdot)`.
+    by Monte Carlo, the solution of the heat equation :math:`\partial_t u =
+    \sigma^2 \Delta u`, :math:`u(0, \cdot) = f`: training :math:`f` on
+    inputs with Gaussian noise of variance :math:`s^2` trains the diffused
+    network :math:`u(s^2 / (2 \sigma^2), \cdot)`.
 
     Args:
         f (callable): The base function; maps points :math:`(M, d)` to
-            finite values :math:`(M)` or :math:`(M, k)` (integer and boolean
-            values are averaged as numbers).
+            finite values :math:`(M)` or :math:`(M, k)`.
         x (torch.Tensor): Finite evaluation points :math:`(B, d)`, or one
             point :math:`(d)`.
         t (float or torch.Tensor): Diffusion time :math:`t \ge 0`, a scalar
@@ -60,10 +57,9 @@ def gaussian_smoothing(
             (default: :obj:`None`)
 
     Returns:
-        MonteCarloEstimate: the estimate of :math:`u(t, \mathbf{x})` and its
-        standard error, of shape :math:`(B)` or :math:`(B, k)` (no
-        :math:`B` for one point), of the floating type of :obj:`f`'s values
-        (of :obj:`x` for integer values).
+        MonteCarloEstimate: :math:`u(t, \mathbf{x})` and its standard error,
+        :math:`(B)` or :math:`(B, k)` (no :math:`B` for one point), in the
+        dtype of :obj:`f`'s values (of :obj:`x` for integer values).
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise TypeError("'x' must be a floating-point tensor")
@@ -115,8 +111,8 @@ def check_finite(name: str, x: Tensor):
 
 
 def check_generator(generator, device: torch.device):
-    r"""Checks that :obj:`generator` is :obj:`None` or a
-    :class:`torch.Generator` on the device type of :obj:`device`."""
+    r"""Checks that :obj:`generator` is :obj:`None` or a generator on the
+    device type of :obj:`device`."""
     if generator is None:
         return
     if not isinstance(generator, torch.Generator):
@@ -147,13 +143,9 @@ def apply_batched(f: Callable[[Tensor], Tensor], z: Tensor, what: str,
 def monte_carlo_mean(draw: Callable[[int], Tensor], num_samples: int,
                      batch_size: int,
                      default_dtype: torch.dtype) -> MonteCarloEstimate:
-    r"""Averages :obj:`num_samples` draws, :obj:`batch_size` at a time, with
-    the standard error of the mean. :obj:`draw(m)` returns :obj:`m` samples
-    for each of :math:`B` items, shape :math:`(B, m, *)`. Sums of the
-    samples minus the first batch's mean are kept in :obj:`float64`; the
-    result has the samples' dtype (:obj:`default_dtype` for integers or
-    booleans). Raises a :class:`ValueError` if a sample is not finite and a
-    :class:`FloatingPointError` if the mean overflows the result's dtype."""
+    r"""Averages :obj:`num_samples` draws :math:`(B, m, *)` of
+    :obj:`draw(m)`, :obj:`batch_size` at a time, with the standard error, in
+    the samples' dtype (:obj:`default_dtype` for integers or booleans)."""
     total = total_sq = shift = bad = None
     done, dtype = 0, default_dtype
     while done < num_samples:

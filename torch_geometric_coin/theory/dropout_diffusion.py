@@ -1,11 +1,10 @@
 import itertools
 from typing import Callable, NamedTuple, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from torch_geometric_coin._checks import check_number
+from torch_geometric_coin._checks import check_bool, check_number
 
 from ._gaussian_smoothing import (apply_batched, check_finite,
                                   check_generator, monte_carlo_mean)
@@ -25,11 +24,9 @@ class DropoutDiffusion(NamedTuple):
             \odot \mathbf{m} / (1 - p))]`, exact or Monte Carlo.
         no_dropout (torch.Tensor): :math:`f(\mathbf{h})`.
         difference (torch.Tensor): :obj:`expected - no_dropout`.
-        stderr (torch.Tensor): Standard error of :obj:`expected` and
-            :obj:`difference` (zero when computed exactly).
-        predicted (torch.Tensor): The second-order (diffusion) term
-            :math:`\frac{1}{2} \frac{p}{1-p} \sum_i h_i^2
-            \partial^2 f / \partial h_i^2`.
+        stderr (torch.Tensor): Standard error of :obj:`expected` (zero when
+            exact).
+        predicted (torch.Tensor): The second-order (diffusion) term.
         exact (bool): Whether :obj:`expected` enumerates all masks.
     """
     expected: Tensor
@@ -49,12 +46,10 @@ def dropout_diffusion_term(
     batch_size: int = 4096,
     generator: Optional[torch.Generator] = None,
 ) -> DropoutDiffusion:
-    r"""Dropout on hidden units as a diffusion term. Inverted dropout
+    r"""Dropout on hidden units as a diffusion term: inverted dropout
     :math:`\mathbf{h} \mapsto \mathbf{h} \odot \mathbf{m} / (1 - p)`,
-    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)` independent, perturbs
-    :math:`h_i` by zero-mean independent noise of variance
-    :math:`h_i^2 p / (1 - p)`, so a second-order Taylor expansion of the
-    rest of the network :math:`f` gives
+    :math:`m_i \sim \mathrm{Bernoulli}(1 - p)`, adds zero-mean noise of
+    variance :math:`h_i^2 p / (1 - p)`, so that to second order
 
     .. math::
         \mathbb{E}_{\mathbf{m}} \left[ f\left(\frac{\mathbf{h} \odot
@@ -62,28 +57,25 @@ def dropout_diffusion_term(
         \frac{1}{2} \frac{p}{1 - p} \sum_i h_i^2
         \frac{\partial^2 f}{\partial h_i^2}(\mathbf{h}),
 
-    a diffusion term with the diagonal, state-dependent diffusivity
-    :math:`\frac{p}{1-p} h_i^2`, exact for quadratic :math:`f`. Computes
-    both sides: the expectation exactly over all :math:`2^n` masks or by
-    Monte Carlo, and the prediction from the Hessian's diagonal
-    (:func:`torch.func.hessian`).
+    exact for quadratic :math:`f`. Computes both sides: the expectation
+    over all :math:`2^n` masks or by Monte Carlo, and the prediction from
+    the Hessian's diagonal (:func:`torch.func.hessian`).
 
     Args:
-        f (callable): The network after the dropout layer; maps activations
-            :math:`(M, n)` to finite floating-point outputs :math:`(M)` or
-            :math:`(M, k)`; deterministic and twice differentiable with
-            :mod:`torch.func` (a module with dropout or batch normalisation
-            in training mode raises a :class:`ValueError`).
+        f (callable): The network after the dropout layer: maps activations
+            :math:`(M, n)` to floating-point outputs :math:`(M)` or
+            :math:`(M, k)`, deterministic and twice differentiable with
+            :mod:`torch.func`.
         h (torch.Tensor): Finite activations :math:`(n)` or :math:`(B, n)`.
         p (float): Dropout probability, :math:`0 < p < 1`.
         exact (bool, optional): Enumerate all masks. (default: :obj:`True`
             if :math:`n \le 16`, else :obj:`False`)
-        num_samples (int, optional): Monte Carlo masks per row, only without
-            :obj:`exact`. (default: :obj:`10000`)
+        num_samples (int, optional): Monte Carlo masks per row.
+            (default: :obj:`10000`)
         batch_size (int, optional): Masks per row and call of :obj:`f`.
             (default: :obj:`4096`)
-        generator (torch.Generator, optional): Source of the masks, only
-            without :obj:`exact`. (default: :obj:`None`)
+        generator (torch.Generator, optional): Source of the Monte Carlo
+            masks. (default: :obj:`None`)
 
     Returns:
         DropoutDiffusion: each field of shape :math:`(B)`, :math:`(B, k)`,
@@ -96,9 +88,8 @@ def dropout_diffusion_term(
                          f"(got {tuple(h.shape)})")
     check_number('p', p, low=0, high=1, open_low=True)
     p = float(p)
-    if exact is not None and not isinstance(exact, (bool, np.bool_)):
-        raise TypeError(f"'exact' must be True, False or None (got "
-                        f"{exact!r})")
+    if exact is not None:
+        check_bool('exact', exact)
     single = h.dim() == 1
     h = h.unsqueeze(0) if single else h
     n = h.size(1)
@@ -109,9 +100,8 @@ def dropout_diffusion_term(
                          f"exact=False")
     if exact and (num_samples is not None or generator is not None):
         raise ValueError(f"'num_samples' and 'generator' apply to the Monte "
-                         f"Carlo estimate, but the expectation over the "
-                         f"2^{n} masks is computed exactly; pass "
-                         f"exact=False or drop them")
+                         f"Carlo estimate, not to the exact one over 2^{n} "
+                         f"masks; pass exact=False or drop them")
     num_samples = 10000 if num_samples is None else num_samples
     check_number('num_samples', num_samples, integer=True, low=2)
     check_number('batch_size', batch_size, integer=True, low=1)
@@ -120,9 +110,8 @@ def dropout_diffusion_term(
     for module in (f.modules() if isinstance(f, torch.nn.Module) else ()):
         if module.training and isinstance(module, _RANDOM_IN_TRAINING):
             raise ValueError(f"'f' contains {type(module).__name__} in "
-                             f"training mode, so its output is not a "
-                             f"deterministic function of the activations; "
-                             f"call f.eval() first")
+                             f"training mode (not deterministic); call "
+                             f"f.eval() first")
 
     with torch.no_grad():
         base = apply_batched(f, h, 'activations', 'n')  # [B, *out]

@@ -19,26 +19,23 @@ class RandomizedSmoothing(torch.nn.Module):
         \mathcal{N}(\mathbf{0}, \sigma^2 \mathbf{I})}
         \left( f(\mathbf{x} + \boldsymbol{\epsilon}) = c \right)
 
-    (the diffused one-hot classifier at time :math:`t = 1/2`, see
-    :func:`gaussian_smoothing`) is constant on the ball of radius
-    :math:`\sigma \Phi^{-1}(\underline{p_A})` if its top class has
-    probability :math:`p_A \ge \underline{p_A} > 1/2`. :meth:`predict` and
-    :meth:`certify` estimate :math:`g` by Monte Carlo, each answer wrong with
-    probability at most :obj:`alpha`, for the rows of :obj:`x`. With
+    is constant on the ball of radius :math:`\sigma
+    \Phi^{-1}(\underline{p_A})` if its top class has probability
+    :math:`p_A \ge \underline{p_A} > 1/2`. :meth:`predict` and
+    :meth:`certify` estimate :math:`g` for the rows of :obj:`x` by Monte
+    Carlo, each answer wrong with probability at most :obj:`alpha`. With
     :obj:`forward_fn` (node classification), each draw perturbs the whole
-    feature matrix, and the radius bounds its Frobenius norm.
+    feature matrix and the radius bounds its Frobenius norm.
 
     Args:
         model (torch.nn.Module or callable): The base classifier, in
-            evaluation mode; returns scores :math:`(B, C)` or labels
-            :math:`(B)`.
+            evaluation mode: scores :math:`(B, C)` or labels :math:`(B)`.
         num_classes (int): Number of classes :math:`C \ge 2`.
         sigma (float): Noise level :math:`\sigma > 0`.
         forward_fn (callable, optional): :obj:`forward_fn(model, x_noisy,
-            *args)` classifies the rows of one noisy copy of :obj:`x`
-            (scores :math:`(B, C)` or labels :math:`(B)`), given the
-            :obj:`*args` of :meth:`predict` (*e.g.*, :obj:`edge_index`);
-            with a :obj:`batch_size`, of :math:`m` stacked copies
+            *args)` classifies the rows of a noisy copy of :obj:`x`
+            given the :obj:`*args` of :meth:`predict`; with a
+            :obj:`batch_size`, of :math:`m` stacked copies
             :math:`(m, B, *)`, giving :math:`(m, B, C)` or :math:`(m, B)`.
             (default: :obj:`None`, row-wise :obj:`model(x_noisy)`)
     """
@@ -73,23 +70,19 @@ class RandomizedSmoothing(torch.nn.Module):
                 generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Cohen et al.'s PREDICT: the most frequent of :obj:`n` noisy
         predictions, unless the two-sided binomial test of its count
-        :math:`n_A` against the runner-up's, :math:`n_A` out of
-        :math:`n_A + n_B` against :math:`1/2`, has a p-value above
-        :obj:`alpha` (then :obj:`-1`, abstain).
+        :math:`n_A` out of :math:`n_A + n_B` (the runner-up's) against
+        :math:`1/2` has a p-value above :obj:`alpha` (then :obj:`-1`).
 
         Args:
-            x (torch.Tensor): Finite inputs, one item per row,
-                :math:`(B, *)` (node features :math:`(N, F)` with
-                :obj:`forward_fn`).
+            x (torch.Tensor): Finite inputs :math:`(B, *)`, one per row.
             *args: Passed on to :obj:`forward_fn`.
             n (int, optional): Number of noise draws. (default: :obj:`100`)
             alpha (float, optional): Probability of returning a class other
                 than :math:`g(\mathbf{x})`. (default: :obj:`0.001`)
-            batch_size (int, optional): Noise draws per call of the model
-                or of :obj:`forward_fn` (then stacked). (default: :obj:`100`
-                row-wise; one copy per call with :obj:`forward_fn`)
-            generator (torch.Generator, optional): Source of the noise, on
-                the device of :obj:`x`.
+            batch_size (int, optional): Noise draws per call (stacked for
+                :obj:`forward_fn`). (default: :obj:`100`; :obj:`1` with
+                :obj:`forward_fn`)
+            generator (torch.Generator, optional): Source of the noise.
 
         Returns:
             torch.Tensor: Classes :math:`(B)`, :obj:`-1` where abstaining.
@@ -109,13 +102,11 @@ class RandomizedSmoothing(torch.nn.Module):
                 alpha: float = 0.001, batch_size: Optional[int] = None,
                 generator: Optional[torch.Generator] = None
                 ) -> Tuple[Tensor, Tensor]:
-        r"""Cohen et al.'s CERTIFY: guesses the top class :math:`\hat{c}_A`
-        from :obj:`n0` draws, counts it in :obj:`n` fresh draws, and bounds
-        its probability by the one-sided Clopper-Pearson bound
-        :math:`\underline{p_A}` at level :math:`1 - \alpha`. Returns
-        :math:`\hat{c}_A` with radius :math:`\sigma \Phi^{-1}
-        (\underline{p_A})`, or abstains (class :obj:`-1`, radius :obj:`0`)
-        if :math:`\underline{p_A} < 1/2`.
+        r"""Cohen et al.'s CERTIFY: the top class :math:`\hat{c}_A` of
+        :obj:`n0` draws, with radius :math:`\sigma \Phi^{-1}
+        (\underline{p_A})` from the one-sided Clopper-Pearson bound
+        :math:`\underline{p_A}` of its frequency in :obj:`n` fresh draws,
+        or :obj:`-1` and :obj:`0` if :math:`\underline{p_A} < 1/2`.
 
         Args:
             x (torch.Tensor): Inputs, as in :meth:`predict`.
@@ -153,9 +144,8 @@ class RandomizedSmoothing(torch.nn.Module):
     def sample_counts(self, x: Tensor, *args: Any, num: int,
                       batch_size: Optional[int] = None,
                       generator: Optional[torch.Generator] = None) -> Tensor:
-        r"""Counts the base classifier's predictions under :obj:`num`
-        noise draws, :obj:`batch_size` at a time (see :meth:`predict`), as
-        a tensor :math:`(B, C)`."""
+        r"""Counts the base classifier's predictions :math:`(B, C)` under
+        :obj:`num` noise draws, :obj:`batch_size` at a time."""
         if not torch.is_tensor(x) or not x.is_floating_point() or x.dim() < 1:
             raise TypeError("'x' must be a floating-point tensor with one "
                             "item per row")
@@ -229,8 +219,7 @@ class RandomizedSmoothing(torch.nn.Module):
 
 
 def _integer_array(name: str, value) -> np.ndarray:
-    r"""Counts as an :obj:`int64` array; raises unless every entry is a
-    non-negative integer (booleans do not count)."""
+    r"""Non-negative integer counts (not booleans) as an int64 array."""
     arr = np.asarray(value.detach().cpu().numpy()
                      if torch.is_tensor(value) else value)
     if arr.dtype == np.bool_ or arr.dtype.kind not in 'iuf':
@@ -247,8 +236,7 @@ def _integer_array(name: str, value) -> np.ndarray:
 def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
     r"""One-sided Clopper-Pearson lower confidence bound: the :math:`\alpha`
     quantile of :math:`\mathrm{Beta}(k, n - k + 1)` (:obj:`0` for
-    :math:`k = 0`), so that :math:`\mathbb{P}(\underline{p} \le p) \ge 1 -
-    \alpha` for :math:`k \sim \mathrm{Bin}(n, p)`.
+    :math:`k = 0`).
 
     Args:
         successes (array-like): Counts :math:`k`, integers in :math:`[0, n]`.
@@ -270,8 +258,7 @@ def clopper_pearson_lower(successes, trials: int, alpha: float) -> np.ndarray:
 
 def binomial_test_half(successes, trials) -> np.ndarray:
     r"""Two-sided p-value of the exact binomial test of :math:`k` successes in
-    :math:`n` trials against :math:`p = 1/2`, vectorised (what
-    :func:`scipy.stats.binomtest` returns); :obj:`1` for :math:`n = 0`.
+    :math:`n` trials against :math:`p = 1/2`; :obj:`1` for :math:`n = 0`.
 
     Args:
         successes (array-like): Counts :math:`k`, integers in :math:`[0, n]`.

@@ -1,36 +1,33 @@
 from typing import Optional
 
-import torch
 from torch_geometric.data import Data
 from torch_geometric.data.datapipes import functional_transform
 from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_coin._checks import check_choice
 from torch_geometric_coin.utils import gaussian_knn_graph
-from torch_geometric_coin.utils._gaussian_knn_graph import _check_options
+from torch_geometric_coin.utils._gaussian_knn_graph import (_check_input,
+                                                             _check_options)
 
 
 @functional_transform('gaussian_knn_graph')
 class GaussianKNNGraph(BaseTransform):
     r"""Sets :obj:`data.edge_index` and :obj:`data.edge_weight` to the
     Gaussian :math:`k`-NN graph of :obj:`data.x` (or :obj:`data.pos`) of
-    :func:`~torch_geometric_coin.utils.gaussian_knn_graph`, whose arguments
-    it takes (checked at construction), with the graphs of
-    :obj:`data.batch` kept apart, and removes :obj:`data.edge_attr`
-    (functional name: :obj:`gaussian_knn_graph`).
+    :func:`~torch_geometric_coin.utils.gaussian_knn_graph`, per graph of
+    :obj:`data.batch`, and removes :obj:`data.edge_attr` (functional name:
+    :obj:`gaussian_knn_graph`).
 
     Args:
         k (int, optional): The number of neighbours. (default: :obj:`6`)
         bandwidth_k (int, optional): The neighbour of the bandwidth.
             (default: :obj:`3`)
-        attr (str, optional): :obj:`"x"` or :obj:`"pos"`.
-            (default: :obj:`"x"`)
+        attr (str, optional): :obj:`"x"` or :obj:`"pos"`. (default: :obj:`"x"`)
         loop, normalize, symmetrize (bool, optional): As in the function.
             (default: :obj:`True`)
         kernel (str, optional): :obj:`"gaussian"` or :obj:`"self_tuning"`.
             (default: :obj:`"gaussian"`)
-        chunk_size (int, optional): As in the function.
-            (default: :obj:`None`)
+        chunk_size (int, optional): As in the function. (default: :obj:`None`)
     """
     def __init__(self, k: int = 6, bandwidth_k: int = 3, attr: str = 'x',
                  loop: bool = True, normalize: bool = True,
@@ -48,12 +45,7 @@ class GaussianKNNGraph(BaseTransform):
         x, name = getattr(data, self.attr, None), f"'data.{self.attr}'"
         if x is None:
             raise ValueError(f"'{type(self).__name__}' needs {name}")
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"{name} must be a floating point tensor (got "
-                            f"{got})")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
+        _check_input(x, None, name)
         data.edge_index, data.edge_weight = gaussian_knn_graph(
             x, self.k, self.bandwidth_k, getattr(data, 'batch', None),
             **self.options)

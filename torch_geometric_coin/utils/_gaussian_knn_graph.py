@@ -34,19 +34,12 @@ def gaussian_knn_graph(
         w_{ij} = \exp\left(-\frac{d_{ij}^2}{s_i s_j}\right)
         \textrm{ (self\_tuning)},
 
-    :math:`d_{ij} = \|\mathbf{x}_i - \mathbf{x}_j\|_2`, :math:`s_i` the
-    distance to its :obj:`bandwidth_k`-th neighbour; then :math:`w_{ii} = 1`,
+    :math:`d_{ij} = \|\mathbf{x}_i - \mathbf{x}_j\|_2` and :math:`s_i` the
+    distance to its :obj:`bandwidth_k`-th neighbour (duplicates get
+    :math:`w_{ij} = 1`); then, each optional, :math:`w_{ii} = 1`,
     :math:`\mathbf{D}^{-1/2} \mathbf{W} \mathbf{D}^{-1/2}` and
-    :math:`(\mathbf{W} + \mathbf{W}^{\top}) / 2`, each optional
-    (:obj:`k=6, bandwidth_k=3`: the authors' :obj:`n_top=8, sigma=4`). The
-    exact search scores chunks of queries against their graph
-    (:math:`O(\textrm{chunk\_size} \cdot N)` memory) and recomputes from
-    the differences the candidates, and the queries where rounding could
-    have missed a neighbour. Computed from the features scaled by a power of
-    two, the weights are correct for any finite magnitude; duplicates get
-    :math:`w_{ij} = 1` (the limit :math:`s_i \to 0^+`). For the cosine
-    distance, pass :obj:`torch.nn.functional.normalize(x, dim=-1)` (same
-    neighbours, :math:`d_{ij}^2 = 2 - 2 \cos`).
+    :math:`(\mathbf{W} + \mathbf{W}^{\top}) / 2` (:obj:`k=6,
+    bandwidth_k=3`: the authors' :obj:`n_top=8, sigma=4`).
 
     Args:
         x (torch.Tensor): Node features :math:`\mathbf{X} \in
@@ -56,23 +49,20 @@ def gaussian_knn_graph(
         batch (torch.Tensor, optional): Batch vector :math:`\mathbf{b} \in
             {\{ 0, \ldots, B-1\}}^N`, which assigns each node to a specific
             graph. (default: :obj:`None`)
-        loop (bool, optional): Adds :math:`w_{ii} = 1`.
-            (default: :obj:`True`)
-        normalize (bool, optional): Normalizes by the degrees.
-            (default: :obj:`True`)
+        loop (bool, optional): Adds :math:`w_{ii} = 1`. (default: :obj:`True`)
+        normalize (bool, optional): Normalizes. (default: :obj:`True`)
         symmetrize (bool, optional): Symmetrizes. (default: :obj:`True`)
         kernel (str, optional): :obj:`"gaussian"` or :obj:`"self_tuning"`.
             (default: :obj:`"gaussian"`)
         neighbors (torch.Tensor, optional): :obj:`[N, k]` other nodes of the
-            same graph, in any order, found by another (*e.g.*, approximate)
-            search such as :class:`torch_geometric.nn.pool.ApproxL2KNNIndex`
-            (searched per graph). (default: :obj:`None`)
-        chunk_size (int, optional): Queries scored at once.
-            (default: :obj:`None`: about :math:`2^{21} / N`)
+            same graph, in any order, from another (*e.g.*, approximate)
+            search instead of the exact one. (default: :obj:`None`)
+        chunk_size (int, optional): Queries scored at once by the exact
+            search. (default: :obj:`None`: about :math:`2^{21} / N`)
 
     :rtype: (:class:`torch.Tensor`, :class:`torch.Tensor`): The coalesced
-        :obj:`edge_index` :obj:`[2, E]` (edge :obj:`(j, i)` carries
-        :math:`w_{ij}`) and :obj:`edge_weight` :obj:`[E]` (dtype of :obj:`x`).
+        :obj:`edge_index` (edge :obj:`(j, i)` carries :math:`w_{ij}`) and
+        :obj:`edge_weight` (dtype of :obj:`x`).
     """
     _check_options(k, bandwidth_k, loop, normalize, symmetrize, kernel,
                    chunk_size, neighbors is not None)
@@ -114,9 +104,8 @@ def gaussian_knn_graph(
 def _exact_knn(x: Tensor, k: int, batch: Optional[Tensor] = None,
                chunk_size: Optional[int] = None,
                rows: Optional[Tensor] = None) -> Tensor:
-    r"""The :obj:`[len(rows), k]` indices of the :obj:`k` nearest other
-    nodes of the same graph of the nodes :obj:`rows` (all if :obj:`None`),
-    by ascending distance."""
+    r"""The :obj:`[len(rows), k]` nearest other nodes of the same graph of
+    the nodes :obj:`rows` (all if :obj:`None`), by ascending distance."""
     x, N, F = _scaled(x), x.size(0), x.size(1)
     perm = None if batch is None else torch.argsort(batch, stable=True)
     b = x.new_zeros(N, dtype=torch.long) if batch is None else batch[perm]
@@ -188,9 +177,8 @@ def _smallest(s: Tensor, n: int) -> Tuple[Tensor, Tensor]:
 
 
 def _dist(q: Tensor, x: Tensor, index: Tensor) -> Tensor:
-    r"""The distances of the rows of :obj:`q` to the rows :obj:`index` of
-    :obj:`x` (:obj:`[n, c]`), from the differences scaled by their largest
-    entry, whose squares neither underflow nor overflow."""
+    r"""The distances :obj:`[n, c]` of the rows of :obj:`q` to the rows
+    :obj:`index` of :obj:`x`, from the differences scaled by their maximum."""
     out, step = [], max(1, _BUDGET // (index.size(1) * x.size(1)))
     for a in range(0, index.size(0), step):
         diff = x[index[a:a + step]] - q[a:a + step].unsqueeze(1)
@@ -201,9 +189,8 @@ def _dist(q: Tensor, x: Tensor, index: Tensor) -> Tensor:
 
 
 def _scaled(x: Tensor) -> Tensor:
-    r"""In float32 or float64, times a power of two (exact) that brings the
-    largest magnitude to :math:`[1/2, 1)` (in two steps, as the power itself
-    may not be representable)."""
+    r"""In float32 or float64, times the power of two (in two exact steps)
+    that brings the largest magnitude to :math:`[1/2, 1)`."""
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     e = math.frexp(float(x.detach().abs().max()))[1]
     return x * math.ldexp(1., -(e // 2)) * math.ldexp(1., e // 2 - e) \
@@ -225,14 +212,17 @@ def _check_options(k, bandwidth_k, loop, normalize, symmetrize, kernel,
                              "(leave it None with 'neighbors')")
 
 
-def _check_input(x, batch) -> Tuple[Tensor, Optional[Tensor]]:
+def _check_input(x, batch, name: str = "'x'"
+                 ) -> Tuple[Tensor, Optional[Tensor]]:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"'x' must be a floating point tensor (got {got})")
+        raise TypeError(f"{name} must be a floating point tensor (got {got})")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
     x = x.view(-1, 1) if x.dim() == 1 else x
-    if x.dim() != 2 or x.numel() == 0 or not bool(torch.isfinite(x).all()):
-        raise ValueError(f"'x' must be a non-empty [N, F] tensor without NaN "
-                         f"or infinite values (got shape {tuple(x.shape)})")
+    if x.dim() != 2 or x.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty [N, F] tensor (got "
+                         f"shape {tuple(x.shape)})")
     if batch is not None and not _integers(batch, x.shape[:1], x.device):
         raise ValueError(f"'batch' must be an integer vector of the graphs "
                          f"of the {x.size(0)} nodes on the device of 'x'")
