@@ -106,7 +106,7 @@ def layer_forwards(edge_index, num_nodes: int, channels: int):
 
 def markdown(p):
     text = (f"Command: `{p['command']}`\n\n{p['machine']}, {p['threads']} "
-            f"threads, torch {p['torch']}, {p['date']}; medians of "
+            f"threads, {p['date']}; medians of "
             f"{p['repeats']} interleaved rounds.\n\n### Training step, "
             f"Cora (public split)\n\n")
     rows = [[name, f"{r['ms']:.2f}", f"{r['vs_gcn']:.2f}"]

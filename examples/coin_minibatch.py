@@ -9,7 +9,9 @@ accuracy for memory); the loss is taken on the batch's seed nodes, which come
 first. Evaluation runs full batch. The data set is read from (or downloaded
 into) ``<root>/Physics``, a writable folder. Split: 20 training nodes per
 class, 500 validation nodes, the rest for testing. Needs tqdm
-(pip install '.[bench]').
+(pip install '.[bench]') and, for PyG's neighbour sampling, torch-sparse or
+pyg-lib (pip install --no-build-isolation '.[sparse]');
+``examples/coin_decoupled.py`` trains in mini-batches without either.
 """
 import argparse
 import os
@@ -23,11 +25,17 @@ from tqdm import tqdm
 import torch_geometric.transforms as T
 from torch_geometric.datasets import Coauthor
 from torch_geometric.loader import NeighborLoader
+from torch_geometric.typing import WITH_PYG_LIB, WITH_TORCH_SPARSE
 
 from torch_geometric_coin.nn import COIN
 
 
 def main(argv=None):
+    if not (WITH_PYG_LIB or WITH_TORCH_SPARSE):
+        raise SystemExit(
+            "examples/coin_minibatch.py needs torch-sparse or pyg-lib for "
+            "PyG's NeighborLoader: pip install --no-build-isolation "
+            "'.[sparse]' (examples/coin_decoupled.py needs neither)")
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)

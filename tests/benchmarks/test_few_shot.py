@@ -297,7 +297,8 @@ def test_episode_coin_matches_one_coin_per_episode(bench):
     out = model(x, edge_index, edge_weight)
     for b in range(B):
         # An independent COIN with the weights of episode b on its own graph:
-        coin = COIN(d, ways, None, K=4, sigma2=0.5, normalization=None, dropout=0.)
+        coin = COIN(d, ways, None, K=4, sigma2=0.5, normalization=None,
+                    dropout=0.)
         coin.base.load_state_dict({name: p[b] for name, p in
                                    zip(model.names, model.params)})
         idx = slice(b * n, (b + 1) * n)

@@ -18,10 +18,7 @@ from torch_geometric_coin.ops._operator import (
 )
 
 MAX_MEMORY = 256 * 2**20  # the default budget of a blocked product, bytes
-# The approximate temporary bytes of one expanded entry of a product (the
-# sparse product's output, its copy and the truncation's masks): index and
-# value, three times.
-_COPIES = 3
+_COPIES = 3  # (copies of an expanded entry's index and value in a product)
 
 
 def diffusion_rows(
@@ -99,15 +96,10 @@ def diffusion_rows(
         nodes (torch.Tensor, optional): The rows to compute, node indices
             :math:`(S)` (repetitions allowed); all nodes if :obj:`None`.
             (default: :obj:`None`)
-        K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
-        sigma2 (float, optional): Step size :math:`\sigma^2 > 0`.
-            (default: :obj:`0.35`)
-        normalization (str, optional): :obj:`'coin'`, :obj:`'sym'`,
-            :obj:`'rw'` or :obj:`None` (see
-            :func:`~torch_geometric_coin.utils.coin_norm`).
-            (default: :obj:`'coin'`)
-        add_self_loops (bool, optional): Whether to add self-loops of weight
-            one before normalising. (default: :obj:`True`)
+        K, sigma2, normalization, add_self_loops (optional): As in
+            :class:`~torch_geometric_coin.nn.CoinDiffusionConv`
+            (defaults: :obj:`20`, :obj:`0.35`, :obj:`'coin'`,
+            :obj:`True`).
         eps (float, optional): Drops the entries of modulus below
             :obj:`eps` after each product. (default: :obj:`None`)
         topk (int, optional): Keeps the :obj:`topk` entries of largest
@@ -245,26 +237,16 @@ def _value_dtype(edge_index: Adj, edge_weight: OptTensor) -> torch.dtype:
 def _check_nodes(nodes, num_nodes: int, device) -> Tensor:
     if nodes is None:
         return torch.arange(num_nodes, device=device)
-    if not isinstance(nodes, Tensor):
-        try:
-            nodes = torch.as_tensor(nodes, device=device)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"'nodes' must be a tensor of node indices "
-                            f"(got {type(nodes).__name__})") from None
-    if nodes.dtype not in INDEX_DTYPES or nodes.dim() != 1:
+    if not isinstance(nodes, Tensor) or nodes.dtype not in INDEX_DTYPES \
+            or nodes.dim() != 1 or nodes.device != device:
         raise ValueError(f"'nodes' must be a one-dimensional integer tensor "
-                         f"(got dtype {nodes.dtype}, shape "
-                         f"{tuple(nodes.size())})")
-    if nodes.device != device:
-        raise ValueError(f"'nodes' is on {nodes.device} but the graph on "
-                         f"{device}")
+                         f"on the graph's device {device} (got "
+                         f"{getattr(nodes, 'shape', type(nodes).__name__)})")
     nodes = nodes.long()
-    if nodes.numel() > 0:
-        low, high = int(nodes.min()), int(nodes.max())
-        if low < 0 or high >= num_nodes:
-            raise ValueError(f"'nodes' contains node indices outside "
-                             f"[0, {num_nodes - 1}] (range found: "
-                             f"[{low}, {high}])")
+    if nodes.numel() > 0 and not 0 <= int(nodes.min()) <= int(
+            nodes.max()) < num_nodes:
+        raise ValueError(f"'nodes' contains node indices outside [0, "
+                         f"{num_nodes - 1}]")
     return nodes
 
 

@@ -5,9 +5,7 @@ from torch import Tensor
 
 from torch_geometric_coin._checks import check_number
 
-# Iterative refinement: at most this many corrections, each of which must
-# lower the true residual of every unfinished column by this factor.
-_MAX_REFINE = 10
+_MAX_REFINE = 10  # refinements, each lowering the true residual by:
 _REFINE_FACTOR = 0.5
 
 
@@ -100,8 +98,7 @@ def _refine(matvec, matvec64, b, x, it, diag, symmetric, tol, max_iter):
                 (res[todo] <= _REFINE_FACTOR * prev[todo]).all())):
             break
         prev = res
-        # The correction of the unfinished columns, in the working dtype,
-        # solved on right-hand sides of unit norm.
+        # The correction of the unfinished columns (unit right-hand sides):
         scale = torch.where(todo, res, torch.zeros_like(res))
         rhs = (r / res.clamp_min(1e-300)).to(b.dtype) * todo.to(b.dtype)
         d, it_d = _solve(matvec, rhs, torch.zeros_like(rhs), diag, symmetric,
@@ -153,8 +150,7 @@ def _bicgstab(matvec, x, r, dinv, bound, max_iter):
         it += 1
         active = (res > bound).to(x.dtype)
         rho_new = (r_hat * r).sum(dim=0)
-        # Breakdown (r_hat orthogonal to r, or omega = 0): restart the
-        # column with r_hat = r.
+        # Breakdown (r_hat orthogonal to r, or omega = 0): r_hat = r again.
         restart = (active > 0) & ((rho_new == 0) | (omega == 0))
         if bool(restart.any()):
             r_hat = torch.where(restart, r, r_hat)

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import warnings
 from typing import List, Optional, Tuple, Union
 
@@ -21,30 +22,24 @@ DENSE_EIGEN_NODES = 512
 POWER_STEPS = 30
 
 
+@dataclasses.dataclass
 class SolverStats:
     r"""Iteration counts of the solves of :meth:`DiffusionOperator.implicit`:
-    :obj:`forward` gets one entry per step of the forward pass,
-    :obj:`adjoint` one per adjoint solve once the backward pass ran."""
-    def __init__(self):
-        self.forward: List[int] = []
-        self.adjoint: List[int] = []
-
-    def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(forward={self.forward}, '
-                f'adjoint={self.adjoint})')
+    one per forward step, and one per adjoint solve of the backward pass."""
+    forward: List[int] = dataclasses.field(default_factory=list)
+    adjoint: List[int] = dataclasses.field(default_factory=list)
 
 
 def validate_graph(edge_index: Adj, edge_weight: OptTensor = None,
                    num_nodes: Optional[int] = None,
                    ) -> Tuple[Tensor, OptTensor, int]:
-    r"""The one validator of a graph of the package: turns
-    :obj:`edge_index` (with optional :obj:`edge_weight`), a
-    :class:`torch_sparse.SparseTensor` or a :obj:`torch.sparse` COO/CSR/CSC
-    adjacency (read as PyG's :obj:`adj_t`) into :obj:`(edge_index,
-    edge_weight, num_nodes)` with :obj:`edge_index = (source, target)`,
-    int64 indices in range and finite, non-negative, floating point
-    weights; raises a :class:`ValueError` or :class:`TypeError` naming the
-    argument otherwise. :obj:`num_nodes` is inferred if :obj:`None`."""
+    r"""The one validator of a graph: returns :obj:`(edge_index,
+    edge_weight, num_nodes)` (:obj:`edge_index = (source, target)`, int64
+    in range; finite, non-negative, floating point weights) from an
+    :obj:`edge_index` with optional :obj:`edge_weight`, a
+    :class:`torch_sparse.SparseTensor` or a :obj:`torch.sparse` adjacency
+    (read as PyG's :obj:`adj_t`), or raises an error naming the argument.
+    :obj:`num_nodes` is inferred if :obj:`None`."""
     if num_nodes is not None:
         check_number('num_nodes', num_nodes, integer=True, low=0)
     if isinstance(edge_index, SparseTensor) or \
@@ -106,26 +101,22 @@ def validate_graph(edge_index: Adj, edge_weight: OptTensor = None,
 
 
 class DiffusionOperator:
-    r"""The graph Laplacian :math:`\mathbf{L}` of COIN's diffusion and the
-    two schemes that run on it: :math:`K` explicit Euler steps
-    :math:`\mathbf{u} \leftarrow (\mathbf{I} - \sigma^2 \mathbf{L})
-    \mathbf{u}` (:meth:`explicit`) and :math:`K` implicit ones
-    :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{u}^{(k+1)} =
-    \mathbf{u}^{(k)}` (:meth:`implicit`), each one autograd node.
+    r"""The graph Laplacian :math:`\mathbf{L}` of COIN's diffusion and its
+    two schemes, :math:`K` explicit Euler steps :math:`\mathbf{u}
+    \leftarrow (\mathbf{I} - \sigma^2 \mathbf{L}) \mathbf{u}`
+    (:meth:`explicit`) and :math:`K` implicit ones :math:`(\mathbf{I} +
+    \sigma^2 \mathbf{L}) \mathbf{u}^{(k+1)} = \mathbf{u}^{(k)}`
+    (:meth:`implicit`), each one autograd node.
 
-    The operator owns everything that does not depend on parameters: the
-    CSR layout of :math:`\mathbf{L}` (duplicate entries summed; int32
-    indices where they fit), that of :math:`\mathbf{L}^{\top}` (built on
-    first use), whether :math:`\mathbf{L}` is symmetric and its largest
-    eigenvalue (estimated on first use). :meth:`step_matrix` is the one
-    place that assembles :math:`\mathbf{I} - \sigma^2 \mathbf{L}`.
-
-    Build it with :meth:`from_graph` (any PyG adjacency, validated once), or
-    from the output of :func:`~torch_geometric_coin.utils.coin_norm`
-    (:obj:`edge_index`, :obj:`value`: the off-diagonal entries, then one
-    diagonal entry per node). :meth:`reweight` makes the operator of new
-    edge weights on the same graph and layout. Only :attr:`value` depends on
-    parameters; gradients flow to it.
+    It owns what does not depend on parameters: the CSR layout of
+    :math:`\mathbf{L}` (duplicates summed, int32 indices where they fit),
+    that of :math:`\mathbf{L}^{\top}` (on first use), its symmetry and
+    eigenvalue bound (on first use); :meth:`step_matrix` assembles
+    :math:`\mathbf{I} - \sigma^2 \mathbf{L}`. Build it with
+    :meth:`from_graph` (any PyG adjacency, validated once) or from the
+    output of :func:`~torch_geometric_coin.utils.coin_norm`;
+    :meth:`reweight` gives the operator of new edge weights on the same
+    layout. Only :attr:`value` depends on parameters.
 
     Args:
         edge_index (torch.Tensor): The entries :math:`(2, E)` in the layout
@@ -212,10 +203,8 @@ class DiffusionOperator:
         return op
 
     def has_graph(self, edge_index: Adj) -> bool:
-        r"""Whether :obj:`edge_index` (any adjacency :meth:`from_graph`
-        takes) holds the edges of this operator's graph in the same order
-        (and, for a sparse adjacency, the same weights); never if the edges
-        of :attr:`graph` were edited in place since."""
+        r"""Whether :obj:`edge_index` (any adjacency) holds the edges (and
+        sparse values) of :attr:`graph` in its order, unedited since."""
         if self.graph is None:
             raise ValueError("'has_graph' needs an operator built by "
                              "'DiffusionOperator.from_graph'")
@@ -342,15 +331,14 @@ class DiffusionOperator:
         r"""Gershgorin's bound of the eigenvalue moduli of :math:`\mathbf{L}`
         over rows and columns (the smaller):
         :math:`\max_i |L_{ii}| + \sum_{j \neq i} |L_{ij}|`."""
-        if self._gershgorin is None and self.num_nodes == 0:
-            self._gershgorin = 0.0
-        elif self._gershgorin is None:
+        if self._gershgorin is None:
             a = self.value.detach().abs()
             off = a.index_fill(0, self.diag_pos, 0.)
             center, n = a[self.diag_pos], self.num_nodes
             rows = center + scatter(off, self.row(), 0, dim_size=n)
             cols = center + scatter(off, self.col.long(), 0, dim_size=n)
-            self._gershgorin = float(torch.minimum(rows.max(), cols.max()))
+            self._gershgorin = float(torch.minimum(rows.max(), cols.max())
+                                     ) if n > 0 else 0.0
         return self._gershgorin
 
     def lambda_max(self) -> float:
@@ -391,10 +379,8 @@ class DiffusionOperator:
 
     def certify(self, sigma2: float, stability: str = 'warn',
                 stacklevel: int = 2) -> bool:
-        r"""Whether the explicit scheme of step :obj:`sigma2` is stable
-        (:meth:`stable`); if not, warns (at :obj:`stacklevel`) or raises a
-        :class:`ValueError` for :obj:`stability` :obj:`'warn'` or
-        :obj:`'raise'` (:obj:`'ignore'`: neither)."""
+        r"""Whether the explicit scheme is stable (:meth:`stable`); else
+        warns or raises for :obj:`stability` :obj:`'warn'`/:obj:`'raise'`."""
         if self.stable(sigma2):
             return True
         lam = self.lambda_max()
@@ -429,14 +415,11 @@ class DiffusionOperator:
                  sigma2: Union[float, Tensor]) -> Tensor:
         r"""Takes :math:`K` explicit Euler steps :math:`\mathbf{u}
         \leftarrow (\mathbf{I} - \sigma^2 \mathbf{L}) \mathbf{u}` from
-        :obj:`x` :math:`(N, C)` as one autograd node: :math:`K` CSR
-        products forward and :math:`K` with the transpose backward (the
-        same matrix when it is symmetric); no state is stored unless the
-        step matrix needs a gradient (learned edge weights or
-        :math:`\sigma^2`: the :math:`K` states and one sampled product per
-        step). Second-order gradients (:obj:`create_graph=True`) and
-        :mod:`torch.func` transforms run the definition, :math:`K`
-        differentiable gather-and-add steps."""
+        :obj:`x` :math:`(N, C)`: :math:`K` CSR products forward and
+        :math:`K` with the transpose backward; the states are stored only
+        if the step matrix needs a gradient (learned weights or
+        :math:`\sigma^2`). :obj:`create_graph=True` and :mod:`torch.func`
+        run the definition (differentiable gathers)."""
         _check_steps(K, sigma2)
         return self._explicit(self._check_x(x), K, sigma2)
 
@@ -449,16 +432,12 @@ class DiffusionOperator:
                  stats: Optional[SolverStats] = None) -> Tensor:
         r"""Takes :math:`K` implicit Euler steps :math:`(\mathbf{I} +
         \sigma^2 \mathbf{L}) \mathbf{u}^{(k+1)} = \mathbf{u}^{(k)}` from
-        :obj:`x` :math:`(N, C)`, unconditionally stable, each solved by
-        :func:`~torch_geometric_coin.ops.krylov_solve` (conjugate gradients
-        for a symmetric :math:`\mathbf{L}`, BiCGSTAB otherwise) from the
-        previous state to a true relative residual :obj:`tol` in at most
-        :obj:`max_iter` iterations (else
-        :class:`~torch_geometric_coin.ops.ConvergenceError`). The gradient
-        solves the adjoint systems; learned values keep the :math:`K`
-        states. Iteration counts go to :obj:`stats` if given. Second-order
-        gradients are exact (to the tolerance); :mod:`torch.func`
-        transforms raise :class:`NotImplementedError`."""
+        :obj:`x` :math:`(N, C)`, each solved by
+        :func:`~torch_geometric_coin.ops.krylov_solve` to a true relative
+        residual :obj:`tol` in at most :obj:`max_iter` iterations (else
+        :class:`~torch_geometric_coin.ops.ConvergenceError`); gradients
+        solve the adjoint systems, iteration counts go to :obj:`stats`.
+        :mod:`torch.func` transforms raise :class:`NotImplementedError`."""
         _check_steps(K, sigma2)
         check_number('tol', tol, low=0, high=1, open_low=True)
         check_number('max_iter', max_iter, integer=True, low=1)
@@ -487,14 +466,11 @@ class DiffusionOperator:
 
 
 class OperatorCache:
-    r"""The operators of the graphs a layer is given, each prepared once
-    (:meth:`DiffusionOperator.from_graph`): the same, unchanged tensors (by
-    identity and in-place version) get the operator of their last call; new
-    :obj:`edge_weight` tensors that require gradients get its
-    :meth:`~DiffusionOperator.reweight`; a sparse adjacency whose values
-    require gradients is prepared at every call. With :obj:`keep=True` (a
-    cached layer) the graph of the first call is kept: new weights reuse its
-    layouts, another graph raises a :class:`ValueError`."""
+    r"""The operator of each graph a layer is given, prepared once: the
+    same, unchanged tensors (identity and in-place version) get the
+    operator of their last call, learned :obj:`edge_weight` its
+    :meth:`~DiffusionOperator.reweight`. With :obj:`keep=True` (a cached
+    layer) the first graph is kept and another one refused."""
     def __init__(self, normalization: Optional[str], add_self_loops: bool,
                  keep: bool = False):
         self.normalization, self.add_self_loops = normalization, \

@@ -3,8 +3,6 @@ each one :class:`torch.autograd.Function` (forward and backward written
 once) on the values of its step matrix, and the definition of the explicit
 scheme (differentiable gathers) for second-order gradients and
 :mod:`torch.func`."""
-
-
 import torch
 from torch import Tensor
 

@@ -18,57 +18,33 @@ class CoinDiffusion(BaseTransform):
     .. math::
         \mathbf{P} = (\mathbf{I} - \sigma^2 \mathbf{L})^K,
 
-    truncated to a sparse graph, as PyG's :class:`~torch_geometric.
-    transforms.GDC` does with the heat kernel (whose sparse, approximate
-    variant GDC does not implement) (functional name:
-    :obj:`coin_diffusion`). :math:`\mathbf{L}` is the Laplacian of
-    :func:`~torch_geometric_coin.utils.coin_norm`; the rows are computed by
-    :func:`~torch_geometric_coin.ops.diffusion_rows`: :math:`K` sparse
-    products from the unit rows, each followed by dropping the entries of
-    modulus below :obj:`eps` and keeping the :obj:`topk` largest of each
-    row, so the graph never densifies.
+    truncated to a sparse graph, as PyG's
+    :class:`~torch_geometric.transforms.GDC` does with its kernels
+    (functional name: :obj:`coin_diffusion`); the rows come from
+    :func:`~torch_geometric_coin.ops.diffusion_rows` (truncated after each
+    of the :math:`K` products by :obj:`eps` and :obj:`topk`).
 
-    The new :obj:`data.edge_index` holds the edge :math:`j \to i`
-    (:obj:`edge_index[:, e] = (j, i)`, sorted by :math:`i` then :math:`j`)
-    with weight :math:`P_{ij}` for each kept entry, so that summing the
-    weighted messages (*e.g.*, :obj:`torch_geometric.utils.spmm` or
-    :class:`~torch_geometric.nn.conv.SimpleConv`) gives
-    :math:`\mathbf{P}\mathbf{X}`, the output of
-    :class:`~torch_geometric_coin.nn.CoinDiffusionConv` up to the
+    The new :obj:`data.edge_index` holds an edge :math:`j \to i` of weight
+    :math:`P_{ij}` per kept entry (sorted by :math:`i`, then :math:`j`), so
+    that summing weighted messages gives :math:`\mathbf{P}\mathbf{X}`, the
+    output of :class:`~torch_geometric_coin.nn.CoinDiffusionConv` up to the
     truncation. The input weights are :obj:`data.edge_weight`, else a
     one-dimensional :obj:`data.edge_attr` (as GDC reads them), else ones;
     the output weights go to the same attribute (:obj:`data.edge_weight`
-    if the graph had none). Every other edge-level attribute (such as
-    :obj:`data.edge_attr` or :obj:`data.edge_type`) belonged to the replaced
-    edges and is removed.
-
-    :obj:`data.diffusion_bound` :math:`(N)` is set to an upper bound of the
-    :math:`L_1` norm of the truncation error of each row,
-    :math:`\sum_j |P_{ij} - \tilde{P}_{ij}|` (so
-    :math:`\|(\mathbf{P} - \tilde{\mathbf{P}})\mathbf{X}\|_{\infty} \leq
-    \beta_i \|\mathbf{X}\|_{\infty}` for node :math:`i`); :math:`0` where
-    nothing was dropped. See :func:`~torch_geometric_coin.ops.diffusion_rows`
-    for its formula.
+    if none). Every other edge-level attribute (:obj:`edge_attr`,
+    :obj:`edge_type`, ...) belonged to the old edges and is removed.
+    :obj:`data.diffusion_bound` :math:`(N)` bounds the :math:`L_1` norm of
+    each row's truncation error (:math:`0` where nothing was dropped).
 
     Args:
-        K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
-        sigma2 (float, optional): Step size :math:`\sigma^2 > 0`.
-            (default: :obj:`0.35`)
-        normalization (str, optional): :obj:`'coin'`, :obj:`'sym'`,
-            :obj:`'rw'` or :obj:`None` (see
-            :func:`~torch_geometric_coin.utils.coin_norm`).
-            (default: :obj:`'coin'`)
-        add_self_loops (bool, optional): Whether to add self-loops of weight
-            one before normalising. (default: :obj:`True`)
+        K, sigma2, normalization, add_self_loops, topk, max_memory
+            (optional): As in
+            :func:`~torch_geometric_coin.ops.diffusion_rows` (defaults:
+            :obj:`20`, :obj:`0.35`, :obj:`'coin'`, :obj:`True`,
+            :obj:`None`, :obj:`None`).
         eps (float, optional): Drops entries of modulus below :obj:`eps`
             after each step (:obj:`None`: no threshold).
             (default: :obj:`1e-4`)
-        topk (int, optional): Keeps the :obj:`topk` entries of largest
-            modulus per row after each step (:obj:`None`: all).
-            (default: :obj:`None`)
-        max_memory (int, optional): Memory budget in bytes of the
-            temporaries of each sparse product (:obj:`None` for 256 MiB).
-            (default: :obj:`None`)
     """
     def __init__(
         self,

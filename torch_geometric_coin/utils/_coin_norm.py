@@ -46,18 +46,13 @@ def coin_norm(
         \mathbf{W}
 
     :obj:`'coin'` is the operator of the COIN authors' code (the GCN
-    normalisation, whose self-loops cancel in :math:`\mathbf{L}` and only
-    enter :math:`\tilde{\mathbf{D}}`). For :obj:`'sym'` and :obj:`'rw'`,
-    isolated nodes get :math:`L_{ii} = 0`, so they keep their value.
-    Entry :math:`L_{ij}` belongs to the edge :math:`j \to i`
-    (:obj:`edge_index[:, e] = (j, i)`), so :math:`(\mathbf{L}\mathbf{u})_i`
-    aggregates over the incoming edges of node :math:`i`, as in PyG.
-
-    The output has a fixed layout: the input edges that are not self-loops,
-    in their input order, then exactly one diagonal entry per node,
-    :math:`(0, 0), \dots, (N-1, N-1)`, which absorbs the weights of the
-    input's self-loops. Gradients flow to :obj:`edge_weight`. The input is
-    not validated (see :func:`~torch_geometric_coin.ops.validate_graph`).
+    normalisation, whose self-loops cancel in :math:`\mathbf{L}`). Isolated
+    nodes keep their value. Entry :math:`L_{ij}` belongs to the edge
+    :math:`j \to i`, as in PyG. The output holds the input edges that are
+    not self-loops, in their order, then one diagonal entry per node
+    (which absorbs the input's self-loops). Gradients flow to
+    :obj:`edge_weight`; the input is not validated (see
+    :func:`~torch_geometric_coin.ops.validate_graph`).
 
     Args:
         edge_index (torch.Tensor): The edge indices :math:`(2, |\mathcal{E}|)`.

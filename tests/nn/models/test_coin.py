@@ -500,3 +500,21 @@ def test_sparse_features_errors(learn):
         model(x[:, :5].float().to_sparse(), edge_index)
     with pytest.raises(ValueError, match="2-D .* without dense or batch"):
         model(x.float().unsqueeze(-1).to_sparse(2), edge_index)
+
+
+@pytest.mark.parametrize('diffuse', ['prob', 'logits', 'hidden'])
+def test_inference_in_chunks_equals_forward(diffuse):
+    gen = torch.Generator().manual_seed(5)
+    edge_index = coalesce(torch.randint(23, (2, 80), generator=gen))
+    x = (torch.rand(23, 9, generator=gen) < 0.3).double()
+    model = COIN(9, 3, hidden_channels=6, K=4, sigma2=0.2,
+                 diffuse=diffuse).double().eval()
+    ref = model(x, edge_index)
+    for xs in [x, x.to_sparse(), x.to_sparse_csr()]:
+        for chunk_size in [1, 7, 23, 100]:
+            out = model.inference(xs, edge_index, chunk_size=chunk_size)
+            assert torch.allclose(out, ref, atol=1e-12)
+    with pytest.raises(ValueError, match="'chunk_size'"):
+        model.inference(x, edge_index, chunk_size=0)
+    with pytest.raises(ValueError, match=r"model.eval\(\)"):
+        model.train().inference(x, edge_index)

@@ -48,19 +48,13 @@ class CoinDiffusionConv(MessagePassing):
     authors' operator; see :func:`~torch_geometric_coin.utils.coin_norm`).
     Each step is one :meth:`propagate` over the entries of
     :math:`\mathbf{I} - \sigma^2 \mathbf{L}` (the definition, which PyG's
-    explainers run); otherwise the :math:`K` steps run as one autograd node
-    of :class:`~torch_geometric_coin.ops.DiffusionOperator` (:math:`K` CSR
-    products forward, :math:`K` backward, no stored state). The explicit
-    scheme is stable when :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq
-    2`; :obj:`scheme='implicit'` takes unconditionally stable backward Euler
+    explainers run); otherwise the :math:`K` steps are one autograd node
+    of :class:`~torch_geometric_coin.ops.DiffusionOperator`, prepared once
+    per graph (the same, unchanged tensors reuse it). The explicit scheme is
+    stable when :math:`\sigma^2 \lambda_{\max}(\mathbf{L}) \leq 2`;
+    :obj:`scheme='implicit'` takes unconditionally stable backward Euler
     steps :math:`(\mathbf{I} + \sigma^2 \mathbf{L}) \mathbf{X}^{(k)} =
-    \mathbf{X}^{(k-1)}` instead. Learnable edge weights come in as
-    :obj:`edge_weight` (see :mod:`torch_geometric_coin.nn.edge_weights`).
-
-    The operator of a graph (validation, CSR layouts, the stability
-    estimate) is prepared once: a graph given again as the same, unchanged
-    tensors (by identity and in-place version) reuses it, and new
-    :obj:`edge_weight` tensors that require gradients reuse its layout.
+    \mathbf{X}^{(k-1)}` instead.
 
     Args:
         K (int, optional): Number of steps :math:`K`. (default: :obj:`20`)
@@ -93,14 +87,11 @@ class CoinDiffusionConv(MessagePassing):
         max_iter (int, optional): Iteration limit of each implicit solve
             (:obj:`1000` if :obj:`None`; implicit scheme only).
             (default: :obj:`None`)
-        stability (str, optional): What to do when
-            :math:`\sigma^2 \lambda_{\max} > 2` in the explicit scheme
-            (checked once per operator; learned edge weights and
-            :math:`\sigma^2` on their first values): :obj:`'warn'`,
-            :obj:`'raise'` or :obj:`'ignore'`. Outside the certified regime
-            (and always for learned values) the output is checked: an
-            overflow raises :class:`FloatingPointError`.
-            (default: :obj:`'warn'`)
+        stability (str, optional): :obj:`'warn'`, :obj:`'raise'` or
+            :obj:`'ignore'` when :math:`\sigma^2 \lambda_{\max} > 2` in the
+            explicit scheme (checked once per operator, learned values on
+            their first values); then the output is checked for overflow
+            (:class:`FloatingPointError`). (default: :obj:`'warn'`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -119,10 +110,7 @@ class CoinDiffusionConv(MessagePassing):
           edge weights :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** node features :math:`(|\mathcal{V}|, F)`
     """
-    # The frame of a warning: the line that called the layer (above the
-    # check, _diffuse and its torch.compiler.disable wrapper, forward,
-    # Module._call_impl and Module._wrapped_call_impl).
-    _stacklevel = 7
+    _stacklevel = 7  # (a warning's frame: the line that called the layer)
 
     def __init__(self, K: int = 20, sigma2: float = 0.35,
                  normalization: Optional[str] = 'coin',
@@ -222,11 +210,10 @@ class CoinDiffusionConv(MessagePassing):
 
     def _propagate_steps(self, x: Tensor, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> Tensor:
-        r"""The definition: :math:`K` times :meth:`propagate` over the
-        entries of :math:`\mathbf{M} = \mathbf{I} - \sigma^2 \mathbf{L}`,
-        each off-diagonal one as the flux
-        :math:`M_{ij} (\mathbf{x}_j - \mathbf{x}_i)` (so that an explainer's
-        mask on an edge scales the mass it exchanges), plus
+        r"""The definition: :math:`K` times :meth:`propagate`, each entry
+        :math:`M_{ij}` of :math:`\mathbf{I} - \sigma^2 \mathbf{L}` as the
+        flux :math:`M_{ij} (\mathbf{x}_j - \mathbf{x}_i)` (which an
+        explainer's edge mask scales), plus
         :math:`(\mathbf{M}\mathbf{1})_i \mathbf{x}_i`."""
         if self.scheme != 'explicit':
             raise ValueError("PyG's explainers need scheme='explicit' (the "

@@ -50,22 +50,16 @@ class COIN(torch.nn.Module):
             input projection). (default: :obj:`64`)
         num_layers (int, optional): Number of residual blocks.
             (default: :obj:`1`)
-        K (int, optional): Number of diffusion steps. (default: :obj:`20`)
-        sigma2 (float, optional): Diffusion strength. (default: :obj:`0.35`)
-        normalization (str, optional): The Laplacian of
-            :class:`CoinDiffusionConv`. (default: :obj:`'coin'`)
+        K, sigma2, normalization (optional): Those of
+            :class:`CoinDiffusionConv` (defaults: :obj:`20`, :obj:`0.35`,
+            :obj:`'coin'`).
         diffuse (str, optional): What is diffused: :obj:`'prob'`,
             :obj:`'logits'` (then normalised by a log-softmax) or
             :obj:`'hidden'` (the last hidden features, before the output
             map). (default: :obj:`'prob'`)
-        dropout (float, optional): Dropout of the base classifier.
-            (default: :obj:`0.5`)
-        T (float, optional): Time horizon of the residual blocks.
-            (default: :obj:`1.`)
-        act (str, optional): Non-linearity of the residual blocks.
-            (default: :obj:`'relu'`)
-        norm (str, optional): Normalisation of the residual blocks.
-            (default: :obj:`None`)
+        dropout, T, act, norm (optional): Those of the base classifier
+            :class:`ResidualConvection` (defaults: :obj:`0.5`, :obj:`1.`,
+            :obj:`'relu'`, :obj:`None`).
         diffusion_dropout (float, optional): Dropout before each diffusion
             step. (default: :obj:`0.`)
         learn_edge_weights (str, optional): :obj:`None`, :obj:`'kernel'`
@@ -140,7 +134,7 @@ class COIN(torch.nn.Module):
                                            dropout=diffusion_dropout,
                                            **kwargs)
         # (Its warnings name the line that called COIN.)
-        self.diffusion._stacklevel = CoinDiffusionConv._stacklevel + 3
+        self.diffusion._stacklevel = CoinDiffusionConv._stacklevel + 4
         self._graph = GraphCache()  # a sparse adjacency as edge_index
 
     def reset_parameters(self):
@@ -153,6 +147,31 @@ class COIN(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
+        return self._forward(x, edge_index, edge_weight)
+
+    @torch.no_grad()
+    def inference(self, x: Tensor, edge_index: Adj,
+                  edge_weight: OptTensor = None,
+                  chunk_size: int = 4096) -> Tensor:
+        r"""Full-graph prediction of a model in evaluation mode, as
+        :meth:`forward` computes it, with the base classifier (whose memory
+        grows with its width) applied to :obj:`chunk_size` nodes at a time
+        and one fused diffusion over the whole graph (as PyG's
+        :meth:`~torch_geometric.nn.models.basic_gnn.BasicGNN.inference`)."""
+        if self.training:
+            raise ValueError("'inference' needs a model in evaluation mode: "
+                             "call 'model.eval()' first")
+        check_number('chunk_size', chunk_size, integer=True, low=1)
+        return self._forward(x, edge_index, edge_weight, int(chunk_size))
+
+    def _forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor,
+                 chunk_size: Optional[int] = None) -> Tensor:
+        def chunked(fn, x):  # fn over the rows of x, chunk_size at a time
+            if chunk_size is None:
+                return fn(x)
+            return torch.cat([fn(_rows(x, i, min(i + chunk_size, x.size(0))))
+                              for i in range(0, x.size(0), chunk_size)])
+
         if isinstance(x, (torch.fx.Proxy, dict, tuple, list)):  # to_hetero
             raise ValueError("COIN diffuses over one set of nodes and does "
                              "not run under 'to_hetero'; diffuse over the "
@@ -169,9 +188,10 @@ class COIN(torch.nn.Module):
             edge_weight = self.edge_weights(*([x] if kernel else []),
                                             edge_index, edge_weight)
         if self.diffuse == 'hidden':
-            h = self.diffusion(self.base.encode(x), edge_index, edge_weight)
-            return torch.log_softmax(self.base.decode(h), dim=-1)
-        logits = self.base(x)
+            h = self.diffusion(chunked(self.base.encode, x), edge_index,
+                               edge_weight)
+            return torch.log_softmax(chunked(self.base.decode, h), dim=-1)
+        logits = chunked(self.base, x)
         if self.diffuse == 'logits':
             out = self.diffusion(logits, edge_index, edge_weight)
             return torch.log_softmax(out, dim=-1)
@@ -195,3 +215,15 @@ class COIN(torch.nn.Module):
                 + (f'edge_weights={self.edge_weights}, '
                    if self.edge_weights is not None else '')
                 + f'diffusion={self.diffusion})')
+
+
+def _rows(x: Tensor, start: int, end: int) -> Tensor:
+    r"""Rows :obj:`start:end` of a dense, COO or CSR :obj:`x`."""
+    if x.layout == torch.sparse_coo:
+        return x.narrow_copy(0, start, end - start)
+    if x.layout != torch.sparse_csr:
+        return x[start:end]
+    crow = x.crow_indices()[start:end + 1]
+    a, b = int(crow[0]), int(crow[-1])
+    return torch.sparse_csr_tensor(crow - a, x.col_indices()[a:b],
+                                   x.values()[a:b], (end - start, x.size(1)))
