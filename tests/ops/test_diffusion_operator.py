@@ -414,3 +414,27 @@ def test_implicit_first_order_gradients_with_create_graph(symmetric):
                                          create_graph=create_graph))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize('symmetric', [True, False])
+def test_learned_sigma2_alone(symmetric):
+    # A learned sigma2 on fixed values takes its own gradient path (one
+    # product, no stored states): first and second order against autograd.
+    index, value, _ = laplacian(10, 30, 11, symmetric)
+    op = DiffusionOperator(index, value, 10)
+    x = torch.randn(10, 2, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    runs = [lambda x, s: op.explicit(x, 4, s),
+            lambda x, s: op.implicit(x, 3, s, tol=1e-13)]
+    for run in runs:
+        assert torch.autograd.gradcheck(run, (x, s))
+        assert torch.autograd.gradgradcheck(run, (x, s), atol=1e-5)
+        g = torch.randn(10, 2, dtype=torch.float64)
+        ds, = torch.autograd.grad(run(x.detach(), s), s, g)
+        v = value.clone().requires_grad_()  # the general path
+        op_v = DiffusionOperator(index, v, 10)
+        ref = op_v.explicit if run is runs[0] else op_v.implicit
+        out = ref(x.detach(), 4, s) if run is runs[0] else ref(
+            x.detach(), 3, s, tol=1e-13)
+        assert torch.allclose(ds, torch.autograd.grad(out, s, g)[0],
+                              atol=1e-8)

@@ -425,7 +425,13 @@ class DiffusionOperator:
 
     def _explicit(self, x: Tensor, K: int,
                   sigma2: Union[float, Tensor]) -> Tensor:
-        return explicit(self, x, K, self.step_matrix(sigma2, x.dtype))
+        s = self._learned_sigma2(sigma2)  # (its gradient: one product)
+        return explicit(self, x, K, self.step_matrix(
+            sigma2 if s is None else s.detach(), x.dtype), s)
+
+    def _learned_sigma2(self, sigma2) -> OptTensor:
+        return sigma2 if isinstance(sigma2, Tensor) and sigma2.requires_grad \
+            and not self.value.requires_grad else None
 
     def implicit(self, x: Tensor, K: int, sigma2: Union[float, Tensor],
                  tol: float = 1e-5, max_iter: int = 1000,
@@ -449,8 +455,10 @@ class DiffusionOperator:
                   stats: Optional[SolverStats] = None) -> Tensor:
         with torch.no_grad():  # (the true residuals are checked in float64)
             wide = self.step_matrix(-sigma2, torch.float64)
-        return implicit(self, x, K, self.step_matrix(-sigma2, x.dtype), tol,
-                        max_iter, stats, wide)
+        s = self._learned_sigma2(sigma2)
+        return implicit(self, x, K, self.step_matrix(
+            -(sigma2 if s is None else s.detach()), x.dtype), tol, max_iter,
+            stats, wide, s)
 
     def _check_x(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != \
