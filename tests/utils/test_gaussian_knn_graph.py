@@ -319,8 +319,6 @@ def weights_of_neighbours(x, nbr, bandwidth_k, kernel):
     return (W + W.T) / 2
 
 
-
-
 # The exact search ############################################################
 
 def reference_knn(x, k, batch=None):

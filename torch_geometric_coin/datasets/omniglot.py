@@ -44,12 +44,8 @@ class Omniglot(OfflineDataset):
             (default: :obj:`"background"`)
         size (int, optional): The side length of the images, resized
             bilinearly from 105 x 105. (default: :obj:`28`)
-        transform (callable, optional): Applied to the data at every
-            access. (default: :obj:`None`)
-        pre_transform (callable, optional): Applied to each data object
-            before it is saved. (default: :obj:`None`)
-        force_reload (bool, optional): Whether to re-process the dataset.
-            (default: :obj:`False`)
+        transform, pre_transform, force_reload (optional): As in
+            :class:`~torch_geometric.data.InMemoryDataset`.
     """
     source = 'https://github.com/brendenlake/omniglot (folder python/)'
     splits = ('background', 'runs')
@@ -200,6 +196,7 @@ class _Archive(zipfile.ZipFile):
             raise ValueError(f"'{self.file}' is corrupt: cannot read "
                              f"'{member}': {type(err).__name__}: "
                              f"{err}") from err
+
     def image(self, member: str, size: int) -> Tensor:
         r"""Decodes a drawing into a :obj:`[size, size]` tensor with ink
         :obj:`1` (a dark pixel) and background :obj:`0`."""

@@ -52,12 +52,8 @@ class P1000(OfflineDataset):
     Args:
         root (str): The folder of the files; :obj:`processed/` is written
             there.
-        transform (callable, optional): Applied to the data at every
-            access. (default: :obj:`None`)
-        pre_transform (callable, optional): Applied to the data before it
-            is saved. (default: :obj:`None`)
-        force_reload (bool, optional): Whether to re-process the dataset.
-            (default: :obj:`False`)
+        transform, pre_transform, force_reload (optional): As in
+            :class:`~torch_geometric.data.InMemoryDataset`.
     """
     source = ('P-NET (https://github.com/marakeby/pnet_prostate_paper, '
               'its _database/prostate/processed/ files) and the COIN '

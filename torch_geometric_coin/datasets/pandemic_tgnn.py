@@ -40,14 +40,8 @@ class PandemicTGNN(OfflineDataset):
         root (str): Root directory that holds the folder :obj:`<Country>`.
         country (str): :obj:`"England"`, :obj:`"France"`, :obj:`"Italy"` or
             :obj:`"Spain"` (case-insensitive).
-        transform (callable, optional): Applied to the data of a day at
-            every access. (default: :obj:`None`)
-        pre_transform (callable, optional): Applied to the data of each day
-            before it is saved. (default: :obj:`None`)
-        pre_filter (callable, optional): Whether to keep the data of a day.
-            (default: :obj:`None`)
-        force_reload (bool, optional): Whether to re-process the dataset.
-            (default: :obj:`False`)
+        transform, pre_transform, pre_filter, force_reload (optional): As
+            in :class:`~torch_geometric.data.InMemoryDataset`, per day.
     """
     countries = ('England', 'France', 'Italy', 'Spain')
 

@@ -23,12 +23,8 @@ class Prostate(OfflineDataset):
 
     Args:
         root (str): Root directory where the dataset should be saved.
-        transform (callable, optional): Applied to the data at every
-            access. (default: :obj:`None`)
-        pre_transform (callable, optional): Applied to the data before it
-            is saved. (default: :obj:`None`)
-        force_reload (bool, optional): Whether to re-process the dataset.
-            (default: :obj:`False`)
+        transform, pre_transform, force_reload (optional): As in
+            :class:`~torch_geometric.data.InMemoryDataset`.
     """
     source = ('scikit-feature (https://jundongl.github.io/scikit-feature/'
               'datasets.html), e.g. via the repository '

@@ -1,6 +1,5 @@
 r"""Sparse rows of COIN's explicit diffusion operator
 :math:`(\mathbf{I} - \sigma^2 \mathbf{L})^K`, truncated after each step."""
-import warnings
 from typing import List, Optional, Tuple
 
 import scipy.sparse
@@ -15,6 +14,7 @@ from torch_geometric_coin.ops._operator import (
     DiffusionOperator,
     INDEX_DTYPES,
     check_overflow,
+    csr,
 )
 
 MAX_MEMORY = 256 * 2**20  # the default budget of a blocked product, bytes
@@ -221,8 +221,7 @@ def _round_up(bound: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _value_dtype(edge_index: Adj, edge_weight: OptTensor) -> torch.dtype:
-    r"""The dtype of the weights (of a sparse adjacency's values), float32
-    for half precision, the default dtype if none."""
+    r"""The weights' dtype (float32 for half precision; default if none)."""
     if isinstance(edge_index, SparseTensor):
         edge_weight = edge_index.storage.value()
     elif is_torch_sparse_tensor(edge_index):
@@ -258,11 +257,7 @@ def _matrix(crow: Tensor, col: Tensor, value: Tensor, num_rows: int,
         return scipy.sparse.csr_matrix(
             (value.numpy(), col.numpy(), crow.numpy()),
             shape=(num_rows, num_cols))
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
-        return torch.sparse_csr_tensor(crow, col, value,
-                                       (num_rows, num_cols),
-                                       check_invariants=False)
+    return csr(crow, col, value, (num_rows, num_cols))
 
 
 def _entries(mat) -> Tuple[Tensor, Tensor, Tensor]:

@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import math
 import warnings
 from typing import List, Optional, Tuple, Union
 
@@ -78,8 +79,7 @@ def validate_graph(edge_index: Adj, edge_weight: OptTensor = None,
     else:
         raise TypeError(f"Unsupported adjacency type "
                         f"'{type(edge_index).__name__}': expected an "
-                        f"'edge_index' tensor, a 'SparseTensor' or a "
-                        f"torch.sparse tensor")
+                        f"'edge_index', a 'SparseTensor' or torch.sparse")
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or edge_weight.shape != (
                 edge_index.size(1), ):
@@ -92,11 +92,11 @@ def validate_graph(edge_index: Adj, edge_weight: OptTensor = None,
         if not edge_weight.is_floating_point():
             edge_weight = edge_weight.to(torch.get_default_dtype())
         w = edge_weight.detach()
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError("'edge_weight' contains NaN or infinite values")
-        if bool((w < 0).any()):
-            raise ValueError("'edge_weight' must be non-negative (the "
-                             "comparison principle needs it)")
+        if not bool(((w >= 0) & (w < math.inf)).all()):  # (one read)
+            raise ValueError(
+                "'edge_weight' contains NaN or infinite values" if not bool(
+                    torch.isfinite(w).all()) else "'edge_weight' must be "
+                "non-negative (the comparison principle needs it)")
     return edge_index, edge_weight, int(num_nodes)
 
 
@@ -185,10 +185,7 @@ class DiffusionOperator:
         :mod:`torch_geometric_coin.nn.edge_weights`): the layouts are
         shared, gradients flow through the normalisation. The weights are
         not validated (learned weights are non-negative by construction)."""
-        if self.graph is None:
-            raise ValueError("'reweight' needs an operator built by "
-                             "'DiffusionOperator.from_graph'")
-        edge_index = self.graph[0]
+        edge_index = _graph_of(self)[0]
         if edge_weight is not None and edge_weight.shape != (
                 edge_index.size(1), ):
             raise ValueError(f"'edge_weight' must have shape "
@@ -205,11 +202,8 @@ class DiffusionOperator:
     def has_graph(self, edge_index: Adj) -> bool:
         r"""Whether :obj:`edge_index` (any adjacency) holds the edges (and
         sparse values) of :attr:`graph` in its order, unedited since."""
-        if self.graph is None:
-            raise ValueError("'has_graph' needs an operator built by "
-                             "'DiffusionOperator.from_graph'")
         index, weight, _ = validate_graph(edge_index, None, self.num_nodes)
-        ref_index, ref_weight = self.graph
+        ref_index, ref_weight = _graph_of(self)
         if ref_index._version != self._version or index.shape != \
                 ref_index.shape or not torch.equal(index, ref_index):
             return False
@@ -217,8 +211,6 @@ class DiffusionOperator:
             return True
         ref = torch.ones_like(weight) if ref_weight is None else ref_weight
         return torch.equal(weight.to(ref.dtype), ref)
-
-    # The layouts ###########################################################
 
     def _transpose(self) -> Tuple[Tensor, Tensor, Tensor]:
         r"""The CSR layout of :math:`\mathbf{L}^{\top}`: the order of its
@@ -231,8 +223,7 @@ class DiffusionOperator:
                                 row[t_perm].to(self.crow.dtype))
         return self._transposed
 
-    def row(self) -> Tensor:
-        r"""The row of each entry (int64)."""
+    def row(self) -> Tensor:  # (int64)
         return torch.repeat_interleave(
             torch.arange(self.num_nodes, device=self.crow.device),
             self.crow.diff(), output_size=self.col.numel())
@@ -247,11 +238,7 @@ class DiffusionOperator:
         if transpose:
             t_perm, crow, col = self._transpose()
             value = value[t_perm]
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
-            return torch.sparse_csr_tensor(crow, col, value,
-                                           (self.num_nodes, self.num_nodes),
-                                           check_invariants=False)
+        return csr(crow, col, value, (self.num_nodes, self.num_nodes))
 
     def transposed(self) -> 'DiffusionOperator':
         r"""The operator of :math:`\mathbf{L}^{\top}` (on the transposed
@@ -266,10 +253,6 @@ class DiffusionOperator:
         op.graph, op._steps = None, {}
         return op
 
-    def symmetric_structure(self) -> bool:
-        t_perm, t_crow, t_col = self._transpose()
-        return torch.equal(t_crow, self.crow) and torch.equal(t_col, self.col)
-
     def sddmm(self, a: Tensor, b: Tensor, chunk: int = 1 << 22) -> Tensor:
         r"""The sampled product :math:`\sum_c a_{ic} b_{jc}` on every entry
         :math:`(i, j)` of the layout, in chunks of :obj:`chunk` entries."""
@@ -279,8 +262,6 @@ class DiffusionOperator:
             out[i:i + chunk] = (a[row[i:i + chunk]] *
                                 b[col[i:i + chunk]]).sum(dim=-1)
         return out
-
-    # The step matrix and the spectrum ######################################
 
     def step_matrix(self, sigma2: Union[float, Tensor],
                     dtype: Optional[torch.dtype] = None,
@@ -307,10 +288,9 @@ class DiffusionOperator:
             check_number('sigma2', sigma2)
         if self.value.requires_grad or isinstance(sigma2, Tensor):
             return _shift(self.value.to(dtype), sigma2, self.diag_pos)
-        key = (float(sigma2), dtype)
+        key = (float(sigma2), dtype)  # (the last two kept: both schemes)
         if key not in self._steps:
-            if len(self._steps) > 2:
-                self._steps.clear()
+            self._steps = dict(list(self._steps.items())[-1:])
             self._steps[key] = _shift(self.value.to(dtype), sigma2,
                                       self.diag_pos)
         return self._steps[key]
@@ -323,8 +303,10 @@ class DiffusionOperator:
             value = self.value.detach()
             tol = 16 * torch.finfo(value.dtype).eps * float(
                 value.abs().max()) if value.numel() else 0.
-            self._symmetric = self.symmetric_structure() and bool(
-                (value[self._transpose()[0]] - value).abs().max() <= tol)
+            t_perm, t_crow, t_col = self._transpose()
+            self._symmetric = torch.equal(t_crow, self.crow) and \
+                torch.equal(t_col, self.col) and bool(
+                    (value[t_perm] - value).abs().max() <= tol)
         return self._symmetric
 
     def gershgorin_bound(self) -> float:
@@ -408,8 +390,6 @@ class DiffusionOperator:
             bound = torch.minimum(bound, (y / x).max())
             x = (y / y.max()).clamp_min(1e-200)  # (positive)
         return float(bound)
-
-    # The schemes ###########################################################
 
     def explicit(self, x: Tensor, K: int,
                  sigma2: Union[float, Tensor]) -> Tensor:
@@ -526,6 +506,20 @@ class OperatorCache:
         return DiffusionOperator.from_graph(
             edge_index, edge_weight, num_nodes, self.normalization,
             self.add_self_loops, dtype)
+
+
+def _graph_of(op: DiffusionOperator) -> Tuple[Tensor, OptTensor]:
+    if op.graph is None:
+        raise ValueError("This needs an operator built by "
+                         "'DiffusionOperator.from_graph'")
+    return op.graph
+
+
+def csr(crow: Tensor, col: Tensor, value: Tensor, size) -> Tensor:
+    with warnings.catch_warnings():  # ("support is in beta")
+        warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
+        return torch.sparse_csr_tensor(crow, col, value, size,
+                                       check_invariants=False)
 
 
 def check_overflow(out: Tensor, x: Tensor, K: int, sigma2):

@@ -39,9 +39,8 @@ def implicit(op, x: Tensor, K: int, a: Tensor, tol: float, max_iter: int,
              stats, a64: Tensor, s=None) -> Tensor:
     if functorch_active():
         raise NotImplementedError(
-            "scheme='implicit' does not support torch.func transforms (grad, "
-            "vmap, jacrev, ...): its solves are data-dependent iterations. "
-            "Use scheme='explicit', or torch.autograd for the implicit one")
+            "scheme='implicit' does not support torch.func transforms (its "
+            "solves are data-dependent): use scheme='explicit' or autograd")
     return _Implicit.apply(x, a, s, op, K, tol, max_iter, stats, a64) \
         if K > 0 else x
 

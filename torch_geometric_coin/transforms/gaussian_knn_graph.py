@@ -6,8 +6,10 @@ from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_coin._checks import check_choice
 from torch_geometric_coin.utils import gaussian_knn_graph
-from torch_geometric_coin.utils._gaussian_knn_graph import (_check_input,
-                                                             _check_options)
+from torch_geometric_coin.utils._gaussian_knn_graph import (
+    _check_input,
+    _check_options,
+)
 
 
 @functional_transform('gaussian_knn_graph')
