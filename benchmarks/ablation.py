@@ -272,7 +272,7 @@ def part_cost(cells, args, out):
 def main(argv=None):
     parser = common.parser(
         __doc__, dataset=dict(default='Cora', choices=common.PLANETOID),
-        root=osp.join(common.SHARED, 'planetoid'),
+        root=common.SHARED,
         K=[0, 1, 2, 5, 10, 20, 40],
         sigma2=[0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0], seeds=2, epochs=200,
         patience=50, coin_config=None)
@@ -284,7 +284,9 @@ def main(argv=None):
     if 'cost' in args.parts and 'grid' not in args.parts:
         parser.error("'cost' reuses the runs of 'grid'")
 
-    data = common.load_planetoid(args.root, args.dataset, 'public')
+    with common.data_errors(parser):
+        data = common.load_planetoid(
+            osp.join(args.root, 'planetoid'), args.dataset, 'public')
     cfg = common.load_coin_config(args.dataset, args.coin_config)
     edges, adj, lam = laplacian(data)
     run = Runner(args, data, cfg)

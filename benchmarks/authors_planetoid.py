@@ -406,3 +406,10 @@ def records_of(fit, data, models: List[str], splits: int, inits: int,
             if after_run is not None:
                 after_run(name, res)
     return records
+
+
+if __name__ == '__main__':
+    import common
+    common.module_main(
+        __doc__, 'authors_planetoid',
+        'benchmarks/planetoid.py --setting authors')

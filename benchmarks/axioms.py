@@ -15,6 +15,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.nn import APPNP, GCNConv, SGConv
 from torch_geometric.utils import barabasi_albert_graph
+from tqdm import tqdm
 
 from torch_geometric_coin.nn import CoinDiffusionConv
 from torch_geometric_coin.theory import check_axioms, format_axiom_table
@@ -80,6 +81,9 @@ def main(argv=None):
                  steps=tuple(args.steps), seed=args.seed)
 
     reports, rows = {}, []
+    # One bar over the operator cases (minutes each at the defaults):
+    bar = tqdm(total=len(NORMALIZATIONS) * len(SCHEMES) * 2 + 3,
+               desc='operators')
     for norm in NORMALIZATIONS:
         lap = laplacian(norm, data)
         regimes = {
@@ -97,8 +101,10 @@ def main(argv=None):
 
                 label = (f'CoinDiffusionConv({norm!r}, {scheme}, K={args.K}, '
                          f'sigma2={sigma2:.3g}, {regime})')
+                bar.set_postfix_str(f'{norm}, {scheme}, {regime}')
                 reports[label] = check_axioms(make(args.K), data,
                                               make_operator=make, **probe)
+                bar.update()
                 rows.append(dict(operator='CoinDiffusionConv',
                                  normalization=norm, scheme=scheme,
                                  regime=regime, sigma2=sigma2, K=args.K))
@@ -117,9 +123,12 @@ def main(argv=None):
         # Without make_operator there is no semigroup check to take steps.
         kwargs = probe if make is not None else {
             k: v for k, v in probe.items() if k != 'steps'}
+        bar.set_postfix_str(label.split('(')[0])
         reports[label] = check_axioms(op, data, make_operator=make, **kwargs)
+        bar.update()
         rows.append(dict(operator=label))
 
+    bar.close()
     table = format_axiom_table(reports)
     print(graph)
     print(table)

@@ -104,7 +104,7 @@ def run(args, name, sigma, data, num_classes):
 def main(argv=None):
     parser = common.parser(
         __doc__, dataset=dict(default='Cora', choices=common.PLANETOID),
-        root=osp.join(common.SHARED, 'planetoid'),
+        root=common.SHARED,
         models=dict(default=['COIN', 'GCN'], choices=['COIN', 'GCN']),
         epochs=200, hidden_channels=64, lr=0.01, weight_decay=5e-4, K=20,
         sigma2=0.35, seed=0)
@@ -121,8 +121,10 @@ def main(argv=None):
                         default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
     args, command = common.parse_args(parser, argv, 'certify')
     torch.manual_seed(args.seed)
-    data = common.load_planetoid(args.root, args.dataset, 'public',
-                                 normalize=False)
+    with common.data_errors(parser):
+        data = common.load_planetoid(
+            osp.join(args.root, 'planetoid'), args.dataset, 'public',
+            normalize=False)
     test = data.test_mask
     results = {}
     for sigma in args.sigmas:

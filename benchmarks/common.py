@@ -63,6 +63,32 @@ def dataset_root(root: Optional[str] = None) -> str:
 SHARED = dataset_root()  # ../shared/datasets or $TORCH_GEOMETRIC_COIN_DATASETS
 
 
+def missing_data(what: str, root: str) -> FileNotFoundError:
+    r"""The one-line error of data :obj:`what` absent from the data folder
+    :obj:`root`: it names :obj:`--root` and
+    :obj:`TORCH_GEOMETRIC_COIN_DATASETS`."""
+    return FileNotFoundError(
+        f"No '{what}' under '{root}': pass the datasets folder (the one "
+        f"that holds planetoid/, npz/, ogb/, ...) as --root or set "
+        f"{ENV_VAR}")
+
+
+@contextlib.contextmanager
+def data_errors(parser: Optional[argparse.ArgumentParser] = None):
+    r"""Turns a :class:`FileNotFoundError` of missing data into a one-line
+    :obj:`parser.error` (exit status 2; without :obj:`parser`, a
+    :class:`SystemExit` with the message) instead of a traceback."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        message = str(e)
+        if ENV_VAR not in message:
+            message += f' (the datasets folder: --root or ${ENV_VAR})'
+        if parser is None:
+            raise SystemExit(f'error: {message}')
+        parser.error(message)
+
+
 def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
     r"""Copies the (possibly read-only) data set folder :obj:`src` once into
     a writable cache and returns the copy, so that PyG and OGB can write
@@ -104,8 +130,11 @@ def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
 OPTIONS = {
     'dataset': dict(help='the data set'),
     'datasets': dict(nargs='+', help='the data sets'),
-    'root': dict(help='the data folder (read-only is fine: data sets are '
-                 'copied to a writable cache)'),
+    'root': dict(default=SHARED, help='the datasets folder, which holds '
+                 'planetoid/, npz/, amazon/, coauthor/, ogb/, ... '
+                 f'(default: ${ENV_VAR}, else ../shared/datasets; '
+                 'read-only is fine: data sets are copied to a writable '
+                 'cache)'),
     'models': dict(nargs='+', help='the models to compare'),
     'splits': dict(type=int, help='random data splits'),
     'seeds': dict(type=int, help='random initialisations (seeds) per split'),
@@ -160,6 +189,20 @@ def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
     return p
 
 
+def module_main(doc: str, script: str, run: str,
+                argv: Optional[List[str]] = None):
+    r"""The command line of a module of :obj:`benchmarks/` that is no
+    script (:mod:`decoupled`, :mod:`authors_planetoid`): :obj:`--help`
+    describes it, anything else stops with an error that says which script
+    (:obj:`run`) to use instead."""
+    p = parser(doc)
+    p.prog = f'{script}.py'
+    p.epilog = f'A module of the benchmarks, not a script: run {run}.'
+    p.parse_args(argv)
+    p.error(f'{script}.py is a module of the benchmarks, not a script: run '
+            f'{run}')
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
                script: str):
     r"""Adds the options every script has (:obj:`--out-dir`, by default the
@@ -208,8 +251,7 @@ def load_planetoid(root: str, name: str, protocol: str,
         raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
                          f'{PROTOCOLS}')
     if not osp.isdir(osp.join(root, name, 'raw')):
-        raise FileNotFoundError(f"No '{name}/raw' under '{root}': pass the "
-                                f"folder that holds it as --root")
+        raise missing_data(f'{name}/raw', root)
     cache = writable_copy(osp.join(root, name))
     data = Planetoid(osp.dirname(cache), name)[0]
     if protocol == 'paper':
@@ -234,8 +276,25 @@ def _find_folder(root: str, family: str, name: str) -> str:
     for folder in (osp.join(root, family, name), osp.join(root, name)):
         if osp.isdir(folder):
             return folder
-    raise FileNotFoundError(f"No '{family}/{name}' (or '{name}') under "
-                            f"'{root}': pass the data folder as --root")
+    raise missing_data(f'{family}/{name}', root)
+
+
+def node_dataset_path(root: str, name: str) -> str:
+    r"""The folder (or :obj:`.npz` file) of the data set :obj:`name` of
+    :obj:`NODE_DATASETS` that :func:`load_node_dataset` reads from the data
+    folder :obj:`root`, or a :func:`missing_data` error: to check the data
+    of a long run before it starts."""
+    family = NODE_DATASETS[name]
+    if family == 'npz':
+        for path in (osp.join(root, 'npz', f'{name}.npz'),
+                     osp.join(root, f'{name}.npz')):
+            if osp.isfile(path):
+                return path
+        raise missing_data(f'npz/{name}.npz', root)
+    folder = _find_folder(root, family, name)
+    if not osp.isdir(osp.join(folder, 'raw')):
+        raise missing_data(f'{family}/{name}/raw', root)
+    return folder
 
 
 def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
@@ -300,8 +359,7 @@ def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
         if not osp.isfile(path):
             path = osp.join(root, f'{name}.npz')
         if not osp.isfile(path):
-            raise FileNotFoundError(f"No 'npz/{name}.npz' under '{root}': "
-                                    f"pass the data folder as --root")
+            raise missing_data(f'npz/{name}.npz', root)
         with np.load(path) as f:
             arrays = {k: torch.from_numpy(f[k]) for k in (
                 'node_features', 'node_labels', 'edges', 'train_masks',

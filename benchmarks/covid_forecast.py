@@ -671,10 +671,13 @@ def main(argv=None):
     for setting in settings:
         sargs = setting_args(args, setting)
         params[setting] = {k: getattr(sargs, k) for k in DEFAULTS[setting]}
+        with common.data_errors():
+            data = (load_authors_data(sargs) if setting == 'authors' else
+                    (load_pandemic_tgnn(sargs), ))
         if setting == 'authors':
-            runs[setting] = main_authors(sargs, *load_authors_data(sargs))
+            runs[setting] = main_authors(sargs, *data)
         else:
-            runs[setting] = main_ours(sargs, load_pandemic_tgnn(sargs))
+            runs[setting] = main_ours(sargs, *data)
     summary = {s: summarize(runs[s]) for s in settings}
     text = markdown(summary)
     print(text)

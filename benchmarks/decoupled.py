@@ -578,3 +578,10 @@ def options(parser: Any, args: Any) -> Dict[str, Any]:
     return dict(batch_size=args.batch_size, eps=args.eps, topk=args.topk,
                 max_memory=None if args.max_memory is None
                 else int(args.max_memory * 2**20))
+
+
+if __name__ == '__main__':
+    import common
+    common.module_main(
+        __doc__, 'decoupled',
+        'benchmarks/ogbn.py --mode decoupled or benchmarks/scale.py')

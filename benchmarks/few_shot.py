@@ -698,9 +698,10 @@ def main(argv=None):
                      f'layers (got {args.size})')
     start = time.perf_counter()
 
-    root = common.writable_copy(
-        osp.join(common.dataset_root(args.root), 'omniglot'))
-    data = Omniglot(root, size=args.size)[0]
+    with common.data_errors(parser):
+        root = common.writable_copy(
+            osp.join(common.dataset_root(args.root), 'omniglot'))
+        data = Omniglot(root, size=args.size)[0]
     try:
         is_base, is_val, is_novel = split_classes(
             data.alphabets, data.y, args.base_alphabets, args.val_alphabets)

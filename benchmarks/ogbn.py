@@ -72,7 +72,9 @@ class OGBNet(torch.nn.Module):
 def load(root, name):
     from ogb.nodeproppred import PygNodePropPredDataset
     dir_name = name.replace('-', '_')
-    cache = common.writable_copy(osp.join(root, dir_name))
+    if not osp.isdir(osp.join(root, 'ogb', dir_name)):
+        raise common.missing_data(f'ogb/{dir_name}', root)
+    cache = common.writable_copy(osp.join(root, 'ogb', dir_name))
     dataset = PygNodePropPredDataset(name, root=osp.dirname(cache),
                                      transform=T.ToSparseTensor())
     data = dataset[0]
@@ -95,7 +97,7 @@ def build(name, args, in_channels, out_channels):
 
 def main(argv=None):
     parser = common.parser(
-        __doc__, dataset='ogbn-arxiv', root=osp.join(common.SHARED, 'ogb'),
+        __doc__, dataset='ogbn-arxiv', root=common.SHARED,
         models=dict(default=list(MODELS), choices=MODELS), seeds=10,
         epochs=500, lr=0.01, hidden_channels=256, dropout=0.5, K=10,
         sigma2=0.35, device='cpu')
@@ -121,7 +123,8 @@ def main(argv=None):
         rank, _, device = decoupled.init_distributed(args.device)
     if args.distributed and rank > 0:  # Rank 0 writes processed/ first.
         torch.distributed.barrier()
-    dataset, data = load(args.root, args.dataset)
+    with common.data_errors(parser):
+        dataset, data = load(args.root, args.dataset)
     if args.distributed and rank == 0:
         torch.distributed.barrier()
     data = data.to(device)

@@ -15,8 +15,10 @@ sigma2=0.35 unless ``--K``/``--sigma2``), Adam 0.01 / 5e-4, at most 10,000
 epochs, patience 50, the last epoch whose validation loss fell or accuracy
 rose, and their baselines with their own settings (GCN 64 hidden, dropout
 0.8; APPNP with weight decay on its first layer only; MLP; GAT). It writes
-``planetoid_authors_<dataset>.{json,md}``; with both settings also
-``planetoid_authors_vs_<protocol>_<dataset>.{json,md}``, the two side by
+``planetoid_authors_<dataset>_<models>_<runs>.{json,md}``; with both
+settings also
+``planetoid_authors_vs_<protocol>_<dataset>_<models>_<runs>.{json,md}``, the
+two side by
 side with the difference (ours - authors) and its 95% interval (Cora and
 CiteSeer only).
 
@@ -43,7 +45,11 @@ COIN, ResNet, MLP, GCN, SGC and APPNP train all their runs in one pass
 bag-of-words features as ``torch.sparse`` (``--x-layout``, by default sparse
 below 20% non-zeros: all but Amazon's); their time per epoch is that
 of the pass divided by its runs. GAT and GCNII train run by run. Writes
-``planetoid_<protocol>_<dataset>.{json,md}`` into ``--out-dir``.
+``planetoid_<protocol>_<dataset>_<models>_<runs>.{json,md}`` (*e.g.*,
+``planetoid_public_Cora_COIN-GCN_10seeds``,
+``planetoid_paper_Cora_COIN-GCN_10splits_2seeds``) into ``--out-dir``
+(``runs/`` by default), so that runs of other models or seeds keep their own
+files.
 """
 import copy
 import math
@@ -377,9 +383,9 @@ def main(argv=None):
                         default='auto', help='the features of the models '
                         'trained in one pass (auto: sparse below 20%% '
                         'non-zeros)')
-    parser.add_argument('--npz-root', default=osp.join(common.SHARED, 'npz'),
+    parser.add_argument('--npz-root', default=None,
                         help="the folder of the gnn-benchmark .npz files "
-                        "(the authors' setting)")
+                        "(the authors' setting; None: <root>/npz)")
     args, command = common.parse_args(parser, argv, 'planetoid')
     if args.runs_per_pass is not None and args.runs_per_pass < 1:
         parser.error(f'--runs-per-pass must be positive (got '
@@ -391,6 +397,20 @@ def main(argv=None):
         if other:
             parser.error(f"--setting authors covers "
                          f"{tuple(authors.NPZ_FILES)} only (got {other})")
+    if args.npz_root is None:
+        args.npz_root = osp.join(args.root, 'npz')
+    with common.data_errors(parser):  # Missing data: before any run.
+        if 'ours' in args.setting:
+            for name in args.datasets:
+                common.node_dataset_path(args.root, name)
+        if 'authors' in args.setting:
+            for name in args.datasets:
+                path = osp.join(args.npz_root, authors.NPZ_FILES[name])
+                if not osp.isfile(path):
+                    raise FileNotFoundError(
+                        f"No gnn-benchmark file '{path}': pass the datasets "
+                        f"folder as --root (or set {common.ENV_VAR}) or its "
+                        f"npz/ folder as --npz-root")
     args.authors_K = authors.K if args.K is None else args.K
     args.authors_sigma2 = (authors.SIGMA2 if args.sigma2 is None
                            else args.sigma2)
@@ -413,13 +433,18 @@ def main(argv=None):
     outputs, paths = {}, []
     with tqdm(total=total, desc='runs') as bar:
         for name in args.datasets:
+            runs = (f'{args.seeds}seeds' if args.protocol == 'public'
+                    and name in common.PLANETOID else
+                    f'{args.splits}splits_{args.seeds}seeds')
+            authors_runs = f'{args.splits}splits_{args.seeds}seeds'
             out = outputs[name] = {}
             if 'authors' in settings and authors_models:
                 written = []
 
                 def write(result):
                     written[:] = reporting.write_results(
-                        args.out_dir, f'planetoid_authors_{name}',
+                        args.out_dir, f'planetoid_authors_{name}_'
+                        f"{'-'.join(authors_models)}_{authors_runs}",
                         dict(result, command=command, setting='authors',
                              args=vars(args)),
                         authors_markdown(args, result, command))
@@ -434,7 +459,8 @@ def main(argv=None):
 
                 def write(result):
                     written[:] = reporting.write_results(
-                        args.out_dir, f'planetoid_{args.protocol}_{name}',
+                        args.out_dir, f'planetoid_{args.protocol}_{name}_'
+                        f"{'-'.join(ours_models)}_{runs}",
                         dict(result, command=command, setting='ours',
                              protocol=args.protocol, args=vars(args)),
                         markdown(args, result, command))
@@ -448,7 +474,8 @@ def main(argv=None):
                                         args.protocol, command)
                 paths += reporting.write_results(
                     args.out_dir,
-                    f'planetoid_authors_vs_{args.protocol}_{name}',
+                    f'planetoid_authors_vs_{args.protocol}_{name}_'
+                    f"{'-'.join(args.models)}_{runs}",
                     dict(dataset=name, command=command, differences=diff,
                          authors=out['authors']['summary'],
                          ours=out['ours']['summary'], args=vars(args)), md)

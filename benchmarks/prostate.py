@@ -409,7 +409,8 @@ def main(argv=None):
     start = time.perf_counter()
 
     if args.dataset == 'singh2002':
-        runs, extra = singh2002(args)
+        with common.data_errors(parser):
+            runs, extra = singh2002(args)
         methods = METHODS
     else:
         runs, extra = p1000(args)

@@ -202,7 +202,8 @@ def main(argv=None):
     if args.real:
         records, sizes_of = {}, {}
         for name in args.datasets:
-            data, recs = real(args, name, dec_kwargs)
+            with common.data_errors(parser):
+                data, recs = real(args, name, dec_kwargs)
             records.update(recs)
             sizes_of[name] = (data.num_nodes, data.num_edges)
         summary = reporting.summarize_runs(records)

@@ -37,7 +37,9 @@ model) into ``--config``
 whose other entries are kept) saved as ``--config-out`` (by default the
 file of the same name in ``--out-dir``; pass the ``--config`` path to update
 the committed one), and each grid as
-``--out-dir/search_<protocol>_<dataset>.{json,md}``.
+``--out-dir/search_<protocol>_<dataset>_<models>_<budget>configs_seed<seed>_
+<runs>runs.{json,md}`` (*e.g.*,
+``search_paper_Cora_COIN-APPNP_30configs_seed0_10runs``).
 """
 import itertools
 import json
@@ -290,7 +292,8 @@ def main(argv=None):
     datasets = {}
     total = 0
     for name in args.datasets:
-        data = common.load_node_dataset(args.root, name, args.protocol)
+        with common.data_errors(parser):
+            data = common.load_node_dataset(args.root, name, args.protocol)
         runs = list(common.runs(data, args.protocol, args.splits,
                                 args.seeds))
         datasets[name] = (data, runs)
@@ -315,7 +318,9 @@ def main(argv=None):
         md = markdown(args, name, data, sigma2_max, len(runs), grids, chosen,
                       command)
         paths += reporting.write_results(
-            args.out_dir, f'search_{args.protocol}_{name}', dict(
+            args.out_dir, f'search_{args.protocol}_{name}_'
+            f"{'-'.join(args.models)}_{args.budget}configs_seed{args.seed}_"
+            f'{len(runs)}runs', dict(
                 dataset=name, protocol=args.protocol, command=command,
                 sigma2_max=sigma2_max, runs=len(runs), args=vars(args),
                 chosen={m: c and c['config'] for m, c in chosen.items()},

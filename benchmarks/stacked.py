@@ -20,7 +20,8 @@ The script (:func:`main`) times R runs in one pass against the same R runs
 one by one (:func:`training.fit`, the same epochs, no early stopping) on a
 Planetoid graph (paper protocol: largest component, binary row-normalised
 features, random 20/30/rest splits, run i on split i with seed 1000 i).
-Writes ``stacked_<dataset>.{json,md}`` into ``--out-dir``.
+Writes ``stacked_<dataset>_<models>_<x-layout>_<runs>runs.{json,md}``
+(*e.g.*, ``stacked_Cora_COIN-SGC_sparse_1-10-100runs``) into ``--out-dir``.
 """
 import copy
 import os.path as osp
@@ -679,8 +680,7 @@ def main(argv=None):
     parser = common.parser(
         __doc__, dataset=dict(default='Cora', choices=common.PLANETOID),
         models=dict(default=list(STACKED_MODELS), choices=STACKED_MODELS),
-        epochs=50, hidden_channels=64, root=osp.join(common.SHARED,
-                                                     'planetoid'),
+        epochs=50, hidden_channels=64, root=common.SHARED,
         coin_config=None)
     parser.add_argument('--runs', type=int, nargs='+', default=[1, 10, 100],
                         help='numbers of runs R trained in one pass')
@@ -693,7 +693,9 @@ def main(argv=None):
     args, command = common.parse_args(parser, argv, 'stacked')
     if min(args.runs) < 1 or args.single_runs < 1:
         parser.error('--runs and --single-runs must be positive')
-    data = common.load_planetoid(args.root, args.dataset, 'paper')
+    with common.data_errors(parser):
+        data = common.load_planetoid(
+            osp.join(args.root, 'planetoid'), args.dataset, 'paper')
     coin = dict(common.load_coin_config(args.dataset, args.coin_config),
                 hidden_channels=args.hidden_channels)
     rows = []
@@ -718,7 +720,9 @@ def main(argv=None):
                   f"({rows[-1]['speedup']:.1f}x)", flush=True)
     payload = dict(command=command, args=vars(args), dataset=args.dataset,
                    num_nodes=data.num_nodes, rows=rows)
-    reporting.save(args.out_dir, f'stacked_{args.dataset}', payload,
+    stem = (f"stacked_{args.dataset}_{'-'.join(args.models)}_"
+            f"{args.x_layout}_{'-'.join(map(str, args.runs))}runs")
+    reporting.save(args.out_dir, stem, payload,
                    markdown(args, rows, command))
     return payload
 

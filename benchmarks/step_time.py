@@ -122,7 +122,7 @@ def markdown(p):
 
 
 def main(argv=None):
-    parser = common.parser(__doc__, root=common.dataset_root())
+    parser = common.parser(__doc__, root=common.SHARED)
     parser.add_argument('--repeats', type=int, default=20,
                         help='interleaved timed rounds (medians)')
     parser.add_argument('--nodes', type=int, default=20000,
@@ -134,8 +134,9 @@ def main(argv=None):
     parser.set_defaults(threads=2)
     args, command = common.parse_args(parser, argv, 'step_time')
     torch.manual_seed(0)
-    data = common.load_planetoid(osp.join(args.root, 'planetoid'), 'Cora',
-                                 'public')
+    with common.data_errors(parser):
+        data = common.load_planetoid(osp.join(args.root, 'planetoid'),
+                                     'Cora', 'public')
 
     t = timed(training_steps(data, not args.no_compile), args.repeats)
     gcn = t['GCN (PyG, 64 hidden)']

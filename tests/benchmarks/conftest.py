@@ -53,5 +53,16 @@ def shared():
 
 @pytest.fixture
 def planetoid_root():
+    r"""The Planetoid folder (for :func:`common.load_planetoid`), or skips
+    the test where Cora is absent."""
     _shared('planetoid', 'Cora')
     return _shared('planetoid')
+
+
+@pytest.fixture
+def datasets_root():
+    r"""The datasets folder, every script's :obj:`--root` (it holds
+    :obj:`planetoid/`, :obj:`npz/`, ...), or skips the test where
+    :obj:`planetoid/Cora` is absent."""
+    _shared('planetoid', 'Cora')
+    return _shared()

@@ -13,7 +13,7 @@ def test_dirichlet_energy(bench):
     assert ablation.dirichlet_energy(u, edge_index, adj) == 3.0
 
 
-def test_ablation_tiny(bench, planetoid_root, tmp_path, capsys):
+def test_ablation_tiny(bench, datasets_root, tmp_path, capsys):
     ablation = bench('ablation')
     config = tmp_path / 'coin.json'
     config.write_text(json.dumps({
@@ -22,7 +22,7 @@ def test_ablation_tiny(bench, planetoid_root, tmp_path, capsys):
     }))
     res = ablation.main([
         '--K', '0', '4', '--sigma2', '0.1', '1e12', '--seeds', '1',
-        '--epochs', '2', '--root', planetoid_root, '--coin-config',
+        '--epochs', '2', '--root', datasets_root, '--coin-config',
         str(config), '--out-dir', str(tmp_path), '--threads', '1'
     ])
     saved = json.loads((tmp_path / 'ablation_Cora.json').read_text())

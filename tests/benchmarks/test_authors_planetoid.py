@@ -332,13 +332,14 @@ def test_planetoid_authors_setting(bench, tmp_path, capsys):
         str(npz), '--splits', '2', '--seeds', '1', '--epochs', '3',
         '--models', 'COIN', 'GCN', 'APPNP', 'SGC', '--K', '2', '--out-dir',
         str(out), '--threads', '1'])
-    saved = json.loads((out / 'planetoid_authors_CiteSeer.json').read_text())
+    stem = 'planetoid_authors_CiteSeer_COIN-GCN-APPNP_2splits_1seeds'
+    saved = json.loads((out / f'{stem}.json').read_text())
     assert saved['setting'] == 'authors' and saved['K'] == 2
     assert saved['sigma2'] == 0.35 and saved['epochs'] == 3
     assert set(saved['summary']) == {'COIN', 'GCN', 'APPNP'}  # no SGC
     assert saved['summary']['GCN']['test_acc']['n'] == 2
     assert set(res['CiteSeer']) == {'authors'}
-    md = (out / 'planetoid_authors_CiteSeer.md').read_text()
+    md = (out / f'{stem}.md').read_text()
     assert "the COIN authors' setting" in md and md.count('\n| ') == 4
     assert capsys.readouterr().out.splitlines()[-1] == \
-        f"wrote {out / 'planetoid_authors_CiteSeer.md'}"
+        f"wrote {out / f'{stem}.md'}"

@@ -2,11 +2,11 @@ import json
 import math
 
 
-def test_certify_tiny(bench, planetoid_root, tmp_path, capsys):
+def test_certify_tiny(bench, datasets_root, tmp_path, capsys):
     out = bench('certify').main([
         '--epochs', '2', '--n0', '5', '--n', '20', '--K', '2',
         '--hidden-channels', '8', '--threads', '1', '--sigmas', '0.5',
-        '--root', planetoid_root, '--out-dir', str(tmp_path)
+        '--root', datasets_root, '--out-dir', str(tmp_path)
     ])
     with open(tmp_path / 'certify.json') as f:
         assert json.load(f)['results'] == out['results']

@@ -52,7 +52,8 @@ def write_tiny_ogbn(root, name='ogbn-arxiv', num_nodes=60, num_feats=8,
 
 
 def test_ogbn_tiny(tmp_path):
-    root = write_tiny_ogbn(str(tmp_path / 'ogb'))
+    write_tiny_ogbn(str(tmp_path / 'ogb'))
+    root = str(tmp_path)  # --root: the datasets folder, which holds ogb/
     out = tmp_path / 'out'
     env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
     proc = subprocess.run(
@@ -78,7 +79,8 @@ def test_ogbn_tiny(tmp_path):
 
 
 def test_ogbn_tiny_decoupled(tmp_path):
-    root = write_tiny_ogbn(str(tmp_path / 'ogb'))
+    write_tiny_ogbn(str(tmp_path / 'ogb'))
+    root = str(tmp_path)  # --root: the datasets folder, which holds ogb/
     out = tmp_path / 'out'
     env = dict(os.environ, PYTHONPATH=ROOT, TMPDIR=str(tmp_path))
     proc = subprocess.run(

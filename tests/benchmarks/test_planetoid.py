@@ -2,15 +2,18 @@ import json
 import math
 
 
-def test_planetoid_tiny(bench, planetoid_root, tmp_path, capsys):
+def test_planetoid_tiny(bench, datasets_root, tmp_path, capsys):
     planetoid = bench('planetoid')
     out = tmp_path / 'out'
     res = planetoid.main([
         '--datasets', 'Cora', '--splits', '1', '--seeds', '1', '--epochs',
-        '3', '--root', planetoid_root, '--out-dir', str(out), '--threads',
+        '3', '--root', datasets_root, '--out-dir', str(out), '--threads',
         '1'
     ])
-    with open(out / 'planetoid_paper_Cora.json') as f:
+    # Named by what it holds: data set, protocol, models, runs.
+    stem = ('planetoid_paper_Cora_COIN-ResNet-MLP-GCN-GAT-APPNP-SGC-GCNII_'
+            '1splits_1seeds')
+    with open(out / f'{stem}.json') as f:
         saved = json.load(f)
     assert saved['protocol'] == 'paper' and saved['num_nodes'] == 2485
     assert set(saved['summary']) == set(res['Cora']['summary']) == {
@@ -23,23 +26,23 @@ def test_planetoid_tiny(bench, planetoid_root, tmp_path, capsys):
         # Test accuracy over the 2485 - 7 * 50 test nodes of the split:
         assert abs(run['test_acc'] * 2135 - round(run['test_acc'] * 2135)) \
             < 1e-3
-    md = (out / 'planetoid_paper_Cora.md').read_text()
+    md = (out / f'{stem}.md').read_text()
     assert 'paper protocol' in md and md.count('\n| ') == 9
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        f"wrote {out / 'planetoid_paper_Cora.json'}",
-        f"wrote {out / 'planetoid_paper_Cora.md'}"]
+        f"wrote {out / f'{stem}.json'}",
+        f"wrote {out / f'{stem}.md'}"]
 
 
-def test_planetoid_public_tiny(bench, planetoid_root, tmp_path):
+def test_planetoid_public_tiny(bench, datasets_root, tmp_path):
     planetoid = bench('planetoid')
     res = planetoid.main([
         '--datasets', 'Cora', '--protocol', 'public', '--seeds', '2',
         '--epochs', '2', '--models', 'COIN', 'SGC', '--root',
-        planetoid_root, '--out-dir', str(tmp_path), '--threads', '1'
+        datasets_root, '--out-dir', str(tmp_path), '--threads', '1'
     ])
     s = res['Cora']['summary']
     assert set(s) == {'COIN', 'SGC'} and s['COIN']['test_acc']['n'] == 2
-    assert (tmp_path / 'planetoid_public_Cora.md').exists()
+    assert (tmp_path / 'planetoid_public_Cora_COIN-SGC_2seeds.md').exists()
 
 
 def _tiny_cora_npz(folder):
@@ -64,14 +67,14 @@ def _tiny_cora_npz(folder):
              labels=y.astype(np.int8))
 
 
-def test_planetoid_authors_vs_ours(bench, planetoid_root, tmp_path):
+def test_planetoid_authors_vs_ours(bench, datasets_root, tmp_path):
     planetoid = bench('planetoid')
     _tiny_cora_npz(tmp_path)
     out = tmp_path / 'out'
     res = planetoid.main([
         '--setting', 'authors', 'ours', '--datasets', 'Cora', '--npz-root',
         str(tmp_path), '--splits', '2', '--seeds', '1', '--epochs', '2',
-        '--models', 'COIN', 'COIN-safe', 'GCN', '--root', planetoid_root,
+        '--models', 'COIN', 'COIN-safe', 'GCN', '--root', datasets_root,
         '--out-dir', str(out), '--threads', '1'])
     assert set(res['Cora']) == {'authors', 'ours'}
     assert set(res['Cora']['authors']['summary']) == {'COIN', 'COIN-safe',
@@ -80,15 +83,19 @@ def test_planetoid_authors_vs_ours(bench, planetoid_root, tmp_path):
     assert res['Cora']['ours']['num_nodes'] == 2485
     assert res['Cora']['authors']['num_nodes'] == 385
     saved = json.loads(
-        (out / 'planetoid_authors_vs_paper_Cora.json').read_text())
+        (out / 'planetoid_authors_vs_paper_Cora_COIN-COIN-safe-GCN_'
+         '2splits_1seeds.json').read_text())
     a = [r['test_acc'] for r in res['Cora']['authors']['runs']['GCN']]
     b = [r['test_acc'] for r in res['Cora']['ours']['runs']['GCN']]
     assert math.isclose(saved['differences']['GCN']['diff'],
                         sum(b) / 2 - sum(a) / 2, abs_tol=1e-12)
-    md = (out / 'planetoid_authors_vs_paper_Cora.md').read_text()
+    md = (out / 'planetoid_authors_vs_paper_Cora_COIN-COIN-safe-GCN_'
+          '2splits_1seeds.md').read_text()
     assert md.count('\n| ') == 4 and '| COIN-safe |' in md
-    assert (out / 'planetoid_paper_Cora.json').exists()
-    assert (out / 'planetoid_authors_Cora.json').exists()
+    assert (out / 'planetoid_paper_Cora_COIN-GCN_2splits_1seeds.json'
+            ).exists()
+    assert (out / 'planetoid_authors_Cora_COIN-COIN-safe-GCN_'
+            '2splits_1seeds.json').exists()
 
 
 def test_welch_interval(bench):
@@ -153,7 +160,8 @@ def test_planetoid_stacked_passes(bench, tmp_path):
                 assert run['runs_per_pass'] == int(per_pass)
                 assert math.isclose(run['time_per_epoch'] * int(per_pass),
                                     run['pass_time_per_epoch'])
-        md = (out / 'planetoid_paper_chameleon_filtered.md').read_text()
+        md = (out / f"planetoid_paper_chameleon_filtered_{'-'.join(models)}_"
+              '2splits_1seeds.md').read_text()
         assert 'its 10 fixed splits' in md and 'COIN K=2, sigma2=0.2' in md
     assert [r['split'] for r in results['2']['runs']['GAT']] == [0, 1]
     for name in ('COIN', 'APPNP'):

@@ -78,7 +78,12 @@ def test_choose(bench):
     assert search.choose(rows[1:2]) is None
 
 
-def test_search_tiny(bench, planetoid_root, tmp_path):
+# The result files are named by what they hold (protocol, data set, models,
+# budget, seed, runs):
+STEM = 'search_paper_Cora_COIN-APPNP_2configs_seed0_2runs'
+
+
+def test_search_tiny(bench, datasets_root, tmp_path):
     search = bench('search')
     config = tmp_path / 'search_paper.json'
     config.write_text(json.dumps({'models': {'COIN': {
@@ -89,7 +94,7 @@ def test_search_tiny(bench, planetoid_root, tmp_path):
         '--datasets', 'Cora', '--budget', '2', '--splits', '2', '--seeds',
         '1', '--epochs', '3', '--t', '0.5', '16', '--implicit-from', '8',
         '--hidden-channels', '8',
-        '--root', planetoid_root, '--config', str(config), '--out-dir',
+        '--root', datasets_root, '--config', str(config), '--out-dir',
         str(out_dir), '--threads', '1'
     ])
     # The configuration goes to --out-dir; the input one is left as it was.
@@ -98,7 +103,7 @@ def test_search_tiny(bench, planetoid_root, tmp_path):
     assert saved == out and saved['protocol'] == 'paper'
     assert saved['models']['COIN']['datasets']['PubMed'] == {'K': 1,
                                                              'sigma2': 0.1}
-    result = json.loads((out_dir / 'search_paper_Cora.json').read_text())
+    result = json.loads((out_dir / f'{STEM}.json').read_text())
     limit = result['sigma2_max']
     assert 0.3 < limit < 0.4  # Cora: lambda_max about 5.78
     for model in ('COIN', 'APPNP'):
@@ -121,11 +126,12 @@ def test_search_tiny(bench, planetoid_root, tmp_path):
                     assert cfg['sigma2'] <= limit and cfg['K'] == 2
                 else:
                     assert (cfg['scheme'], cfg['K']) == ('implicit', 2)
-    md = (out_dir / 'search_paper_Cora.md').read_text()
+    md = (out_dir / f'{STEM}.md').read_text()
     assert '**COIN** (chosen:' in md and '**APPNP** (chosen:' in md
 
 
-def test_search_one_run_is_fit(bench, planetoid_root, tmp_path):
+def test_search_one_run_is_fit(bench, planetoid_root, datasets_root,
+                               tmp_path):
     # A configuration's validation accuracy is that of training.fit on the
     # stacked runs (here one run, checked against a single model).
     search, common = bench('search'), bench('common')
@@ -133,7 +139,7 @@ def test_search_one_run_is_fit(bench, planetoid_root, tmp_path):
     out = search.main([
         '--datasets', 'Cora', '--models', 'APPNP', '--budget', '1',
         '--splits', '1', '--seeds', '1', '--epochs', '4', '--dropout', '0',
-        '--x-layout', 'dense', '--root', planetoid_root, '--out-dir',
+        '--x-layout', 'dense', '--root', datasets_root, '--out-dir',
         str(tmp_path), '--config-out', str(tmp_path / 'c.json'),
         '--threads', '1'])
     chosen = out['models']['APPNP']['datasets']['Cora']
@@ -150,7 +156,7 @@ def test_search_one_run_is_fit(bench, planetoid_root, tmp_path):
                         abs_tol=1e-4)
 
 
-def test_search_config_out(bench, planetoid_root, tmp_path):
+def test_search_config_out(bench, datasets_root, tmp_path):
     # --config-out names the file to update, e.g. the committed one.
     config = tmp_path / 'search_public.json'
     config.write_text(json.dumps({'models': {'APPNP': {
@@ -160,7 +166,7 @@ def test_search_config_out(bench, planetoid_root, tmp_path):
     search.main([
         '--datasets', 'Cora', '--models', 'APPNP', '--protocol', 'public',
         '--budget', '1', '--seeds', '2', '--epochs', '2', '--alpha', '0.2',
-        '--root', planetoid_root, '--config', str(config), '--config-out',
+        '--root', datasets_root, '--config', str(config), '--config-out',
         str(config), '--out-dir', str(tmp_path / 'out'), '--threads', '1'
     ])
     saved = json.loads(config.read_text())

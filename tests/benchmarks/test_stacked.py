@@ -210,14 +210,15 @@ def test_main_tiny(tmp_path, monkeypatch, capsys):
         '--runs', '1', '2', '--epochs', '2', '--single-runs', '1', '--models',
         'COIN', 'SGC', '--hidden-channels', '8', '--out-dir', str(tmp_path),
         '--threads', '1'])
+    stem = 'stacked_Cora_COIN-SGC_sparse_1-2runs'
     assert [(r['model'], r['runs']) for r in res['rows']] == [
         ('COIN', 1), ('COIN', 2), ('SGC', 1), ('SGC', 2)]
     for row in res['rows']:
         assert row['single_runs'] == 1 and row['speedup'] > 0
-    with open(tmp_path / 'stacked_Cora.json') as f:
+    with open(tmp_path / f'{stem}.json') as f:
         assert json.load(f)['rows'][0]['epochs'] == 2
-    assert 'speed-up' in (tmp_path / 'stacked_Cora.md').read_text()
-    assert f"wrote {tmp_path / 'stacked_Cora.md'}" in capsys.readouterr().out
+    assert 'speed-up' in (tmp_path / f'{stem}.md').read_text()
+    assert f"wrote {tmp_path / f'{stem}.md'}" in capsys.readouterr().out
 
 
 _random_split = common.random_split
