@@ -143,6 +143,7 @@ class DiffusionOperator:
         self.diag_pos = self._inverse[nnz - n:]
         self._inverse = self._inverse.to(dtype)  # (coin_norm -> CSR order)
         self._transposed: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._row: OptTensor = None
         self._set_value(value)
         # The validated input of `from_graph` (for `reweight`, `has_graph`
         # and the per-edge entries of `step_matrix`).
@@ -223,16 +224,17 @@ class DiffusionOperator:
                                 row[t_perm].to(self.crow.dtype))
         return self._transposed
 
-    def row(self) -> Tensor:  # (int64)
-        return torch.repeat_interleave(
-            torch.arange(self.num_nodes, device=self.crow.device),
-            self.crow.diff(), output_size=self.col.numel())
+    def row(self) -> Tensor:  # (int64, kept once needed)
+        if self._row is None:
+            self._row = torch.repeat_interleave(
+                torch.arange(self.num_nodes, device=self.crow.device),
+                self.crow.diff(), output_size=self.col.numel())
+        return self._row
 
     def matrix(self, value: OptTensor = None,
                transpose: bool = False) -> Tensor:
-        r"""The :obj:`torch.sparse_csr` matrix of :obj:`value` (default:
-        :attr:`value`, the matrix :math:`\mathbf{L}`) on the layout, or of
-        its transpose."""
+        r"""The CSR matrix of :obj:`value` (default: :math:`\mathbf{L}`), or
+        of its transpose."""
         value = self.value if value is None else value
         crow, col = self.crow, self.col
         if transpose:
@@ -241,8 +243,7 @@ class DiffusionOperator:
         return csr(crow, col, value, (self.num_nodes, self.num_nodes))
 
     def transposed(self) -> 'DiffusionOperator':
-        r"""The operator of :math:`\mathbf{L}^{\top}` (on the transposed
-        layout)."""
+        r"""The operator of :math:`\mathbf{L}^{\top}`."""
         t_perm, t_crow, t_col = self._transpose()
         inv = torch.empty_like(t_perm)
         inv[t_perm] = torch.arange(t_perm.numel(), device=t_perm.device)
@@ -250,12 +251,11 @@ class DiffusionOperator:
         op.crow, op.col, op.diag_pos = t_crow, t_col, inv[self.diag_pos]
         op.value, op._transposed = self.value[t_perm], (inv, self.crow,
                                                         self.col)
-        op.graph, op._steps = None, {}
+        op.graph, op._steps, op._row = None, {}, None
         return op
 
     def sddmm(self, a: Tensor, b: Tensor, chunk: int = 1 << 22) -> Tensor:
-        r"""The sampled product :math:`\sum_c a_{ic} b_{jc}` on every entry
-        :math:`(i, j)` of the layout, in chunks of :obj:`chunk` entries."""
+        r"""The sampled product :math:`\sum_c a_{ic} b_{jc}` per entry."""
         row, col = self.row(), self.col
         out = a.new_empty(col.numel())
         for i in range(0, out.numel(), chunk):
@@ -284,12 +284,11 @@ class DiffusionOperator:
             return index, _shift(value.to(dtype), sigma2, torch.arange(
                 value.numel() - self.num_nodes, value.numel(),
                 device=value.device))
-        if not isinstance(sigma2, Tensor):
-            check_number('sigma2', sigma2)
         if self.value.requires_grad or isinstance(sigma2, Tensor):
             return _shift(self.value.to(dtype), sigma2, self.diag_pos)
-        key = (float(sigma2), dtype)  # (the last two kept: both schemes)
-        if key not in self._steps:
+        key = (type(sigma2), sigma2, dtype)  # (the last two: both schemes)
+        if key not in self._steps:  # (checked once, not at every call)
+            check_number('sigma2', sigma2)
             self._steps = dict(list(self._steps.items())[-1:])
             self._steps[key] = _shift(self.value.to(dtype), sigma2,
                                       self.diag_pos)
@@ -297,8 +296,7 @@ class DiffusionOperator:
 
     @property
     def symmetric(self) -> bool:
-        r"""Whether :math:`\mathbf{L}` is symmetric (to a few units of
-        rounding); computed once."""
+        r"""Whether :math:`\mathbf{L}` is symmetric (to rounding); once."""
         if self._symmetric is None:
             value = self.value.detach()
             tol = 16 * torch.finfo(value.dtype).eps * float(
@@ -317,7 +315,8 @@ class DiffusionOperator:
             a = self.value.detach().abs()
             off = a.index_fill(0, self.diag_pos, 0.)
             center, n = a[self.diag_pos], self.num_nodes
-            rows = center + scatter(off, self.row(), 0, dim_size=n)
+            rows = center + torch.segment_reduce(  # (no row index held)
+                off, 'sum', offsets=self.crow.long())
             cols = center + scatter(off, self.col.long(), 0, dim_size=n)
             self._gershgorin = float(torch.minimum(rows.max(), cols.max())
                                      ) if n > 0 else 0.0

@@ -71,7 +71,8 @@ class _Explicit(torch.autograd.Function):
                 inputs, g, create_graph=True))
             return tuple(next(grads) if n else None
                          for n in (need_x, need_m, need_s)) + (None, None)
-        Mt, dm, ds = op.matrix(m, transpose=True), None, None
+        Mt = op.matrix(m, transpose=not op._symmetric)  # (M if symmetric)
+        dm = ds = None
         if need_s:  # d u_K / d sigma2 = -K L M^{K-1} u_0
             L = op.matrix(op.value.to(g.dtype))
             ds = -K * (g * torch.sparse.mm(L, states[-1])).sum()
