@@ -1,14 +1,8 @@
-import os
-import os.path as osp
 import re
-import shutil
 
 import pytest
 
 from torch_geometric.datasets import Planetoid
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PLANETOID = osp.join(ROOT, '..', 'shared', 'datasets', 'planetoid')
 
 
 def epochs(out):
@@ -35,23 +29,10 @@ def test_coin_example_offline_falls_back_to_a_synthetic_graph(
     assert res['test_acc'] > 0.5
 
 
-def test_coin_example_on_cora(capsys, load_script, tmp_path):
-    if not osp.isdir(osp.join(PLANETOID, 'Cora', 'raw')):
-        pytest.skip(f'{PLANETOID}/Cora is not available')
-    # A read-only copy of the data (the test never writes into the data
-    # folder): the example reads a copy of its own and leaves it unchanged.
-    root = tmp_path / 'planetoid'
-    shutil.copytree(osp.join(PLANETOID, 'Cora', 'raw'), root / 'Cora' / 'raw')
-    folders = [root / 'Cora' / 'raw', root / 'Cora', root]
-    for folder in folders:
-        os.chmod(folder, 0o555)
-    try:
-        res = load_script('examples/coin.py').main(
-            ['--root', str(root), '--epochs', '30'])
-        assert sorted(p.name for p in (root / 'Cora').iterdir()) == ['raw']
-    finally:
-        for folder in folders:
-            os.chmod(folder, 0o755)
+def test_coin_example_on_cora(capsys, load_script, cora_root):
+    root = cora_root
+    res = load_script('examples/coin.py').main(
+        ['--root', str(root), '--epochs', '30'])
     out = capsys.readouterr().out
     assert f'Data: Cora from {root}' in out
     rows = epochs(out)

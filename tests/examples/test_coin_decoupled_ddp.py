@@ -1,13 +1,8 @@
-import os
-import os.path as osp
 import re
-import shutil
 
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PLANETOID = osp.join(ROOT, '..', 'shared', 'datasets', 'planetoid')
 SCRIPT = 'examples/multi_gpu/coin_decoupled_ddp.py'
 
 
@@ -15,24 +10,6 @@ def epochs(out):
     return [tuple(float(v) for v in m) for m in re.findall(
         r'^Epoch: \d{3}, Loss: ([\d.]+), Train: ([\d.]+), Val: ([\d.]+), '
         r'Test: ([\d.]+)$', out, re.M)]
-
-
-@pytest.fixture
-def cora_root(tmp_path):
-    if not osp.isdir(osp.join(PLANETOID, 'Cora', 'raw')):
-        pytest.skip(f'{PLANETOID}/Cora is not available')
-    # A read-only copy of the data: the example must read a copy of its
-    # own (PyG writes processed/) and leave the data folder unchanged.
-    root = tmp_path / 'planetoid'
-    shutil.copytree(osp.join(PLANETOID, 'Cora', 'raw'), root / 'Cora' / 'raw')
-    folders = [root / 'Cora' / 'raw', root / 'Cora', root]
-    for folder in folders:
-        os.chmod(folder, 0o555)
-    yield root
-    for folder in folders:
-        os.chmod(folder, 0o755)
-    assert sorted(p.name for p in (root / 'Cora').iterdir()) == ['raw']
-    assert sorted(p.name for p in root.iterdir()) == ['Cora']
 
 
 def test_coin_decoupled_ddp_example_on_cora(capfd, load_script, cora_root):
