@@ -8,29 +8,23 @@ import argparse
 import contextlib
 import gc
 import hashlib
-import json
 import os
 import os.path as osp
 import shlex
 import shutil
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
-from torch_geometric.nn import APPNP, MLP, GATConv, GCN2Conv, GCNConv, SGConv
-
-from torch_geometric_coin.nn import COIN
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
 RESULTS = osp.join(HERE, 'results')  # The committed figures.
 RUNS = osp.join(REPO, 'runs')  # Default --out-dir: untracked, git-ignored.
-CONFIGS = osp.join(HERE, 'configs')
 ENV_VAR = 'TORCH_GEOMETRIC_COIN_DATASETS'
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
 # Node classification data sets of load_node_dataset: name -> sub-folder of
@@ -43,7 +37,6 @@ NODE_DATASETS = dict(
     Computers='amazon', Photo='amazon', CS='coauthor', Physics='coauthor',
     **{name: 'npz' for name in HETEROPHILOUS})
 PROTOCOLS = ('paper', 'public')
-MODELS = ('COIN', 'ResNet', 'MLP', 'GCN', 'GAT', 'APPNP', 'SGC', 'GCNII')
 
 
 # Data folder #################################################################
@@ -156,8 +149,6 @@ OPTIONS = {
     'name': dict(help='the stem of the result files'),
     'protocol': dict(default='paper', choices=PROTOCOLS,
                      help="Planetoid protocol (see load_planetoid)"),
-    'coin_config': dict(default=None, help='COIN hyper-parameters per data '
-                        'set (None: benchmarks/configs/coin.json)'),
 }
 # Counts of any script that must be positive (checked by parse_args):
 POSITIVE = ('splits', 'seeds', 'epochs', 'patience', 'maskings', 'episodes',
@@ -187,20 +178,6 @@ def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
             kwargs['nargs'] = kwargs.get('nargs', '+')
         p.add_argument('--' + name.replace('_', '-'), **kwargs)
     return p
-
-
-def module_main(doc: str, script: str, run: str,
-                argv: Optional[List[str]] = None):
-    r"""The command line of a module of :obj:`benchmarks/` that is no
-    script (:mod:`decoupled`, :mod:`authors_planetoid`): :obj:`--help`
-    describes it, anything else stops with an error that says which script
-    (:obj:`run`) to use instead."""
-    p = parser(doc)
-    p.prog = f'{script}.py'
-    p.epilog = f'A module of the benchmarks, not a script: run {run}.'
-    p.parse_args(argv)
-    p.error(f'{script}.py is a module of the benchmarks, not a script: run '
-            f'{run}')
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
@@ -297,6 +274,50 @@ def node_dataset_path(root: str, name: str) -> str:
     return folder
 
 
+NPZ_FILES = {'Cora': 'cora.npz', 'CiteSeer': 'citeseer.npz'}
+
+
+def load_npz_graph(path: str):
+    r"""A gnn-benchmark :obj:`.npz` graph (Shchur et al. 2018; the COIN
+    authors' Cora and CiteSeer) as gnn-benchmark's :obj:`standardize`
+    prepares it: unweighted, symmetric, no self-loops, the largest connected
+    component (nodes in their order), binary features row-normalised (empty
+    rows stay zero), classes renumbered by sorted label. CiteSeer keeps
+    2,110 nodes (PyG's Planetoid files: 2,120, ten of them featureless test
+    nodes the npz file lacks); Cora 2,485 in both."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+    from torch_geometric.data import Data
+    if not osp.isfile(path):
+        raise missing_data(osp.join(*path.split(os.sep)[-2:]),
+                           osp.dirname(osp.dirname(path)))
+    with np.load(path, allow_pickle=True) as f:
+        f = dict(f)
+
+    def csr(key):
+        return sp.csr_matrix((f[f'{key}_data'], f[f'{key}_indices'],
+                              f[f'{key}_indptr']),
+                             shape=tuple(f[f'{key}_shape']))
+
+    adj = csr('adj')
+    adj = ((adj + adj.T) != 0).astype(np.float32).tolil()
+    adj.setdiag(0)
+    adj = adj.tocsr()
+    adj.eliminate_zeros()
+    _, comp = connected_components(adj)
+    # gnn-benchmark keeps argsort(sizes)[::-1][0] (ties: the last index).
+    keep = np.nonzero(comp == np.argsort(np.bincount(comp))[::-1][0])[0]
+    adj = adj[keep][:, keep].tocoo()
+    x = torch.from_numpy((csr('attr')[keep] != 0).toarray()).float()
+    _, y = np.unique(np.asarray(f['labels'])[keep], return_inverse=True)
+    data = Data(x=x / x.sum(1, keepdim=True).clamp(min=1),
+                edge_index=torch.from_numpy(np.vstack([adj.row, adj.col]))
+                .long(), y=torch.from_numpy(y).long())
+    data.num_classes = int(data.y.max()) + 1
+    return data
+
+
 def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
     r"""Loads a node classification data set of :obj:`NODE_DATASETS` from
     the data folder :obj:`root` (:func:`dataset_root`), which holds
@@ -335,12 +356,19 @@ def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
         raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
                          f'{PROTOCOLS}')
     family = NODE_DATASETS[name]
+    if family == 'planetoid' and protocol == 'paper' and name in NPZ_FILES:
+        data = load_npz_graph(osp.join(root, 'npz', NPZ_FILES[name]))
+        data.split_text = ('gnn-benchmark npz file, largest connected '
+                           'component, random splits 20 train / 30 val per '
+                           'class / rest test')
+        return data
     if family == 'planetoid':
         folder = _find_folder(root, family, name)
         data = load_planetoid(osp.dirname(folder), name, protocol)
         data.split_text = (
-            'random splits 20 train / 30 val per class / rest test'
-            if protocol == 'paper' else 'the public split')
+            'largest connected component, random splits 20 train / 30 val '
+            'per class / rest test' if protocol == 'paper' else
+            'the public split')
         return data
     if family in ('amazon', 'coauthor'):
         from torch_geometric.datasets import Amazon, Coauthor
@@ -381,13 +409,6 @@ def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
                            f'undirected edges, features as given')
     data.num_classes = int(data.y.max()) + 1
     return data
-
-
-def num_runs(data, protocol: str, splits: int, seeds: int) -> int:
-    r"""The number of runs :func:`runs` yields."""
-    public = protocol == 'public' and 'train_mask' in data \
-        and 'train_masks' not in data
-    return (1 if public else splits) * seeds
 
 
 def sparse_features(data) -> torch.Tensor:
@@ -486,243 +507,10 @@ def runs(data, protocol: str, splits: int, seeds: int):
             yield (s, i, 1000 * s + i) + tuple(masks)
 
 
-# Models ######################################################################
-# Hyper-parameters are the published ones (original papers, or PyG's
-# examples/citation scripts that reproduce them). ``train`` holds the
-# optimiser settings of the public protocol; the 'paper' protocol trains every
-# model with Adam lr 0.01 and weight decay 5e-4, as the COIN authors do.
-
-class GCN(torch.nn.Module):
-    r"""Kipf & Welling (2017): 2 layers, 16 hidden, dropout 0.5."""
-    def __init__(self, in_channels, out_channels, hidden_channels=16,
-                 dropout=0.5):
-        super().__init__()
-        self.dropout = dropout
-        self.conv1 = GCNConv(in_channels, hidden_channels, cached=True)
-        self.conv2 = GCNConv(hidden_channels, out_channels, cached=True)
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        x = self.conv1(x, edge_index).relu()
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.conv2(x, edge_index).log_softmax(dim=-1)
-
-
-class GAT(torch.nn.Module):
-    r"""Velickovic et al. (2018): 8 heads x 8 hidden, ELU, dropout 0.6; the
-    output layer averages :obj:`out_heads` heads (8 on PubMed, else 1)."""
-    def __init__(self, in_channels, out_channels, hidden_channels=8, heads=8,
-                 out_heads=1, dropout=0.6):
-        super().__init__()
-        self.dropout = dropout
-        self.conv1 = GATConv(in_channels, hidden_channels, heads=heads,
-                             dropout=dropout)
-        self.conv2 = GATConv(hidden_channels * heads, out_channels,
-                             heads=out_heads, concat=False, dropout=dropout)
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.conv2(x, edge_index).log_softmax(dim=-1)
-
-
-class APPNPNet(torch.nn.Module):
-    r"""Gasteiger et al. (2019): a 2-layer MLP (64 hidden, dropout 0.5)
-    followed by :class:`~torch_geometric.nn.conv.APPNP` (K=10,
-    alpha=0.1)."""
-    def __init__(self, in_channels, out_channels, hidden_channels=64, K=10,
-                 alpha=0.1, dropout=0.5):
-        super().__init__()
-        self.mlp = MLP([in_channels, hidden_channels, out_channels],
-                       dropout=dropout, norm=None)
-        self.dropout = dropout
-        self.prop = APPNP(K, alpha, cached=True)
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.prop(self.mlp(x), edge_index).log_softmax(dim=-1)
-
-
-class SGC(torch.nn.Module):
-    r"""Wu et al. (2019): :class:`~torch_geometric.nn.conv.SGConv`, K=2."""
-    def __init__(self, in_channels, out_channels, K=2):
-        super().__init__()
-        self.conv = SGConv(in_channels, out_channels, K=K, cached=True)
-
-    def forward(self, x, edge_index):
-        return self.conv(x, edge_index).log_softmax(dim=-1)
-
-
-class MLPNet(torch.nn.Module):
-    r"""A 2-layer MLP, 64 hidden, dropout 0.5 (graph-free baseline)."""
-    def __init__(self, in_channels, out_channels, hidden_channels=64,
-                 dropout=0.5):
-        super().__init__()
-        self.dropout = dropout
-        self.mlp = MLP([in_channels, hidden_channels, out_channels],
-                       dropout=dropout, norm=None)
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        return self.mlp(x).log_softmax(dim=-1)
-
-
-class GCNII(torch.nn.Module):
-    r"""Chen et al. (2020) with :class:`~torch_geometric.nn.conv.GCN2Conv`
-    (as in PyG's ``examples/gcn2_cora.py``)."""
-    def __init__(self, in_channels, out_channels, hidden_channels=64,
-                 num_layers=64, alpha=0.1, theta=0.5, dropout=0.6):
-        super().__init__()
-        self.dropout = dropout
-        self.lins = torch.nn.ModuleList([
-            torch.nn.Linear(in_channels, hidden_channels),
-            torch.nn.Linear(hidden_channels, out_channels),
-        ])
-        self.convs = torch.nn.ModuleList([
-            GCN2Conv(hidden_channels, alpha, theta, layer + 1,
-                     shared_weights=True, normalize=True, cached=True)
-            for layer in range(num_layers)
-        ])
-
-    def forward(self, x, edge_index):
-        x = F.dropout(x, self.dropout, training=self.training)
-        x = x_0 = self.lins[0](x).relu()
-        for conv in self.convs:
-            x = F.dropout(x, self.dropout, training=self.training)
-            x = conv(x, x_0, edge_index).relu()
-        x = F.dropout(x, self.dropout, training=self.training)
-        return self.lins[1](x).log_softmax(dim=-1)
-
-
-GCNII_SETTINGS = {  # Chen et al. (2020), Table 6 / their semi-supervised runs
-    'Cora': dict(num_layers=64, hidden_channels=64, theta=0.5, dropout=0.6,
-                 conv_wd=0.01),
-    'CiteSeer': dict(num_layers=32, hidden_channels=256, theta=0.6,
-                     dropout=0.7, conv_wd=0.01),
-    'PubMed': dict(num_layers=16, hidden_channels=256, theta=0.4,
-                   dropout=0.5, conv_wd=5e-4),
-}
-
-
-SEARCHED = ('COIN', 'APPNP')  # the models whose hyper-parameters search.py
-# chooses; ResNet (COIN with K=0) takes COIN's.
-
-
-def config_path(protocol: str) -> str:
-    r"""The committed configuration of :obj:`search.py` for a protocol:
-    :obj:`benchmarks/configs/search_<protocol>.json`."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
-                         f'{PROTOCOLS}')
-    return osp.join(CONFIGS, f'search_{protocol}.json')
-
-
-def load_model_config(model: str, dataset: str,
-                      path: Optional[str] = None) -> Optional[Dict]:
-    r"""The hyper-parameters of :obj:`model` on :obj:`dataset` from a
-    configuration file (default :obj:`benchmarks/configs/coin.json`):
-    either the layout of :obj:`search.py`
-    (:obj:`{"models": {model: {"defaults": ..., "datasets": ...}}}`) or
-    that of :obj:`coin.json` (:obj:`{"defaults": ..., "datasets": ...}`,
-    COIN's). Returns :obj:`None` for a model the file does not hold (it
-    keeps its published hyper-parameters); raises a :class:`ValueError`
-    for a data set missing from a model's entry."""
-    path = path or osp.join(CONFIGS, 'coin.json')
-    with open(path) as f:
-        cfg = json.load(f)
-    if 'models' in cfg:
-        cfg = cfg['models'].get('COIN' if model == 'ResNet' else model)
-    elif model not in ('COIN', 'ResNet'):
-        cfg = None
-    if cfg is None:
-        return None
-    if dataset not in cfg['datasets']:
-        raise ValueError(f'{path} has no {model} entry for {dataset!r}')
-    return dict(cfg.get('defaults', {}), **cfg['datasets'][dataset])
-
-
-def load_coin_config(dataset: str, path: Optional[str] = None) -> Dict:
-    r"""COIN's hyper-parameters for :obj:`dataset` from
-    :obj:`benchmarks/configs/coin.json` or another file of
-    :func:`load_model_config`'s layouts (chosen by :obj:`search.py`)."""
-    path = path or osp.join(CONFIGS, 'coin.json')
-    cfg = load_model_config('COIN', dataset, path)
-    if cfg is None:
-        raise ValueError(f'{path} has no COIN entry')
-    return cfg
-
-
-def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
-                coin: Optional[Dict] = None, config: Optional[Dict] = None):
-    r"""Returns :obj:`(model, train_kwargs)`: a fresh model with its published
-    hyper-parameters and the optimiser settings of
-    :func:`training.fit` for the public
-    split (:obj:`lr`, :obj:`weight_decay` or :obj:`param_groups`,
-    :obj:`epochs`, :obj:`patience`).
-
-    :obj:`config` holds searched hyper-parameters (:obj:`search.py`,
-    :func:`load_model_config`) of COIN and ResNet (:obj:`K`,
-    :obj:`sigma2`, :obj:`scheme`, :obj:`diffuse`, :obj:`hidden_channels`,
-    :obj:`num_layers`, :obj:`dropout`, :obj:`weight_decay`,
-    :obj:`epochs`; :obj:`coin` is the former name) or APPNP (:obj:`K`,
-    :obj:`alpha`, :obj:`hidden_channels`, :obj:`dropout`,
-    :obj:`weight_decay`); a searched :obj:`weight_decay` replaces the
-    published one. Other models take none (a :class:`ValueError`)."""
-    train = dict(lr=0.01, weight_decay=5e-4, epochs=200, patience=None)
-    if config is not None and name not in ('COIN', 'ResNet', 'APPNP'):
-        raise ValueError(f"'config' holds searched hyper-parameters of "
-                         f"COIN, ResNet and APPNP, not of {name!r}")
-    if name in ('COIN', 'ResNet'):
-        cfg = dict(config or coin or load_coin_config(dataset))
-        if name == 'ResNet':
-            cfg['K'] = 0
-        scheme = cfg.get('scheme', 'explicit')
-        model = COIN(in_channels, out_channels,
-                     hidden_channels=cfg.get('hidden_channels'),
-                     num_layers=cfg.get('num_layers', 1), K=cfg['K'],
-                     sigma2=cfg['sigma2'], dropout=cfg.get('dropout', 0.5),
-                     diffuse=cfg.get('diffuse', 'prob'), scheme=scheme,
-                     cached=True, stability='ignore')
-        train.update(epochs=cfg.get('epochs', 200),
-                     weight_decay=cfg.get('weight_decay', 5e-4))
-    elif name == 'MLP':
-        model = MLPNet(in_channels, out_channels)
-    elif name == 'GCN':
-        model = GCN(in_channels, out_channels)
-    elif name == 'GAT':
-        pubmed = dataset == 'PubMed'
-        model = GAT(in_channels, out_channels, out_heads=8 if pubmed else 1)
-        train.update(lr=0.01 if pubmed else 0.005,
-                     weight_decay=1e-3 if pubmed else 5e-4, epochs=1000,
-                     patience=100)
-    elif name == 'APPNP':
-        cfg = config or {}
-        model = APPNPNet(in_channels, out_channels,
-                         hidden_channels=cfg.get('hidden_channels', 64),
-                         K=cfg.get('K', 10), alpha=cfg.get('alpha', 0.1),
-                         dropout=cfg.get('dropout', 0.5))
-        train.update(weight_decay=cfg.get('weight_decay', 5e-4))
-    elif name == 'SGC':
-        model = SGC(in_channels, out_channels)
-        train.update(lr=0.2, weight_decay=5e-3, epochs=100)
-    elif name == 'GCNII':
-        kw = dict(GCNII_SETTINGS.get(dataset, GCNII_SETTINGS['Cora']))
-        conv_wd = kw.pop('conv_wd')
-        model = GCNII(in_channels, out_channels, **kw)
-        train.update(param_groups=[
-            dict(params=model.convs.parameters(), weight_decay=conv_wd),
-            dict(params=model.lins.parameters(), weight_decay=5e-4),
-        ], epochs=1500, patience=100)
-    else:
-        raise ValueError(f'Unknown model {name!r}: expected one of {MODELS}')
-    return model, train
-
-
 # Measurement #################################################################
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     r"""Silences file descriptor 2 (Kineto prints two lines at every
     profiler start and stop, which would break the progress bars)."""
     sys.stderr.flush()
@@ -778,12 +566,12 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
         return fn(), None, f'unavailable on {device.type}'
     from torch.profiler import ProfilerActivity, profile
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_stderr():
+    with quiet_stderr():
         prof.start()
     try:
         out = fn()
     finally:
-        with _quiet_stderr():
+        with quiet_stderr():
             prof.stop()
     peak = _cpu_allocation_peak(prof.profiler.kineto_results.events())
     # The profiler's results sit in reference cycles: without a collection

@@ -137,6 +137,53 @@ def write_results(
     return json_path, md_path
 
 
+def paired(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
+    r"""The paired difference :obj:`a - b` of two models measured on the
+    same units (*e.g.*, each split's test accuracy averaged over its
+    initialisations): :func:`summarize` of the differences, so that the
+    interval is the paired :math:`t` interval."""
+    if len(a) != len(b):
+        raise ValueError(f"'paired' needs as many values of each model "
+                         f"(got {len(a)} and {len(b)})")
+    return summarize([x - y for x, y in zip(a, b)])
+
+
+def bootstrap_paired(a: torch.Tensor, b: torch.Tensor, num: int = 10000,
+                     seed: int = 0) -> Dict[str, float]:
+    r"""The paired bootstrap over test nodes of the accuracy difference of
+    two models on one fixed test set: :obj:`a` and :obj:`b` are each
+    model's per-node accuracy :obj:`[T]` (*e.g.*, averaged over seeds); the
+    :obj:`num` resamples draw the same T nodes with replacement for both.
+    Returns :obj:`mean` (the observed difference), the 2.5% and 97.5%
+    quantiles :obj:`ci_low`, :obj:`ci_high`, and :obj:`n` (T)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    if a.numel() != b.numel() or a.numel() == 0:
+        raise ValueError(f"'bootstrap_paired' needs the same non-empty test "
+                         f"set (got {a.numel()} and {b.numel()} nodes)")
+    gen = torch.Generator().manual_seed(seed)
+    d = a - b
+    idx = torch.randint(d.numel(), (num, d.numel()), generator=gen)
+    means = d[idx].mean(dim=1)
+    low, high = torch.quantile(means, torch.tensor(
+        [0.025, 0.975], dtype=torch.float64)).tolist()
+    return dict(mean=float(d.mean()), ci_low=low, ci_high=high, n=d.numel())
+
+
+def verdict(s: Dict[str, float]) -> str:
+    r""":obj:`'wins'`, :obj:`'loses'` or :obj:`'ties'`: whether the 95%
+    interval of a difference (:func:`paired`, :func:`bootstrap_paired`)
+    lies above zero, below zero or covers it."""
+    if s['ci_low'] > 0:
+        return 'wins'
+    return 'loses' if s['ci_high'] < 0 else 'ties'
+
+
+def fmt_diff(s: Dict[str, float]) -> str:
+    r"""A difference of accuracies in points: :obj:`+d [low, high]`."""
+    return (f"{100 * s['mean']:+.2f} [{100 * s['ci_low']:+.2f}, "
+            f"{100 * s['ci_high']:+.2f}]")
+
+
 def wrote(*paths: str) -> None:
     r"""Prints one :obj:`wrote <path>` line per file a script wrote (the
     closing lines of every benchmark)."""

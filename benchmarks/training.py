@@ -4,7 +4,7 @@ epoch (classification by accuracy, or regression by a loss)."""
 import copy
 import statistics
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import math
 
@@ -110,7 +110,7 @@ def fit(
     accuracy: bool = True,
     param_groups: Optional[Iterable[Dict[str, Any]]] = None,
     metric: Optional[Callable[[Tensor, Tensor], float]] = None,
-) -> Union[Dict[str, float], List[Dict[str, float]]]:
+) -> List[Dict[str, float]]:
     r"""Trains a transductive node model with Adam, full batch: by default a
     classifier that returns log-probabilities, with the negative
     log-likelihood, evaluated at the epoch of best validation accuracy (ties:
@@ -128,7 +128,7 @@ def fit(
     loss only.
 
     **Stacked runs.** With boolean masks of shape :obj:`[R, N]` and a
-    stacked model (:mod:`stacked`: a :obj:`num_runs` attribute R, every
+    stacked model (:func:`models.stack`: a :obj:`num_runs` attribute R, every
     parameter with a leading dimension R, output :obj:`[R, N, C]`
     log-probabilities), it trains R independent runs at once, each on its
     own masks: the loss is the sum over the runs of each run's mean
@@ -186,13 +186,13 @@ def fit(
             :obj:`accuracy=True`). (default: :obj:`None`)
 
     Returns:
-        A dictionary with :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
-        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch`
-        (the selected epoch, the last one without :obj:`val_mask`),
-        :obj:`epochs` (the number run) and :obj:`time_per_epoch` (the median
-        seconds of a training step). Stacked runs: a list of R such
-        dictionaries (:obj:`time_per_epoch` is the step of all runs), each
-        with :obj:`runs` (R).
+        A list with one dictionary per run (one for a single model, R for
+        stacked runs): :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
+        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch` (the
+        selected epoch, the last one without :obj:`val_mask`),
+        :obj:`epochs` (the number run), :obj:`time_per_epoch` (the median
+        seconds of a training step, of all runs together) and :obj:`runs`
+        (R, 1 for a single model).
     """
     check_number('epochs', epochs, integer=True, low=1)
     check_number('lr', lr, low=0, open_low=True)
@@ -300,7 +300,7 @@ class _Run:
             self.bad_epochs >= self.patience
 
     def result(self, model, forward, data, epoch: int,
-               time_per_epoch: float) -> Dict[str, float]:
+               time_per_epoch: float) -> List[Dict[str, float]]:
         if not self.has_val:
             best = self.evaluate(model, forward, data)
             _check_finite(best, epoch)
@@ -309,9 +309,8 @@ class _Run:
             best = self.best
             model.load_state_dict(self.best_state)
             del best['_score']
-        best['epochs'] = epoch
-        best['time_per_epoch'] = time_per_epoch
-        return best
+        best.update(epochs=epoch, time_per_epoch=time_per_epoch, runs=1)
+        return [best]
 
 
 def _check_stacked_mask(name: str, mask: Any, num_runs: int,
@@ -332,9 +331,9 @@ def _check_stacked_mask(name: str, mask: Any, num_runs: int,
 
 
 class _StackedRuns:
-    r"""The bookkeeping of :func:`fit` for R runs stacked in one model (see
-    :mod:`stacked`): per-run losses, metrics, selection and early stopping
-    as tensors of R entries, read from the device once per epoch."""
+    r"""The bookkeeping of :func:`fit` for R runs stacked in one model
+    (:func:`models.stack`): per-run losses, metrics, selection and early
+    stopping as tensors of R entries, read from the device once per epoch."""
     def __init__(self, model, y, train_mask, val_mask, test_mask, loss_fn,
                  accuracy, metric, patience):
         if not accuracy or metric is not None or loss_fn is not F.nll_loss:
@@ -346,7 +345,7 @@ class _StackedRuns:
         if R is None:
             raise TypeError(f"Masks of shape [num_runs, num_nodes] train the "
                             f"runs of a stacked model (with 'num_runs', see "
-                            f"benchmarks/stacked.py), not "
+                            f"models.stack), not "
                             f"{type(model).__name__}")
         self.params = list(model.parameters())
         for name, p in model.named_parameters():
