@@ -1,11 +1,8 @@
-"""Shared plumbing of the benchmark scripts: the data folder
-(:func:`dataset_root`, :func:`writable_copy`), the command line
-(:func:`parser`, :func:`parse_args`), Planetoid data (both protocols) and
-random splits, the model zoo with published hyper-parameters and peak
-memory. The training loop is :func:`training.fit`; summaries, tables and
-result files are :mod:`reporting`'s."""
+"""Shared plumbing of the benchmark scripts: the data folder, the command
+line, the data sets and their splits, and peak memory."""
 import argparse
 import contextlib
+import copy
 import gc
 import hashlib
 import os
@@ -14,22 +11,24 @@ import shlex
 import shutil
 import sys
 import tempfile
+import warnings
 from typing import Any, Callable, List, Optional
 
+import numpy as np
 import torch
 
 import torch_geometric.transforms as T
-from torch_geometric.datasets import Planetoid
+from torch_geometric.data import Data
+from torch_geometric.datasets import Amazon, Coauthor, Planetoid
+from torch_geometric.utils import to_undirected
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
 RESULTS = osp.join(HERE, 'results')  # The committed figures.
-RUNS = osp.join(REPO, 'runs')  # Default --out-dir: untracked, git-ignored.
+RUNS = osp.join(REPO, 'runs')  # Default --out-dir (git-ignored).
 ENV_VAR = 'TORCH_GEOMETRIC_COIN_DATASETS'
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
-# Node classification data sets of load_node_dataset: name -> sub-folder of
-# the data folder. Amazon and Coauthor: largest connected component, random
-# splits; the heterophilous graphs (Platonov et al. 2023): 10 fixed splits.
+# The data sets of load_node_dataset: name -> sub-folder of the data folder.
 HETEROPHILOUS = ('chameleon_filtered', 'squirrel_filtered', 'chameleon',
                  'squirrel', 'actor', 'cornell', 'texas', 'wisconsin')
 NODE_DATASETS = dict(
@@ -37,29 +36,26 @@ NODE_DATASETS = dict(
     Computers='amazon', Photo='amazon', CS='coauthor', Physics='coauthor',
     **{name: 'npz' for name in HETEROPHILOUS})
 PROTOCOLS = ('paper', 'public')
+RANDOM_SPLITS = ('largest connected component, random splits 20 train / 30 '
+                 'val per class / rest test')
 
-
-# Data folder #################################################################
 
 def dataset_root(root: Optional[str] = None) -> str:
-    r"""Returns the folder that holds the offline data sets: :obj:`root` if
-    given, else the environment variable
-    :obj:`TORCH_GEOMETRIC_COIN_DATASETS` if set, else
-    :obj:`../shared/datasets` relative to the repository root."""
+    r"""The folder of the offline data sets: :obj:`root`, else
+    :obj:`$TORCH_GEOMETRIC_COIN_DATASETS`, else :obj:`../shared/datasets`
+    beside the repository."""
     if root is not None:
         return str(root)
-    if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
-    return osp.normpath(osp.join(REPO, '..', 'shared', 'datasets'))
+    return os.environ.get(ENV_VAR) or osp.normpath(
+        osp.join(REPO, '..', 'shared', 'datasets'))
 
 
 SHARED = dataset_root()  # ../shared/datasets or $TORCH_GEOMETRIC_COIN_DATASETS
 
 
 def missing_data(what: str, root: str) -> FileNotFoundError:
-    r"""The one-line error of data :obj:`what` absent from the data folder
-    :obj:`root`: it names :obj:`--root` and
-    :obj:`TORCH_GEOMETRIC_COIN_DATASETS`."""
+    r"""The error of data :obj:`what` absent from the data folder
+    :obj:`root`."""
     return FileNotFoundError(
         f"No '{what}' under '{root}': pass the datasets folder (the one "
         f"that holds planetoid/, npz/, ogb/, ...) as --root or set "
@@ -68,9 +64,8 @@ def missing_data(what: str, root: str) -> FileNotFoundError:
 
 @contextlib.contextmanager
 def data_errors(parser: Optional[argparse.ArgumentParser] = None):
-    r"""Turns a :class:`FileNotFoundError` of missing data into a one-line
-    :obj:`parser.error` (exit status 2; without :obj:`parser`, a
-    :class:`SystemExit` with the message) instead of a traceback."""
+    r"""Turns a :class:`FileNotFoundError` into a one-line
+    :obj:`parser.error` (or :class:`SystemExit`) instead of a traceback."""
     try:
         yield
     except FileNotFoundError as e:
@@ -83,16 +78,10 @@ def data_errors(parser: Optional[argparse.ArgumentParser] = None):
 
 
 def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
-    r"""Copies the (possibly read-only) data set folder :obj:`src` once into
-    a writable cache and returns the copy, so that PyG and OGB can write
-    :obj:`processed/` beside :obj:`raw/`. The copy keeps the folder's name
-    and lives under :obj:`cache_dir` (default:
-    :obj:`$TMPDIR/torch-geometric-coin-data/<hash of src>`: not a Python
-    identifier, so that it never shadows the package), so data sets from
-    different roots never mix.
-
-    Raises a :class:`FileNotFoundError` naming :obj:`src` if it is absent.
-    """
+    r"""Copies the (possibly read-only) data set folder :obj:`src` once
+    into :obj:`cache_dir` (default: one per :obj:`src` under
+    :obj:`$TMPDIR/torch-geometric-coin-data/`) and returns the copy, where
+    PyG and OGB can write :obj:`processed/`."""
     src = osp.abspath(src)
     if not osp.isdir(src):
         raise FileNotFoundError(f"The data set folder '{src}' does not exist")
@@ -115,10 +104,6 @@ def writable_copy(src: str, cache_dir: Optional[str] = None) -> str:
             shutil.rmtree(tmp, ignore_errors=True)
     return dst
 
-
-# Command line ################################################################
-# The one convention of every script: the same name, type and help for the
-# same thing. A script names the options it has in ``parser(...)``.
 
 OPTIONS = {
     'dataset': dict(help='the data set'),
@@ -146,24 +131,20 @@ OPTIONS = {
     'sigma2': dict(type=float, help='COIN diffusion coefficient sigma2'),
     'device': dict(default='cpu', help="torch device, e.g. 'cuda'"),
     'per_class': dict(type=int, help='training labels per class'),
-    'name': dict(help='the stem of the result files'),
     'protocol': dict(default='paper', choices=PROTOCOLS,
                      help="Planetoid protocol (see load_planetoid)"),
 }
-# Counts of any script that must be positive (checked by parse_args):
+# Counts of any script that parse_args checks are positive:
 POSITIVE = ('splits', 'seeds', 'epochs', 'patience', 'maskings', 'episodes',
             'batch_episodes', 'queries', 'trials', 'n0', 'n', 'num_nodes',
             'threads')
 
 
 def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
-    r"""The argument parser of a script: its description is the first line
-    of :obj:`doc`, every default is shown in :obj:`--help`, and it has the
-    shared options named in :obj:`options` (keys of :obj:`OPTIONS`), each
-    with its default, or a dictionary of :meth:`add_argument` keywords
-    (*e.g.*, :obj:`default` and :obj:`choices`). A list default takes one
-    or more values. :func:`parse_args` adds :obj:`--out-dir` and
-    :obj:`--threads`."""
+    r"""A script's parser, described by the first paragraph of :obj:`doc`,
+    defaults shown, with the shared :obj:`OPTIONS` named in :obj:`options`,
+    each given its default or a dictionary of :meth:`add_argument`
+    keywords (a list default takes one or more values)."""
     p = argparse.ArgumentParser(
         description=doc.strip().split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -182,12 +163,10 @@ def parser(doc: str, **options: Any) -> argparse.ArgumentParser:
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
                script: str):
-    r"""Adds the options every script has (:obj:`--out-dir`, by default the
-    untracked :obj:`runs/` folder, and :obj:`--threads`), parses
-    :obj:`argv`, checks that counts are positive, applies :obj:`--threads`
-    and returns :obj:`(args, command)`, the command line to reproduce the
-    run."""
-    # A script may set other defaults with parser.set_defaults(...).
+    r"""Adds :obj:`--out-dir` and :obj:`--threads` (a script may change
+    their defaults with :meth:`set_defaults`), parses :obj:`argv`, checks
+    that counts are positive, applies :obj:`--threads` and returns
+    :obj:`(args, command)`, the command line of the run."""
     parser.add_argument('--out-dir',
                         default=parser.get_default('out_dir') or RUNS,
                         help='where the results go (the committed ones: '
@@ -208,44 +187,33 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]],
     return args, command.rstrip()
 
 
-# Data ########################################################################
+def _check_choice(what: str, value: Any, choices: tuple):
+    if value not in choices:
+        raise ValueError(f'Unknown {what} {value!r}: expected one of '
+                         f'{choices}')
+
 
 def load_planetoid(root: str, name: str, protocol: str,
                    normalize: bool = True):
-    r"""Loads the Planetoid graph :obj:`<root>/<name>/raw` (from a writable
-    copy) for a protocol.
-
-    :obj:`'public'`: the standard split and row-normalised features.
-    :obj:`'paper'`: the COIN paper's protocol (that of Shchur et al. 2018):
-    the largest connected component, binary bag-of-words features
-    (:math:`x > 0`), row-normalised; splits come from :func:`random_split`.
-    With :obj:`normalize=False` the features are not row-normalised.
-    """
-    if name not in PLANETOID:
-        raise ValueError(f'Unknown Planetoid data set {name!r}: expected one '
-                         f'of {PLANETOID}')
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
-                         f'{PROTOCOLS}')
+    r"""Loads the Planetoid graph :obj:`<root>/<name>/raw`: with the public
+    split (:obj:`'public'`), or as in the COIN paper (:obj:`'paper'`,
+    Shchur et al. 2018): the largest connected component with binary
+    features and no split. Features are row-normalised if
+    :obj:`normalize`."""
+    _check_choice('Planetoid data set', name, PLANETOID)
+    _check_choice('protocol', protocol, PROTOCOLS)
     if not osp.isdir(osp.join(root, name, 'raw')):
         raise missing_data(f'{name}/raw', root)
     cache = writable_copy(osp.join(root, name))
     data = Planetoid(osp.dirname(cache), name)[0]
     if protocol == 'paper':
-        data = _component_and_binary(data)
+        data = T.LargestConnectedComponents()(data)
+        data.x = (data.x > 0).float()
         for key in ('train_mask', 'val_mask', 'test_mask'):
             del data[key]
     if normalize:
         data = T.NormalizeFeatures()(data)
     data.num_classes = int(data.y.max()) + 1
-    return data
-
-
-def _component_and_binary(data):
-    r"""The protocol of Shchur et al. (2018) that the COIN paper follows:
-    the largest connected component, binary bag-of-words features."""
-    data = T.LargestConnectedComponents()(data)
-    data.x = (data.x > 0).float()
     return data
 
 
@@ -257,10 +225,9 @@ def _find_folder(root: str, family: str, name: str) -> str:
 
 
 def node_dataset_path(root: str, name: str) -> str:
-    r"""The folder (or :obj:`.npz` file) of the data set :obj:`name` of
-    :obj:`NODE_DATASETS` that :func:`load_node_dataset` reads from the data
-    folder :obj:`root`, or a :func:`missing_data` error: to check the data
-    of a long run before it starts."""
+    r"""The folder (or :obj:`.npz` file) of the data set :obj:`name` under
+    :obj:`root`, or a :func:`missing_data` error (to check a long run's
+    data before it starts)."""
     family = NODE_DATASETS[name]
     if family == 'npz':
         for path in (osp.join(root, 'npz', f'{name}.npz'),
@@ -278,17 +245,12 @@ NPZ_FILES = {'Cora': 'cora.npz', 'CiteSeer': 'citeseer.npz'}
 
 
 def load_npz_graph(path: str):
-    r"""A gnn-benchmark :obj:`.npz` graph (Shchur et al. 2018; the COIN
-    authors' Cora and CiteSeer) as gnn-benchmark's :obj:`standardize`
-    prepares it: unweighted, symmetric, no self-loops, the largest connected
-    component (nodes in their order), binary features row-normalised (empty
-    rows stay zero), classes renumbered by sorted label. CiteSeer keeps
-    2,110 nodes (PyG's Planetoid files: 2,120, ten of them featureless test
-    nodes the npz file lacks); Cora 2,485 in both."""
-    import numpy as np
+    r"""A gnn-benchmark :obj:`.npz` graph (the COIN authors' Cora and
+    CiteSeer) as gnn-benchmark's :obj:`standardize` prepares it:
+    unweighted, symmetric, no self-loops, the largest connected component,
+    binary features row-normalised, classes renumbered by sorted label."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
-    from torch_geometric.data import Data
     if not osp.isfile(path):
         raise missing_data(osp.join(*path.split(os.sep)[-2:]),
                            osp.dirname(osp.dirname(path)))
@@ -319,75 +281,36 @@ def load_npz_graph(path: str):
 
 
 def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
-    r"""Loads a node classification data set of :obj:`NODE_DATASETS` from
-    the data folder :obj:`root` (:func:`dataset_root`), which holds
-    :obj:`planetoid/`, :obj:`amazon/`, :obj:`coauthor/` and :obj:`npz/`
-    (a Planetoid folder itself, the former :obj:`--root`, is accepted for
-    Cora, CiteSeer and PubMed). The splits of :func:`runs` follow the data
-    set:
-
-    - Cora, CiteSeer, PubMed: :func:`load_planetoid` with :obj:`protocol`
-      (:obj:`'paper'`: random splits; :obj:`'public'`: the public split).
-    - Amazon :obj:`'Computers'`, :obj:`'Photo'`, Coauthor :obj:`'CS'`,
-      :obj:`'Physics'` (:class:`~torch_geometric.datasets.Amazon`,
-      :class:`~torch_geometric.datasets.Coauthor`, from a writable copy):
-      the protocol of Shchur et al. (2018), as :obj:`'paper'` on Planetoid:
-      the largest connected component, the binary bag-of-words features
-      row-normalised, random splits of 20 train / 30 validation nodes per
-      class and the rest as test (:func:`random_split`), under either
-      protocol (they have no public split).
-    - The heterophilous graphs of Platonov et al. (2023)
-      (:obj:`HETEROPHILOUS`, :obj:`npz/<name>.npz` with
-      :obj:`node_features`, :obj:`node_labels`, :obj:`edges`,
-      :obj:`train/val/test_masks`): the features as they are in the file
-      (not normalised, the convention of these benchmarks), the edges made
-      undirected (both directions, duplicates and self-loops removed),
-      every node kept,
-      and their 10 fixed splits (:obj:`data.train_masks` etc. of shape
-      :obj:`[10, N]`; split :obj:`s` is row :obj:`s`) under either
-      protocol.
-
-    :obj:`data.split_text` says which splits :func:`runs` draws.
-    """
-    if name not in NODE_DATASETS:
-        raise ValueError(f'Unknown data set {name!r}: expected one of '
-                         f'{tuple(NODE_DATASETS)}')
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'Unknown protocol {protocol!r}: expected one of '
-                         f'{PROTOCOLS}')
+    r"""Loads a data set of :obj:`NODE_DATASETS` from the data folder
+    :obj:`root` (or a Planetoid folder): Planetoid by
+    :func:`load_planetoid` (:obj:`'paper'`: Cora and CiteSeer from the
+    authors' :obj:`npz/` files); Amazon and Coauthor as :obj:`'paper'`
+    Planetoid; the heterophilous graphs (Platonov et al. 2023) with their
+    fixed splits (:obj:`data.train_masks` etc., :obj:`[num_splits, N]`).
+    :obj:`data.split_text` says which splits :func:`runs` draws."""
+    _check_choice('data set', name, tuple(NODE_DATASETS))
+    _check_choice('protocol', protocol, PROTOCOLS)
     family = NODE_DATASETS[name]
     if family == 'planetoid' and protocol == 'paper' and name in NPZ_FILES:
         data = load_npz_graph(osp.join(root, 'npz', NPZ_FILES[name]))
-        data.split_text = ('gnn-benchmark npz file, largest connected '
-                           'component, random splits 20 train / 30 val per '
-                           'class / rest test')
+        data.split_text = 'gnn-benchmark npz file, ' + RANDOM_SPLITS
         return data
     if family == 'planetoid':
         folder = _find_folder(root, family, name)
         data = load_planetoid(osp.dirname(folder), name, protocol)
-        data.split_text = (
-            'largest connected component, random splits 20 train / 30 val '
-            'per class / rest test' if protocol == 'paper' else
-            'the public split')
+        data.split_text = (RANDOM_SPLITS if protocol == 'paper' else
+                           'the public split')
         return data
     if family in ('amazon', 'coauthor'):
-        from torch_geometric.datasets import Amazon, Coauthor
-        folder = _find_folder(root, family, name)
-        cache = writable_copy(folder)
+        cache = writable_copy(_find_folder(root, family, name))
         cls = Amazon if family == 'amazon' else Coauthor
         data = cls(osp.dirname(cache), name)[0]
-        data = T.NormalizeFeatures()(_component_and_binary(data))
-        data.split_text = ('largest connected component, random splits 20 '
-                           'train / 30 val per class / rest test')
+        data = T.LargestConnectedComponents()(data)
+        data.x = (data.x > 0).float()
+        data = T.NormalizeFeatures()(data)
+        data.split_text = RANDOM_SPLITS
     else:
-        import numpy as np
-        from torch_geometric.data import Data
-        from torch_geometric.utils import to_undirected
-        path = osp.join(root, 'npz', f'{name}.npz')
-        if not osp.isfile(path):
-            path = osp.join(root, f'{name}.npz')
-        if not osp.isfile(path):
-            raise missing_data(f'npz/{name}.npz', root)
+        path = node_dataset_path(root, name)
         with np.load(path) as f:
             arrays = {k: torch.from_numpy(f[k]) for k in (
                 'node_features', 'node_labels', 'edges', 'train_masks',
@@ -412,9 +335,8 @@ def load_node_dataset(root: str, name: str, protocol: str = 'paper'):
 
 
 def sparse_features(data) -> torch.Tensor:
-    r"""The node features :obj:`data.x` as a :obj:`torch.sparse_csr` tensor
-    (for models that take sparse features, such as COIN)."""
-    import warnings
+    r"""The node features :obj:`data.x` as a :obj:`torch.sparse_csr`
+    tensor."""
     with warnings.catch_warnings():  # "Sparse CSR tensor support is beta"
         warnings.simplefilter('ignore', UserWarning)
         return data.x.to_sparse_csr()
@@ -425,17 +347,10 @@ SPARSE_BELOW = 0.2  # 'auto': sparse features below this share of non-zeros
 
 
 def stacked_features(data, x_layout: str = 'auto'):
-    r"""A shallow copy of :obj:`data` for the stacked models of
-    :mod:`stacked`, whose features are :obj:`torch.sparse` (COO) for
-    :obj:`x_layout='sparse'`, or for :obj:`'auto'` when under
-    :obj:`SPARSE_BELOW` (20%) of them are non-zero (the bag-of-words of
-    Cora, CiteSeer, PubMed (10%), Coauthor and the heterophilous graphs;
-    not Amazon's 35%, where dense products are faster), and dense
-    otherwise."""
-    import copy
-    if x_layout not in X_LAYOUTS:
-        raise ValueError(f"Unknown 'x_layout' {x_layout!r}: expected one of "
-                         f"{X_LAYOUTS}")
+    r"""A shallow copy of :obj:`data` for stacked models, with sparse (COO)
+    features for :obj:`'sparse'` (:obj:`'auto'`: if under
+    :obj:`SPARSE_BELOW` of them are non-zero), else dense ones."""
+    _check_choice("'x_layout'", x_layout, X_LAYOUTS)
     out = copy.copy(data)
     x = data.x.to_dense() if data.x.is_sparse else data.x
     if x_layout == 'auto':
@@ -447,10 +362,8 @@ def stacked_features(data, x_layout: str = 'auto'):
 
 def random_graph(num_nodes: int, num_edges: int, device='cpu',
                  seed: int = 0) -> torch.Tensor:
-    r"""A seeded random undirected graph of :obj:`num_nodes` nodes and
-    about :obj:`num_edges` edges (:obj:`num_edges // 2` random pairs
-    without self-loops, both directions), for timing."""
-    from torch_geometric.utils import to_undirected
+    r"""A seeded random undirected graph of about :obj:`num_edges` edges
+    (no self-loops), for timing."""
     gen = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(num_nodes, (2, num_edges // 2), generator=gen)
     edge_index = edge_index[:, edge_index[0] != edge_index[1]]
@@ -460,11 +373,9 @@ def random_graph(num_nodes: int, num_edges: int, device='cpu',
 def random_split(y: torch.Tensor, num_train_per_class: int = 20,
                  num_val_per_class: int = 30, seed: int = 0,
                  generator: Optional[torch.Generator] = None):
-    r"""Random split with :obj:`num_train_per_class` training and
-    :obj:`num_val_per_class` validation nodes per class, the rest as test.
-    Draws from :obj:`generator` (successive splits from one generator) or,
-    without one, from a generator seeded with :obj:`seed`. Returns boolean
-    masks :obj:`(train, val, test)`."""
+    r"""Boolean masks :obj:`(train, val, test)` of a random split per class,
+    the rest as test, drawn from :obj:`generator` or else from
+    :obj:`seed`."""
     gen = generator or torch.Generator().manual_seed(seed)
     train = torch.zeros_like(y, dtype=torch.bool)
     val = torch.zeros_like(y, dtype=torch.bool)
@@ -481,15 +392,10 @@ def random_split(y: torch.Tensor, num_train_per_class: int = 20,
 
 
 def runs(data, protocol: str, splits: int, seeds: int):
-    r"""Yields :obj:`(split, init, seed, train_mask, val_mask, test_mask)`:
-    :obj:`splits` splits x :obj:`seeds` initialisations, where split
-    :obj:`s` is the random split of seed :obj:`s` (:func:`random_split`;
-    :obj:`'paper'`, or a data set without a public split), or the fixed
-    split :obj:`s` of a data set that has them (:obj:`data.train_masks` of
-    :func:`load_node_dataset`; a :class:`ValueError` if :obj:`splits`
-    exceeds their number); for :obj:`'public'` on a data set with a public
-    split (:obj:`data.train_mask`), that split with :obj:`seeds`
-    initialisations."""
+    r"""Yields :obj:`(split, init, seed, train_mask, val_mask, test_mask)`
+    for :obj:`splits` x :obj:`seeds` runs: split :obj:`s` is the fixed
+    split :obj:`s` of the data set if it has them, else the random split of
+    seed :obj:`s`; for :obj:`'public'`, the public split if any."""
     fixed = 'train_masks' in data
     public = protocol == 'public' and 'train_mask' in data and not fixed
     if fixed and splits > data.train_masks.size(0):
@@ -507,12 +413,10 @@ def runs(data, protocol: str, splits: int, seeds: int):
             yield (s, i, 1000 * s + i) + tuple(masks)
 
 
-# Measurement #################################################################
-
 @contextlib.contextmanager
 def quiet_stderr():
-    r"""Silences file descriptor 2 (Kineto prints two lines at every
-    profiler start and stop, which would break the progress bars)."""
+    r"""Silences file descriptor 2 (Kineto's lines at every profiler start
+    and stop)."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -524,36 +428,12 @@ def quiet_stderr():
         os.close(saved)
 
 
-def _cpu_allocation_peak(events) -> int:
-    r"""The highest running total of the CPU allocator's byte counts (the
-    profiler's :obj:`[memory]` events, positive for an allocation and
-    negative for a free), in time order."""
-    deltas = sorted((e.start_ns(), e.nbytes()) for e in events
-                    if e.name() == '[memory]' and e.device_type()
-                    == torch.autograd.DeviceType.CPU)
-    total = peak = 0
-    for _, nbytes in deltas:
-        total += nbytes
-        peak = max(peak, total)
-    return peak
-
-
 def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
     r"""Runs :obj:`fn()` and returns :obj:`(result, peak_bytes, method)`:
-    the peak of the memory that PyTorch's allocator holds for tensors during
-    the call, above what it held before.
-
-    CUDA: :func:`torch.cuda.max_memory_allocated` above
-    :func:`torch.cuda.memory_allocated` before the call. CPU: PyTorch keeps
-    no such counter, so the call runs under :class:`torch.profiler.profile`
-    with :obj:`profile_memory=True`, which records every allocation and free
-    of the CPU allocator; the peak is the highest running total of the bytes
-    allocated during the call (a free of memory allocated before the call is
-    not recorded, so it does not lower the figure). Both count
-    tensor bytes, not pages, do not depend on the kernel or on memory the C
-    allocator kept from earlier work, and read the same in every run of a
-    process. The profiler adds a few microseconds per operator, which leaves
-    the per-epoch times of the benchmarks unchanged (checked on Cora)."""
+    the peak tensor memory of PyTorch's allocator during the call, above
+    what it held before (CUDA: its peak counter; CPU: the highest running
+    total of the allocations and frees that :class:`torch.profiler`
+    records)."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -573,10 +453,15 @@ def measure_peak_memory(fn: Callable[[], Any], device: torch.device):
     finally:
         with quiet_stderr():
             prof.stop()
-    peak = _cpu_allocation_peak(prof.profiler.kineto_results.events())
-    # The profiler's results sit in reference cycles: without a collection
-    # every measured call keeps its events (about 1 KiB per operator), which
-    # grew a 10-seed Planetoid run to 24 GiB.
+    total = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in
+                            prof.profiler.kineto_results.events()
+                            if e.name() == '[memory]' and e.device_type()
+                            == torch.autograd.DeviceType.CPU):
+        total += nbytes
+        peak = max(peak, total)
+    # The profiler's results sit in reference cycles: collect them (else
+    # about 1 KiB per operator stays behind).
     del prof
     gc.collect()
     return out, peak, 'CPU allocator peak (torch.profiler)'

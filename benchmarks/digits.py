@@ -1,26 +1,17 @@
 """COIN on data without a graph: scikit-learn's digits (1,797 8x8 images).
 
-A Gaussian kNN graph is built over the pixel features with
-``gaussian_knn_graph`` (the COIN authors' construction: k = 6 other
-neighbours, bandwidth from the 3rd), a residual base classifier is trained on
-10 labels per class (10 more per class for validation, the rest is the test
-set), and its class probabilities diffuse over the graph with
-``CoinDiffusionConv(normalization=None)``. Compared on the same label draws:
+A Gaussian kNN graph over the pixels (``gaussian_knn_graph``, the COIN
+authors' construction), a residual base classifier trained on ``--per-class``
+labels per class (as many for validation, the rest for testing), and three
+methods on the same label draws: ``ResNet`` (the base classifier,
+``COIN(K=0)``), ``COIN`` (its probabilities diffused over the graph with
+``normalization=None``) and PyG's ``LabelPropagation`` (50 steps).
 
-* ``ResNet``: the same base classifier without diffusion (``COIN(K=0)``),
-* ``COIN``: the base classifier followed by diffusion over the kNN graph,
-* ``LabelPropagation``: PyG's label propagation (Zhou et al., 2004) over
-  the same graph, ``F <- alpha D^-1/2 W D^-1/2 F + (1 - alpha) Y``, clamped
-  to [0, 1] after each of 50 steps.
-
-    python benchmarks/digits.py                  # 5 label draws, < 1 minute
-    python benchmarks/digits.py --splits 2 --epochs 20 --out-dir /tmp/digits
-
-Writes ``digits.json`` and ``digits.md`` to ``--out-dir``.
+    python benchmarks/digits.py
+    python benchmarks/digits.py --splits 2 --epochs 20  # tiny
 """
 import os.path as osp
 import sys
-import time
 
 import torch
 from sklearn.datasets import load_digits
@@ -45,27 +36,19 @@ def main(argv=None):
                        'images per class'))
     parser.add_argument('--alpha', type=float, default=0.99,
                         help='label propagation')
-    # A graph this small runs fastest on one thread (and much faster on a
-    # busy machine).
-    parser.set_defaults(threads=1)
+    parser.set_defaults(threads=1)  # (A graph this small: one is fastest.)
     args, command = common.parse_args(parser, argv, 'digits')
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float) / 16.
     y = torch.tensor(digits.target, dtype=torch.long)
-    t = time.perf_counter()
     edge_index, edge_weight = gaussian_knn_graph(x, args.k, args.bandwidth_k)
-    graph_s = time.perf_counter() - t
     data = Data(x=x, y=y, edge_index=edge_index, edge_weight=edge_weight)
-    num_classes = int(y.max()) + 1
-    print(f'digits: {x.size(0)} images, {x.size(1)} features, kNN graph '
-          f'with {edge_index.size(1)} edges in {graph_s:.3f} s')
-
+    C = int(y.max()) + 1
     models = {
-        'ResNet': lambda: COIN(x.size(1), num_classes, None, K=0),
-        'COIN': lambda: COIN(x.size(1), num_classes, None, K=args.K,
-                             sigma2=args.sigma2, normalization=None,
-                             cached=True),
+        'ResNet': lambda: COIN(x.size(1), C, None, K=0),
+        'COIN': lambda: COIN(x.size(1), C, None, K=args.K, sigma2=args.sigma2,
+                             normalization=None, cached=True),
     }
     acc = {name: [] for name in list(models) + ['LabelPropagation']}
     generator = torch.Generator().manual_seed(args.seed)
@@ -74,23 +57,22 @@ def main(argv=None):
             y, args.per_class, args.per_class, generator=generator)
         for name, make_model in models.items():
             torch.manual_seed(args.seed + run)
-            res = fit(make_model(), data, train, val, test,
-                      epochs=args.epochs, lr=args.lr)
+            res, = fit(make_model(), data, train, val, test,
+                       epochs=args.epochs, lr=args.lr)
             acc[name].append(res['test_acc'])
         pred = LabelPropagation(50, args.alpha)(
             y, edge_index, mask=train, edge_weight=edge_weight).argmax(-1)
         acc['LabelPropagation'].append(float((pred[test] == y[test]).float()
                                              .mean()))
 
-    rows = []
-    for name, values in acc.items():
-        rows.append(dict(method=name, **reporting.summarize(values),
-                         runs=values))
-        print(f'{name:>16}: test accuracy {100 * rows[-1]["mean"]:.2f} '
-              f'± {100 * rows[-1]["std"]:.2f} ({len(values)} label draws)')
-
-    def markdown(result):
-        return (
+    rows = [dict(method=name, **reporting.summarize(v), runs=v)
+            for name, v in acc.items()]
+    for r in rows:
+        print(f"{r['method']:>16}: test accuracy {100 * r['mean']:.2f} ± "
+              f"{100 * r['std']:.2f} ({r['n']} label draws)")
+    return reporting.save(args.out_dir, 'digits', dict(
+        command=command, args=vars(args), num_nodes=x.size(0),
+        num_edges=edge_index.size(1), results=rows), lambda result: (
             f"scikit-learn digits, {args.per_class} labels per class (+ as "
             f"many for validation), {args.splits} label draws, kNN graph "
             f"k={args.k}, bandwidth_k={args.bandwidth_k}; COIN K={args.K}, "
@@ -99,12 +81,7 @@ def main(argv=None):
             + reporting.markdown_table(
                 ['method', 'test accuracy (%)'],
                 [[r['method'], reporting.fmt_mean(r, scale=100, digits=2)]
-                 for r in rows]))
-
-    return reporting.save(args.out_dir, 'digits', dict(
-        command=command, args=vars(args), num_nodes=x.size(0),
-        num_edges=edge_index.size(1), graph_seconds=graph_s, results=rows),
-        markdown)
+                 for r in rows])))
 
 
 if __name__ == '__main__':

@@ -1,28 +1,15 @@
-"""What the package defaults cost: a COIN training step against PyG's GCN,
-and an uncached diffusion layer against a cached one.
+"""What the package defaults cost: a COIN training step against PyG's GCN, an
+uncached diffusion layer against a cached one, and R runs in one pass.
 
     python benchmarks/step_time.py                  # Cora, 2 threads
-    python benchmarks/step_time.py --repeats 5 --nodes 2000  # quick
 
-Training steps (public Cora, ``torch.sparse`` CSR features for COIN, the
-dense features for GCN; forward, NLL on the training nodes, backward and a
-``torch.optim.Adam`` step, lr 0.01, weight decay 5e-4, all in training
-mode): PyG's ``torch_geometric.nn.models.GCN`` (2 layers, 64 hidden, dropout
-0.5) against ``COIN(num_features, num_classes)`` with the package defaults
-(64 hidden, K=20, sigma2=0.35, not cached), the same with ``cached=True``,
-at the authors' width (``hidden_channels=None``) and under
-``torch.compile`` (default settings; one graph break at the diffusion).
-
-Layer forwards (no gradients): ``CoinDiffusionConv()`` (defaults) against
-``CoinDiffusionConv(cached=True)`` on Cora and on a random graph of
-``--nodes`` nodes (``--degree`` edges per node), with 7 and 64 channels; the
-uncached layer once with the same tensors at every call (its graph is
-prepared once) and once with a new ``edge_index`` tensor at every call (its
-graph is prepared at every call); PyG's ``APPNP(K=20, alpha=0.1)``
-uncached against cached beside it.
-
-Every case is timed in interleaved rounds in one process; the figures are
-medians and the ratios are against the baseline of the same run.
+Public Cora. Training steps (Adam, lr 0.01, weight decay 5e-4) of PyG's
+``GCN`` (64 hidden) against ``COIN(num_features, num_classes)`` on CSR
+features, with ``cached=True``, at the authors' width and compiled; layer
+forwards of ``CoinDiffusionConv()`` against ``cached=True``, PyG's ``APPNP``
+beside it, in interleaved rounds (medians). Runs in one pass:
+``training.fit`` of R runs (seeds 0 to R-1) one by one against the same runs
+stacked (``models.stack``), ``--epochs`` epochs, no early stopping.
 """
 import os.path as osp
 import statistics
@@ -32,6 +19,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from torch_geometric.nn import APPNP
 from torch_geometric.nn.models import GCN
 
@@ -39,10 +27,13 @@ from torch_geometric_coin.nn import COIN, CoinDiffusionConv
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import common  # noqa: E402
+import models  # noqa: E402
 import reporting  # noqa: E402
+from training import fit  # noqa: E402
 
 warnings.filterwarnings('ignore', '.*Sparse CSR tensor support.*')
 warnings.filterwarnings('ignore', '.*Explicit diffusion is unstable.*')
+STACKED = ('COIN', 'GCN')
 
 
 def timed(cases, repeats: int, warmup: int = 3):
@@ -63,7 +54,7 @@ def timed(cases, repeats: int, warmup: int = 3):
 def training_steps(data, compile: bool):
     mask, y, x_csr = data.train_mask, data.y, common.sparse_features(data)
     C, F_in = data.num_classes, data.num_features
-    models = {
+    cases = {
         'GCN (PyG, 64 hidden)': (GCN(F_in, 64, 2, C, dropout=0.5), data.x),
         'COIN defaults': (COIN(F_in, C), x_csr),
         'COIN cached=True': (COIN(F_in, C, cached=True), x_csr),
@@ -72,15 +63,13 @@ def training_steps(data, compile: bool):
                                                   cached=True), x_csr),
     }
     if compile:
-        models['COIN defaults, torch.compile'] = (torch.compile(COIN(F_in,
-                                                                     C)),
-                                                  x_csr)
+        cases['COIN defaults, torch.compile'] = (torch.compile(COIN(F_in, C)),
+                                                 x_csr)
     steps = {}
-    for name, (model, x) in models.items():
+    for name, (model, x) in cases.items():
         opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
-        log = name.startswith('GCN')
 
-        def step(model=model, x=x, opt=opt, log=log):
+        def step(model=model, x=x, opt=opt, log=name.startswith('GCN')):
             opt.zero_grad()
             out = model(x, data.edge_index)
             out = out.log_softmax(-1) if log else out
@@ -104,6 +93,32 @@ def layer_forwards(edge_index, num_nodes: int, channels: int):
     }
 
 
+def stacked_runs(data, name: str, runs: int, epochs: int):
+    r"""Seconds of :func:`training.fit` of :obj:`runs` runs of :obj:`name`
+    one by one and stacked in one model, and their mean test accuracy."""
+    def build(seed):
+        torch.manual_seed(seed)
+        return models.build_model(name, 'Cora', data.num_features,
+                                  data.num_classes)
+
+    split = (data.train_mask, data.val_mask, data.test_mask)
+    singles, train = zip(*[build(seed) for seed in range(runs)])
+    stacked = models.stack([build(seed)[0] for seed in range(runs)])
+    kw = dict(epochs=epochs, lr=train[0]['lr'],
+              weight_decay=train[0]['weight_decay'])
+    t0 = time.perf_counter()
+    one = [fit(model, data, *split, **kw)[0] for model in singles]
+    t1 = time.perf_counter()
+    many = fit(stacked, common.stacked_features(data),
+               *models.stacked_masks([split] * runs), **kw)
+    t2 = time.perf_counter()
+    return dict(runs=runs, epochs=epochs, one_by_one_s=t1 - t0,
+                stacked_s=t2 - t1, speedup=(t1 - t0) / (t2 - t1),
+                test_acc_one_by_one=statistics.fmean(
+                    r['test_acc'] for r in one),
+                test_acc_stacked=statistics.fmean(r['test_acc'] for r in many))
+
+
 def markdown(p):
     text = (f"Command: `{p['command']}`\n\n{p['machine']}, {p['threads']} "
             f"threads, {p['date']}; medians of "
@@ -118,11 +133,21 @@ def markdown(p):
             for case, r in cases.items()]
     text += reporting.markdown_table(
         ['graph, channels', 'layer', 'ms / forward', 'x cached'], rows)
+    text += ("\n### R runs in one pass (one by one on dense features, "
+             "stacked on sparse ones)\n\n")
+    rows = [[name, r['runs'], r['epochs'], f"{r['one_by_one_s']:.2f}",
+             f"{r['stacked_s']:.2f}", f"{r['speedup']:.1f}x",
+             f"{100 * r['test_acc_one_by_one']:.1f}",
+             f"{100 * r['test_acc_stacked']:.1f}"]
+            for name, r in p['stacked'].items()]
+    text += reporting.markdown_table(
+        ['model', 'R', 'epochs', 's one by one', 's stacked', 'speed-up',
+         'test acc % one by one', 'test acc % stacked'], rows)
     return text
 
 
 def main(argv=None):
-    parser = common.parser(__doc__, root=common.SHARED)
+    parser = common.parser(__doc__, root=common.SHARED, epochs=10)
     parser.add_argument('--repeats', type=int, default=20,
                         help='interleaved timed rounds (medians)')
     parser.add_argument('--nodes', type=int, default=20000,
@@ -131,8 +156,12 @@ def main(argv=None):
                         help='edges per node of the random graph')
     parser.add_argument('--no-compile', action='store_true',
                         help='leave out the torch.compile case')
+    parser.add_argument('--runs', type=int, default=10,
+                        help='R, the runs trained in one pass')
     parser.set_defaults(threads=2)
     args, command = common.parse_args(parser, argv, 'step_time')
+    if args.runs < 1:
+        parser.error(f'--runs must be positive (got {args.runs})')
     torch.manual_seed(0)
     with common.data_errors(parser):
         data = common.load_planetoid(osp.join(args.root, 'planetoid'),
@@ -143,8 +172,6 @@ def main(argv=None):
     steps = {name: dict(ms=s * 1e3, vs_gcn=s / gcn) for name, s in t.items()}
     steps['COIN defaults']['vs_cached'] = (
         t['COIN defaults'] / t['COIN cached=True'])
-    for name, r in steps.items():
-        print(f"step {name}: {r['ms']:.2f} ms ({r['vs_gcn']:.2f} x GCN)")
 
     graphs = {'Cora': (data.edge_index, data.num_nodes),
               f'random {args.nodes}': (common.random_graph(
@@ -159,13 +186,12 @@ def main(argv=None):
             layers[key] = {case: dict(ms=s * 1e3, vs_cached=s / t[
                 ('APPNP' if case.startswith('APPNP') else 'CoinDiffusionConv')
                 + ' cached=True']) for case, s in t.items()}
-            for case, r in layers[key].items():
-                print(f"{key} {case}: {r['ms']:.3f} ms "
-                      f"({r['vs_cached']:.2f} x cached)", flush=True)
+    stacked = {name: stacked_runs(data, name, args.runs, args.epochs)
+               for name in tqdm(STACKED, desc='runs in one pass')}
     payload = reporting.stamp(dict(command=command, threads=args.threads,
                                    torch=torch.__version__,
                                    repeats=args.repeats, steps=steps,
-                                   layers=layers))
+                                   layers=layers, stacked=stacked))
     print(markdown(payload))
     return reporting.save(args.out_dir, 'step_time', payload, markdown)
 

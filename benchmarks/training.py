@@ -1,58 +1,52 @@
-"""The one training loop of the benchmarks: :func:`fit` trains a model on the
-nodes of one graph, full batch, and evaluates it at its best validation
-epoch (classification by accuracy, or regression by a loss)."""
+"""The one training loop of the benchmarks: :func:`fit` trains a node model,
+full batch, and evaluates it at its best validation epoch."""
 import copy
+import math
+import numbers
 import statistics
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torch_geometric_coin._checks import check_bool, check_number
+
+def _check_number(name: str, value: Any, integer: bool, low: float,
+                  open_low: bool = False) -> None:
+    if not (isinstance(value, numbers.Integral if integer else numbers.Real)
+            and not isinstance(value, bool) and math.isfinite(value)
+            and (value > low or (value == low and not open_low))):
+        what = 'an integer' if integer else 'a finite number'
+        raise ValueError(f"'{name}' must be {what} "
+                         f"{'>' if open_low else '>='} {low} (got {value!r})")
 
 
-@torch.no_grad()
-def _evaluate(model: torch.nn.Module, forward: Callable, data: Any,
-              y: Tensor, masks: Dict[str, Tensor], loss_fn: Callable,
-              accuracy: bool,
-              metric: Optional[Callable[[Tensor, Tensor], float]],
-              ) -> Dict[str, float]:
-    model.eval()
-    out = forward(model, data)
-    res = {}
-    for name, mask in masks.items():
-        res[f'{name}_loss'] = float(loss_fn(out[mask], y[mask]))
-        if accuracy:
-            pred = out[mask].argmax(dim=-1)
-            res[f'{name}_acc'] = (
-                float((pred == y[mask]).float().mean()) if metric is None
-                else float(metric(y[mask], pred)))
-    return res
+def _nan_error(key: str, epoch: int, run: Optional[int] = None):
+    split, what = key.split('_')
+    return FloatingPointError(
+        f"The {split} {'score' if what == 'acc' else 'loss'} is NaN at epoch "
+        f"{epoch}{'' if run is None else f' in run {run}'} (the model output "
+        f"NaN on the '{split}_mask' nodes)")
 
 
 def _check_finite(metrics: Dict[str, float], epoch: int):
-    r"""Raises a :class:`FloatingPointError` on a NaN metric (a loss or score
-    over an empty or NaN output), instead of selecting or returning it."""
     for key, value in metrics.items():
         if math.isnan(value):
-            split, what = key.split('_')
-            what = {'acc': 'score', 'loss': 'loss'}[what]
-            raise FloatingPointError(
-                f"The {split} {what} is NaN at epoch {epoch} (the model "
-                f"output NaN on the '{split}_mask' nodes)")
+            raise _nan_error(key, epoch)
+
+
+def _got(mask: Any) -> str:
+    return (f'{mask.dtype} of shape {tuple(mask.shape)}'
+            if isinstance(mask, Tensor) else type(mask).__name__)
 
 
 def _check_mask(name: str, mask: Any, num_nodes: int) -> None:
     if not isinstance(mask, Tensor) or mask.dtype.is_floating_point \
             or mask.dtype.is_complex or mask.dim() != 1:
-        got = (f'{mask.dtype} of shape {tuple(mask.shape)}'
-               if isinstance(mask, Tensor) else type(mask).__name__)
         raise TypeError(f"'{name}' must be a boolean mask or a vector of "
-                        f"node indices (got {got})")
+                        f"node indices (got {_got(mask)})")
     if mask.dtype == torch.bool:
         if mask.numel() != num_nodes:
             raise ValueError(f"'{name}' must be a boolean mask of the "
@@ -72,11 +66,8 @@ def _check_mask(name: str, mask: Any, num_nodes: int) -> None:
 
 def adam(params: Iterable[Any], lr: float = 0.01,
          weight_decay: float = 5e-4) -> torch.optim.Adam:
-    r"""The benchmarks' Adam: PyTorch's fused implementation where it runs
-    (floating-point parameters on the CPU or CUDA), the same update in one
-    kernel per step (on the CPU about 6x faster than the default loop for
-    the 2 M parameters of COIN at the authors' width), otherwise the
-    default."""
+    r"""Adam, fused (one kernel per step) where all parameters are
+    floating-point tensors on the CPU or CUDA."""
     params = [dict(g, params=list(g['params'])) if isinstance(g, dict)
               else g for g in params]
     tensors = [p for group in params for p in (
@@ -94,114 +85,53 @@ def _default_forward(model: torch.nn.Module, data: Any) -> Tensor:
     return model(data.x, data.edge_index, edge_weight)
 
 
-def fit(
-    model: torch.nn.Module,
-    data: Any,
-    train_mask: Tensor,
-    val_mask: Optional[Tensor],
-    test_mask: Tensor,
-    epochs: int = 200,
-    lr: float = 0.01,
-    weight_decay: float = 5e-4,
-    patience: Optional[int] = None,
-    forward: Optional[Callable[[torch.nn.Module, Any], Tensor]] = None,
-    progress: Optional[Callable[[int, Dict[str, float]], None]] = None,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.nll_loss,
-    accuracy: bool = True,
-    param_groups: Optional[Iterable[Dict[str, Any]]] = None,
-    metric: Optional[Callable[[Tensor, Tensor], float]] = None,
-) -> List[Dict[str, float]]:
-    r"""Trains a transductive node model with Adam, full batch: by default a
-    classifier that returns log-probabilities, with the negative
-    log-likelihood, evaluated at the epoch of best validation accuracy (ties:
-    lower validation loss). The one training loop of the benchmarks.
+def fit(model: torch.nn.Module, data: Any, train_mask: Tensor,
+        val_mask: Optional[Tensor], test_mask: Tensor, epochs: int = 200,
+        lr: float = 0.01, weight_decay: float = 5e-4,
+        patience: Optional[int] = None, forward: Optional[Callable] = None,
+        progress: Optional[Callable[[int, Dict], None]] = None,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.nll_loss,
+        accuracy: bool = True, param_groups: Optional[Iterable[Dict]] = None,
+        metric: Optional[Callable[[Tensor, Tensor], float]] = None,
+        ) -> List[Dict[str, float]]:
+    r"""Trains a transductive node model with Adam, full batch, on the
+    nodes of :obj:`train_mask` (a boolean mask or node indices), calling
+    :obj:`forward(model, data)` (default: :obj:`model(x, edge_index[,
+    edge_weight])`) and :obj:`progress(epoch, metrics)` after each epoch,
+    and returns the metrics of the epoch of best validation accuracy (ties:
+    lower validation loss), with the model restored to that epoch.
 
     With :obj:`patience`, training stops once neither the validation loss
-    fell nor the validation accuracy rose for :obj:`patience` epochs (the
-    protocol of GAT and of the COIN paper).
+    fell nor the validation accuracy rose for :obj:`patience` epochs.
+    Without :obj:`val_mask`, the final model is evaluated. With
+    :obj:`accuracy=False` (*e.g.*, :obj:`loss_fn=F.mse_loss`), selection
+    and early stopping watch the validation loss only. :obj:`metric(y_true,
+    y_pred)` replaces the accuracy (*e.g.*, an OGB :obj:`Evaluator`);
+    :obj:`param_groups` replaces :obj:`model.parameters()` in Adam.
 
-    Without a validation set (:obj:`val_mask=None`, *e.g.*, few-shot
-    episodes), it trains for :obj:`epochs` epochs and evaluates the final
-    model once. With :obj:`accuracy=False` and another :obj:`loss_fn`
-    (*e.g.*, :obj:`F.mse_loss` for node regression), the best epoch is the
-    one of lowest validation loss and early stopping watches the validation
-    loss only.
+    **Stacked runs.** With :obj:`[R, N]` boolean masks and a stacked model
+    (:func:`models.stack`), it trains R runs at once: the loss is the sum of
+    each run's mean NLL on its own nodes; selection and early stopping are
+    per run (a stopped run is frozen), and each run's parameters are
+    restored to its selected epoch. Default :obj:`loss_fn` and
+    :obj:`accuracy` only; :obj:`progress` gets tensors of R values.
+    Empty masks raise a :class:`ValueError`, a NaN loss or score a
+    :class:`FloatingPointError`.
 
-    **Stacked runs.** With boolean masks of shape :obj:`[R, N]` and a
-    stacked model (:func:`models.stack`: a :obj:`num_runs` attribute R, every
-    parameter with a leading dimension R, output :obj:`[R, N, C]`
-    log-probabilities), it trains R independent runs at once, each on its
-    own masks: the loss is the sum over the runs of each run's mean
-    negative log-likelihood on its training nodes, so that each run gets the
-    gradient it would get alone (Adam and its weight decay act element by
-    element). Evaluation, best-epoch selection and early stopping are per
-    run, as tensors read from the device once per epoch: a run that stopped
-    keeps being computed, but its selection is frozen, and training ends
-    when all runs stopped (or after :obj:`epochs`). Each run's parameters
-    (rows of the stacked ones) are restored to its selected epoch. Only the
-    default :obj:`loss_fn`, :obj:`accuracy=True` and no :obj:`metric`;
-    :obj:`progress` gets tensors of R values.
-
-    Empty masks are refused (:class:`ValueError`), and a NaN loss or score
-    stops training with a :class:`FloatingPointError` that names the epoch
-    (never a selection among NaN, or NaN metrics).
-
-    Args:
-        model (torch.nn.Module): The model, called as
-            :obj:`forward(model, data)`.
-        data (torch_geometric.data.Data): The graph, with :obj:`x`,
-            :obj:`edge_index` and :obj:`y`.
-        train_mask (torch.Tensor): Training nodes (boolean mask or indices),
-            at least one; :obj:`[R, N]` boolean masks for stacked runs
-            (then also :obj:`val_mask` and :obj:`test_mask`).
-        val_mask (torch.Tensor, optional): Validation nodes (at least one),
-            or :obj:`None` for no model selection.
-        test_mask (torch.Tensor): Test nodes, at least one.
-        epochs (int, optional): Maximum number of epochs, :obj:`>= 1`.
-            (default: :obj:`200`)
-        lr (float, optional): Learning rate, :obj:`> 0`.
-            (default: :obj:`0.01`)
-        weight_decay (float, optional): Weight decay, :obj:`>= 0`.
-            (default: :obj:`5e-4`)
-        patience (int, optional): Early-stopping patience, :obj:`>= 1`
-            (needs :obj:`val_mask`). (default: :obj:`None`)
-        forward (Callable, optional): How to call the model; by default
-            :obj:`model(data.x, data.edge_index[, data.edge_weight])`.
-        progress (Callable, optional): Called as :obj:`progress(epoch,
-            metrics)` after each epoch.
-        loss_fn (Callable, optional): The training and evaluation loss,
-            called as :obj:`loss_fn(out[mask], data.y[mask])`.
-            (default: :obj:`F.nll_loss`)
-        accuracy (bool, optional): Whether the outputs are class scores
-            whose :obj:`argmax` is scored by accuracy (and selects the best
-            epoch). (default: :obj:`True`)
-        param_groups (Iterable[dict], optional): Parameter groups of Adam
-            with their own options (*e.g.*, GCNII's per-layer weight decay);
-            :obj:`lr` and :obj:`weight_decay` are their defaults. By default,
-            all of :obj:`model.parameters()`. (default: :obj:`None`)
-        metric (Callable, optional): The accuracy-like score, called as
-            :obj:`metric(y_true, y_pred)` on the nodes of each split with
-            predicted class indices (*e.g.*, an OGB :obj:`Evaluator`), and
-            reported as :obj:`*_acc`; by default the accuracy (only with
-            :obj:`accuracy=True`). (default: :obj:`None`)
-
-    Returns:
-        A list with one dictionary per run (one for a single model, R for
-        stacked runs): :obj:`train_acc`, :obj:`val_acc`, :obj:`test_acc`
-        (with :obj:`accuracy=True`), the matching losses, :obj:`epoch` (the
-        selected epoch, the last one without :obj:`val_mask`),
-        :obj:`epochs` (the number run), :obj:`time_per_epoch` (the median
-        seconds of a training step, of all runs together) and :obj:`runs`
-        (R, 1 for a single model).
+    Returns one dictionary per run: :obj:`train/val/test_acc` and
+    :obj:`_loss`, :obj:`epoch` (selected), :obj:`epochs` (run), the median
+    :obj:`time_per_epoch` and :obj:`runs`.
     """
-    check_number('epochs', epochs, integer=True, low=1)
-    check_number('lr', lr, low=0, open_low=True)
-    check_number('weight_decay', weight_decay, low=0)
+    _check_number('epochs', epochs, integer=True, low=1)
+    _check_number('lr', lr, integer=False, low=0, open_low=True)
+    _check_number('weight_decay', weight_decay, integer=False, low=0)
     if patience is not None:
-        check_number('patience', patience, integer=True, low=1)
+        _check_number('patience', patience, integer=True, low=1)
     if val_mask is None and patience is not None:
         raise ValueError("'patience' needs a 'val_mask'")
-    check_bool('accuracy', accuracy)
+    if not isinstance(accuracy, (bool, np.bool_)):
+        raise TypeError(f"'accuracy' must be True or False (got "
+                        f"{accuracy!r})")
     if metric is not None and not accuracy:
         raise ValueError("'metric' scores class predictions: it needs "
                          "'accuracy=True'")
@@ -228,23 +158,18 @@ def fit(
             torch.cuda.synchronize(loss.device)
         times.append(time.perf_counter() - start)
 
-        if val_mask is None:
-            metrics = runs.train_metrics(loss, epoch)
-            if progress is not None:
-                progress(epoch, metrics)
-            continue
-        metrics = runs.evaluate(model, forward, data)
+        metrics = (runs.train_metrics(loss, epoch) if val_mask is None
+                   else runs.evaluate(model, forward, data))
         if progress is not None:
             progress(epoch, metrics)
-        if runs.select(model, epoch, metrics):
+        if val_mask is not None and runs.select(model, epoch, metrics):
             break
     return runs.result(model, forward, data, epoch,
                        statistics.median(times))
 
 
 class _Run:
-    r"""The bookkeeping of :func:`fit` for one model: its training loss,
-    evaluation, best-epoch selection, early stopping and result."""
+    r"""The bookkeeping of :func:`fit` for one model."""
     def __init__(self, y, train_mask, val_mask, test_mask, loss_fn,
                  accuracy, metric, patience):
         for name, mask in (('train_mask', train_mask), ('val_mask', val_mask),
@@ -259,12 +184,10 @@ class _Run:
         self.has_val = val_mask is not None
         self.best: Dict[str, float] = {}
         self.best_state = None
-        self.best_loss, self.best_acc, self.bad_epochs = (float('inf'), -1.0,
-                                                          0)
+        self.best_loss, self.best_acc, self.bad_epochs = float('inf'), -1., 0
 
     def train_loss(self, out: Tensor, epoch: int) -> Tensor:
-        y, mask = self.y, self.train_mask
-        loss = self.loss_fn(out[mask], y[mask])
+        loss = self.loss_fn(out[self.train_mask], self.y[self.train_mask])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"The training loss is {loss.item()} "
                                      f"at epoch {epoch}")
@@ -273,13 +196,24 @@ class _Run:
     def train_metrics(self, loss: Tensor, epoch: int) -> Dict[str, float]:
         return {'train_loss': loss.item()}
 
+    @torch.no_grad()
     def evaluate(self, model, forward, data) -> Dict[str, float]:
-        return _evaluate(model, forward, data, self.y, self.masks,
-                         self.loss_fn, self.accuracy, self.metric)
+        model.eval()
+        out, y = forward(model, data), self.y
+        res = {}
+        for name, mask in self.masks.items():
+            res[f'{name}_loss'] = float(self.loss_fn(out[mask], y[mask]))
+            if self.accuracy:
+                pred = out[mask].argmax(dim=-1)
+                res[f'{name}_acc'] = (
+                    float((pred == y[mask]).float().mean())
+                    if self.metric is None
+                    else float(self.metric(y[mask], pred)))
+        return res
 
     def select(self, model, epoch: int, metrics: Dict[str, float]) -> bool:
         r"""Keeps the epoch if it is the best so far; returns whether
-        training stops (early stopping)."""
+        training stops."""
         _check_finite(metrics, epoch)
         val_loss = metrics['val_loss']
         val_acc = metrics['val_acc'] if self.accuracy else -val_loss
@@ -289,11 +223,9 @@ class _Run:
                     and val_loss < best['val_loss'])):
             self.best = dict(metrics, epoch=epoch, _score=val_acc)
             self.best_state = copy.deepcopy(model.state_dict())
-        if val_loss < self.best_loss or (self.accuracy
-                                         and val_acc > self.best_acc):
-            self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
+        better = val_loss < self.best_loss or (self.accuracy
+                                               and val_acc > self.best_acc)
+        self.bad_epochs = 0 if better else self.bad_epochs + 1
         self.best_loss = min(self.best_loss, val_loss)
         self.best_acc = max(self.best_acc, val_acc)
         return self.patience is not None and \
@@ -317,11 +249,9 @@ def _check_stacked_mask(name: str, mask: Any, num_runs: int,
                         num_nodes: int) -> Tensor:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool \
             or mask.shape != (num_runs, num_nodes):
-        got = (f'{mask.dtype} of shape {tuple(mask.shape)}'
-               if isinstance(mask, Tensor) else type(mask).__name__)
         raise TypeError(f"'{name}' of stacked runs must be a boolean mask of "
                         f"shape [num_runs, num_nodes] = [{num_runs}, "
-                        f"{num_nodes}] (got {got})")
+                        f"{num_nodes}] (got {_got(mask)})")
     count = mask.sum(dim=1)
     empty = (count == 0).nonzero().view(-1).tolist()
     if empty:
@@ -331,9 +261,8 @@ def _check_stacked_mask(name: str, mask: Any, num_runs: int,
 
 
 class _StackedRuns:
-    r"""The bookkeeping of :func:`fit` for R runs stacked in one model
-    (:func:`models.stack`): per-run losses, metrics, selection and early
-    stopping as tensors of R entries, read from the device once per epoch."""
+    r"""The bookkeeping of :func:`fit` for R stacked runs, as tensors of R
+    entries read from the device once per epoch."""
     def __init__(self, model, y, train_mask, val_mask, test_mask, loss_fn,
                  accuracy, metric, patience):
         if not accuracy or metric is not None or loss_fn is not F.nll_loss:
@@ -345,25 +274,23 @@ class _StackedRuns:
         if R is None:
             raise TypeError(f"Masks of shape [num_runs, num_nodes] train the "
                             f"runs of a stacked model (with 'num_runs', see "
-                            f"models.stack), not "
-                            f"{type(model).__name__}")
+                            f"models.stack), not {type(model).__name__}")
         self.params = list(model.parameters())
         for name, p in model.named_parameters():
             if p.dim() == 0 or p.size(0) != R:
                 raise ValueError(f"Every parameter of a stacked model must "
                                  f"have a leading dimension of num_runs={R} "
                                  f"('{name}' has shape {list(p.shape)})")
-        N = y.size(0)
+        N, device = y.size(0), y.device
         self.y, self.R, self.patience = y, R, patience
         self.masks, self.counts = {}, {}
         for name, mask in (('train', train_mask), ('test', test_mask),
                            ('val', val_mask)):
             if mask is not None or name != 'val':
                 self.counts[name] = _check_stacked_mask(
-                    f'{name}_mask', mask, R, N).to(y.device)
-                self.masks[name] = mask.to(y.device)
+                    f'{name}_mask', mask, R, N).to(device)
+                self.masks[name] = mask.to(device)
         self.has_val = val_mask is not None
-        device = y.device
         self.active = torch.ones(R, dtype=torch.bool, device=device)
         self.stopped_at = torch.zeros(R, dtype=torch.long, device=device)
         self.best_epoch = torch.zeros(R, dtype=torch.long, device=device)
@@ -371,7 +298,7 @@ class _StackedRuns:
         self.best_params = [p.detach().clone() for p in self.params]
         self.best_loss = self.best_acc = None  # early stopping
         self.bad_epochs = torch.zeros(R, dtype=torch.long, device=device)
-        self._train_losses = None
+        self.train_losses = None
 
     def _nll(self, out: Tensor) -> Tensor:
         R, N = self.R, self.y.size(0)
@@ -383,35 +310,30 @@ class _StackedRuns:
         return -out.gather(2, index).squeeze(2)
 
     def _mean(self, values: Tensor, split: str) -> Tensor:
-        mask = self.masks[split]
         zero = values.new_zeros(())
-        return torch.where(mask, values, zero).sum(1) / self.counts[split]
+        return torch.where(self.masks[split], values, zero).sum(1) / \
+            self.counts[split]
 
     def train_loss(self, out: Tensor, epoch: int) -> Tensor:
-        r"""The sum over the runs of each run's mean loss on its own
-        training nodes (each run gets its own gradient). Its finiteness is
-        checked with the epoch's one read."""
         losses = self._mean(self._nll(out), 'train')
-        self._train_losses = losses.detach()
+        self.train_losses = losses.detach()  # checked with the epoch's read
         return losses.sum()
 
     def _check_train(self, bad: bool, epoch: int):
         if bad:
-            losses = self._train_losses
+            losses = self.train_losses
             run = int((~torch.isfinite(losses) & self.active).nonzero()[0])
             raise FloatingPointError(f"The training loss is "
                                      f"{float(losses[run])} at epoch {epoch} "
                                      f"(run {run})")
 
     def train_metrics(self, loss: Tensor, epoch: int) -> Dict[str, Tensor]:
-        self._check_train(not bool(torch.isfinite(self._train_losses).all()),
+        self._check_train(not bool(torch.isfinite(self.train_losses).all()),
                           epoch)
-        return {'train_loss': self._train_losses}
+        return {'train_loss': self.train_losses}
 
     @torch.no_grad()
     def evaluate(self, model, forward, data) -> Dict[str, Tensor]:
-        r"""Per-run losses and accuracies, tensors of R entries (on the
-        device)."""
         model.eval()
         out = forward(model, data)
         nll = self._nll(out)
@@ -424,10 +346,9 @@ class _StackedRuns:
 
     @torch.no_grad()
     def select(self, model, epoch: int, metrics: Dict[str, Tensor]) -> bool:
-        r"""Per run: keeps the epoch (metrics and parameters) if it is the
-        best so far, and stops the run after :obj:`patience` epochs without
-        progress (a stopped run keeps being computed, but its selection is
-        frozen). Returns whether all runs stopped."""
+        r"""Per run: keeps the epoch if it is the best so far and stops the
+        run after :obj:`patience` epochs without progress. Returns whether
+        all runs stopped."""
         active, R = self.active, self.R
         val_loss, val_acc = metrics['val_loss'], metrics['val_acc']
         if not self.best:
@@ -456,23 +377,18 @@ class _StackedRuns:
             if self.patience is not None else torch.zeros_like(active)
         self.stopped_at = torch.where(stop, epoch, self.stopped_at)
         # The one read of the epoch: NaN metrics or training losses of the
-        # runs still active, and whether any run is.
+        # active runs, and whether any run is still active.
         keys = list(metrics)
         flags = torch.cat([
             torch.stack([(torch.isnan(metrics[k]) & active).any()
                          for k in keys]),
-            (~torch.isfinite(self._train_losses) & active).any().view(1),
+            (~torch.isfinite(self.train_losses) & active).any().view(1),
             (active & ~stop).any().view(1)]).tolist()
         self._check_train(flags[-2], epoch)
         for key, nan in zip(keys, flags):
             if nan:
                 run = int((torch.isnan(metrics[key]) & active).nonzero()[0])
-                split, what = key.split('_')
-                what = {'acc': 'score', 'loss': 'loss'}[what]
-                raise FloatingPointError(
-                    f"The {split} {what} is NaN at epoch {epoch} in run "
-                    f"{run} (the model output NaN on the '{split}_mask' "
-                    f"nodes)")
+                raise _nan_error(key, epoch, run)
         self.active = active & ~stop
         return not flags[-1]
 
@@ -481,8 +397,7 @@ class _StackedRuns:
                time_per_epoch: float) -> List[Dict[str, float]]:
         if not self.has_val:
             best = self.evaluate(model, forward, data)
-            epochs = torch.full((self.R, ), epoch, dtype=torch.long)
-            chosen = epochs
+            chosen = epochs = torch.full((self.R, ), epoch, dtype=torch.long)
         else:
             best = self.best
             for p, b in zip(self.params, self.best_params):
@@ -492,12 +407,8 @@ class _StackedRuns:
         keys = list(best)
         values = torch.stack([best[k].double().cpu() for k in keys]).t()
         if not self.has_val and bool(torch.isnan(values).any()):
-            key = keys[int(torch.isnan(values).any(0).nonzero()[0])]
-            split, what = key.split('_')
-            raise FloatingPointError(
-                f"The {split} {'score' if what == 'acc' else 'loss'} is NaN "
-                f"at epoch {epoch} (the model output NaN on the "
-                f"'{split}_mask' nodes)")
+            raise _nan_error(
+                keys[int(torch.isnan(values).any(0).nonzero()[0])], epoch)
         out = []
         for row, e, n in zip(values.tolist(), chosen.tolist(),
                              epochs.tolist()):

@@ -1,7 +1,10 @@
 import json
 import math
 
+import pytest
 
+
+@pytest.mark.slow
 def test_axioms_tiny(bench, tmp_path):
     out = bench('axioms').main(['--num-nodes', '12', '--K', '3', '--trials',
                                 '2', '--out-dir', str(tmp_path)])

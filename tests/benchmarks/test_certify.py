@@ -1,7 +1,10 @@
 import json
 import math
 
+import pytest
 
+
+@pytest.mark.slow
 def test_certify_tiny(bench, datasets_root, tmp_path, capsys):
     out = bench('certify').main([
         '--epochs', '2', '--n0', '5', '--n', '20', '--K', '2',

@@ -14,13 +14,11 @@ import common
 BENCHMARKS = common.HERE
 ROOT = common.REPO
 
-# The shared helpers; every other file of benchmarks/ answers --help (the
-# modules decoupled and authors_planetoid say which script runs them).
-HELPERS = ('common', 'reporting', 'training')
+# The shared helper modules; every other file of benchmarks/ is a script.
+HELPERS = ('common', 'models', 'reporting', 'training')
 SCRIPTS = sorted(
     osp.basename(p)[:-3] for p in glob.glob(osp.join(BENCHMARKS, '*.py'))
     if osp.basename(p)[:-3] not in HELPERS)
-MODULES = ('decoupled', 'authors_planetoid')
 
 
 @pytest.fixture(scope='module')
@@ -49,22 +47,20 @@ def test_help(helps, script):
     rc, out, err = helps[script]
     assert rc == 0, err[-2000:]
     assert 'usage:' in out
-    if script not in MODULES:
-        # Defaults are shown, the default --out-dir is the untracked runs/.
-        flat = ''.join(out.split())
-        assert '(default:' in out
-        assert '--out-dir' in out and ''.join(common.RUNS.split()) in flat
+    # Defaults are shown, the default --out-dir is the untracked runs/.
+    flat = ''.join(out.split())
+    assert '(default:' in out
+    assert '--out-dir' in out and ''.join(common.RUNS.split()) in flat
 
 
 # (script, arguments besides --root and --out-dir) that need data:
 NEEDS_DATA = [
     ('planetoid', ['--datasets', 'Cora', '--models', 'COIN']),
-    ('planetoid', ['--setting', 'authors', '--datasets', 'Cora']),
+    ('planetoid', ['--protocol', 'public', '--datasets', 'Cora']),
     ('planetoid', ['--datasets', 'chameleon_filtered']),
-    ('search', ['--datasets', 'Cora']),
     ('ablation', []),
     ('certify', []),
-    ('stacked', []),
+    ('knn', ['--parts', 'coin']),
     ('step_time', []),
     ('ogbn', []),
     ('few_shot', []),
@@ -95,8 +91,8 @@ def test_missing_data_is_one_line(bench, script, argv, tmp_path, capsys):
 def test_root_is_the_datasets_folder(bench, monkeypatch):
     # One meaning of --root: the folder that holds planetoid/, npz/, ogb/,
     # ... (by default $TORCH_GEOMETRIC_COIN_DATASETS or ../shared/datasets).
-    for script in ('planetoid', 'search', 'ablation', 'certify', 'stacked',
-                   'step_time', 'ogbn', 'few_shot', 'prostate', 'scale'):
+    for script in ('planetoid', 'ablation', 'certify', 'step_time', 'ogbn',
+                   'few_shot', 'prostate', 'scale'):
         module = bench(script)
         seen = {}
 

@@ -5,6 +5,8 @@ import subprocess
 
 import common
 import pytest
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 
@@ -82,23 +84,6 @@ def test_load_planetoid_paper_protocol(tmp_cache, planetoid_root):
     assert raw.x.max() == 1 and raw.x.sum() > raw.num_nodes  # bag of words
     with pytest.raises(FileNotFoundError, match="No 'Cora/raw' under"):
         common.load_planetoid(str(tmp_cache / 'nowhere'), 'Cora', 'public')
-
-
-@pytest.mark.parametrize('name', ['MLP', 'GCN', 'GAT', 'APPNP', 'SGC',
-                                  'GCNII', 'COIN', 'ResNet'])
-def test_build_model(name):
-    model, train = common.build_model(name, 'Cora', 12, 3,
-                                      dict(K=3, sigma2=0.1))
-    x = torch.rand(10, 12)
-    edge_index = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
-    out = model(x, edge_index)
-    assert out.shape == (10, 3)
-    assert torch.allclose(out.exp().sum(dim=-1), torch.ones(10), atol=1e-5)
-    assert train['lr'] > 0 and train['epochs'] >= 100
-    if name == 'ResNet':
-        assert model.diffusion.K == 0
-    with pytest.raises(ValueError, match='Unknown model'):
-        common.build_model('GIN', 'Cora', 12, 3)
 
 
 def test_dataset_root(monkeypatch, tmp_path):
@@ -246,7 +231,7 @@ def test_load_node_dataset_random_splits(tmp_cache, family, name, file):
             assert torch.allclose(nz, torch.full_like(nz, 1 / nz.numel()))
         # Random 20/30/rest splits under both protocols (no public split):
         got = list(common.runs(data, protocol, 3, 2))
-        assert len(got) == 6 == common.num_runs(data, protocol, 3, 2)
+        assert len(got) == 6
         for s, i, seed, train, val, test in got:
             ref = common.random_split(data.y, seed=s)
             assert seed == 1000 * s + i
@@ -280,7 +265,7 @@ def test_load_node_dataset_heterophilous(tmp_cache):
         (0, 1), (1, 0), (1, 2), (2, 1), (4, 5), (5, 4)]
     for protocol in ('paper', 'public'):
         got = list(common.runs(data, protocol, 10, 2))
-        assert len(got) == 20 == common.num_runs(data, protocol, 10, 2)
+        assert len(got) == 20
         for s, i, seed, *split in got:
             for k in range(3):
                 assert torch.equal(split[k], torch.from_numpy(masks[k, s]))
@@ -295,43 +280,9 @@ def test_load_node_dataset_planetoid(tmp_cache, planetoid_root):
     data = common.load_node_dataset(osp.dirname(planetoid_root), 'Cora')
     assert data.num_nodes == 2485 and 'train_mask' not in data
     public = common.load_node_dataset(planetoid_root, 'Cora', 'public')
-    assert common.num_runs(public, 'public', 5, 3) == 3
+    assert len(list(common.runs(public, 'public', 5, 3))) == 3
     (_, _, _, train, _, _), = common.runs(public, 'public', 5, 1)
     assert torch.equal(train, public.train_mask)
-
-
-def test_load_model_config(tmp_path):
-    import json
-    old = tmp_path / 'coin.json'
-    old.write_text(json.dumps({'defaults': {'dropout': 0.5},
-                               'datasets': {'Cora': {'K': 3}}}))
-    new = tmp_path / 'search.json'
-    new.write_text(json.dumps({'models': {
-        'COIN': {'defaults': {'dropout': 0.5},
-                 'datasets': {'Cora': {'K': 4, 'dropout': 0.2}}},
-        'APPNP': {'defaults': {}, 'datasets': {'Cora': {'alpha': 0.2}}}}}))
-    assert common.load_coin_config('Cora', str(old)) == dict(dropout=0.5,
-                                                             K=3)
-    assert common.load_model_config('ResNet', 'Cora', str(new)) == dict(
-        dropout=0.2, K=4)
-    assert common.load_model_config('APPNP', 'Cora', str(new)) == dict(
-        alpha=0.2)
-    assert common.load_model_config('APPNP', 'Cora', str(old)) is None
-    with pytest.raises(ValueError, match="no APPNP entry for 'PubMed'"):
-        common.load_model_config('APPNP', 'PubMed', str(new))
-    # Searched hyper-parameters reach the models and the optimiser:
-    model, train = common.build_model('APPNP', 'Cora', 12, 3, config=dict(
-        K=3, alpha=0.2, hidden_channels=8, dropout=0.3, weight_decay=1e-3))
-    assert (model.prop.K, model.prop.alpha, model.dropout) == (3, 0.2, 0.3)
-    assert model.mlp.lins[0].out_channels == 8
-    assert train['weight_decay'] == 1e-3
-    model, train = common.build_model('COIN', 'Cora', 12, 3, config=dict(
-        K=2, sigma2=4., scheme='implicit', diffuse='logits',
-        hidden_channels=8, weight_decay=5e-5))
-    assert model.diffusion.scheme == 'implicit' and model.diffuse == 'logits'
-    assert train['weight_decay'] == 5e-5
-    with pytest.raises(ValueError, match="not of 'GCN'"):
-        common.build_model('GCN', 'Cora', 12, 3, config=dict(K=2))
 
 
 def test_stacked_features():
@@ -348,3 +299,46 @@ def test_stacked_features():
     assert common.stacked_features(dense, 'sparse').x.is_sparse
     with pytest.raises(ValueError, match="Unknown 'x_layout'"):
         common.stacked_features(data, 'csr')
+
+
+def _tiny_npz(path):
+    # A gnn-benchmark file: 3 classes (labels 2, 5, 9) of 60 nodes on a
+    # directed path, one duplicated edge, a self-loop and a 2-node component
+    # apart; binary and weighted features.
+    n = 62
+    y = np.r_[np.repeat([2, 5, 9], 20), 9, 9]
+    row = np.r_[np.arange(59), 3, 7, 60]
+    col = np.r_[np.arange(1, 60), 4, 7, 61]
+    adj = sp.csr_matrix((np.ones(row.size, np.float32), (row, col)),
+                        shape=(n, n))
+    attr = sp.csr_matrix(np.random.RandomState(0).rand(n, 6) *
+                         (np.random.RandomState(1).rand(n, 6) < 0.5))
+    np.savez(path, adj_data=adj.data, adj_indices=adj.indices,
+             adj_indptr=adj.indptr, adj_shape=np.array(adj.shape),
+             attr_data=attr.data, attr_indices=attr.indices,
+             attr_indptr=attr.indptr, attr_shape=np.array(attr.shape),
+             labels=y)
+    return attr.toarray()
+
+
+def test_load_npz_graph(tmp_path):
+    attr = _tiny_npz(tmp_path / 'cora.npz')
+    data = common.load_npz_graph(str(tmp_path / 'cora.npz'))
+    # The largest component: the 60-node path, unweighted, both
+    # directions, no self-loop, the duplicate merged.
+    assert data.num_nodes == 60 and data.num_edges == 2 * 59
+    assert data.is_undirected() and not data.has_self_loops()
+    assert data.y.tolist() == [0] * 20 + [1] * 20 + [2] * 20
+    binary = torch.from_numpy(attr[:60] != 0).float()
+    ref = binary / binary.sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(data.x, ref)
+    with pytest.raises(FileNotFoundError, match='--root'):
+        common.load_npz_graph(str(tmp_path / 'npz' / 'citeseer.npz'))
+
+
+def test_paper_protocol_reads_the_authors_files(tmp_cache, shared):
+    root = shared()
+    shared('npz', 'citeseer.npz')
+    data = common.load_node_dataset(root, 'CiteSeer', 'paper')
+    assert (data.num_nodes, data.num_classes) == (2110, 6)
+    assert 'npz' in data.split_text

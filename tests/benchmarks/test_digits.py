@@ -1,7 +1,10 @@
 import json
 import math
 
+import pytest
 
+
+@pytest.mark.slow
 def test_digits_tiny(tmp_path, capsys, bench):
     result = bench('digits').main(
         ['--splits', '2', '--epochs', '5', '--out-dir', str(tmp_path)])

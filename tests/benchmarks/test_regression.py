@@ -1,6 +1,9 @@
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_regression_tiny(tmp_path, bench, capsys):
     regression = bench('regression')
     payload = regression.main([
@@ -10,7 +13,8 @@ def test_regression_tiny(tmp_path, bench, capsys):
     assert len(payload['seconds']) == 3  # explicit x 2, implicit
     for here, rev in payload['seconds'].values():
         assert 0 < here < 60 and 0 < rev < 60
-    saved = json.loads((tmp_path / 'regression.json').read_text())
-    assert saved['rev'] == 'HEAD' and 'this / rev' in (
-        tmp_path / 'regression.md').read_text()
-    assert f"wrote {tmp_path / 'regression.md'}" in capsys.readouterr().out
+    stem = tmp_path / f"regression_{payload['rev']}"
+    saved = json.loads(stem.with_suffix('.json').read_text())
+    assert saved['rev'] == payload['rev'] != 'HEAD'
+    assert 'this / rev' in stem.with_suffix('.md').read_text()
+    assert f"wrote {stem}.md" in capsys.readouterr().out

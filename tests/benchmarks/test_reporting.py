@@ -1,11 +1,14 @@
 import json
 import math
 import re
+import statistics
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
+
+import reporting
 
 from reporting import (
     bold_best,
@@ -159,3 +162,39 @@ def test_single_run_has_no_interval_in_tables():
     assert fmt_mean(s, 'ci95', scale=100, digits=2) == '82.00 (1 run)'
     s = summarize([0.8, 0.9])
     assert 'nan' not in fmt_acc(s) and fmt_acc(s).startswith('85.00 ± 7.07')
+
+
+def test_paired_is_the_t_interval_of_the_differences():
+    a, b = [0.8, 0.7, 0.9, 0.85], [0.75, 0.7, 0.8, 0.8]
+    s = reporting.paired(a, b)
+    d = [0.05, 0.0, 0.1, 0.05]
+    half = 3.182446305284263 * statistics.stdev(d) / 2  # t(0.975, 3)
+    assert s['mean'] == pytest.approx(0.05)
+    assert s['ci_high'] - s['mean'] == pytest.approx(half)
+    assert reporting.verdict(s) == 'ties'
+    assert reporting.verdict(reporting.paired([1., 1.1, 1.2],
+                                              [0., 0.1, 0.1])) == 'wins'
+    assert reporting.verdict(reporting.paired([0., 0.1, 0.1],
+                                              [1., 1.1, 1.2])) == 'loses'
+    with pytest.raises(ValueError, match='as many values'):
+        reporting.paired([1.], [1., 2.])
+
+
+def test_bootstrap_paired():
+    gen = torch.Generator().manual_seed(0)
+    a = (torch.rand(2000, generator=gen) < 0.8).double()
+    same = reporting.bootstrap_paired(a, a)
+    assert same['mean'] == same['ci_low'] == same['ci_high'] == 0
+    # b is a with 100 of its correct nodes wrong: +5 points, and every
+    # resample keeps a >= b.
+    b = a.clone()
+    b[a.nonzero().view(-1)[:100]] = 0
+    s = reporting.bootstrap_paired(a, b)
+    assert s['mean'] == pytest.approx(0.05) and s['n'] == 2000
+    assert 0 < s['ci_low'] < 0.05 < s['ci_high']
+    # About the normal interval of a mean of 0/1 differences:
+    half = 1.96 * math.sqrt(0.05 * 0.95 / 2000)
+    assert s['ci_high'] - s['ci_low'] == pytest.approx(2 * half, rel=0.1)
+    assert reporting.fmt_diff(s).startswith('+5.00 [')
+    with pytest.raises(ValueError, match='same non-empty test set'):
+        reporting.bootstrap_paired(a, a[:10])

@@ -1,24 +1,25 @@
 import json
 import math
-import os.path as osp
-import runpy
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+import pytest
 
 
-def test_speed_benchmark_tiny(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, 'argv', [
-        'speed.py', '--tiny', '--repeats', '1', '--out-dir', str(tmp_path)
-    ])
-    runpy.run_path(osp.join(ROOT, 'benchmarks', 'speed.py'),
-                   run_name='__main__')
+@pytest.mark.slow
+def test_speed_tiny(bench, tmp_path):
+    speed = bench('speed')
+    speed.main(['--datasets', '--sizes', '2000:20000:8', '--repeats', '1',
+                '--implicit-sigma2', '0.5', '50', '--implicit-nodes', '2000',
+                '--train-step', '5000:50000:8', '--threads', '1',
+                '--out-dir', str(tmp_path)])
     res = json.loads((tmp_path / 'speed_cpu.json').read_text())
+    assert res['command'].startswith('python benchmarks/speed.py ')
     assert (tmp_path / 'speed_cpu.md').exists()
     assert (tmp_path / 'speed_cpu.png').exists()
-    assert len(res['graphs']) == 2
+    assert [row['K'] for row in res['graphs']] == [10, 20]
     for row in res['graphs']:
         assert all(math.isfinite(t) and t > 0 for t in row['seconds'].values())
+        assert row['vs_floor'][speed.FLOOR] == 1.0
+    assert speed.LOOP in res['graphs'][1]['seconds']  # K=20 only
     rows = res['implicit']['rows']  # sigma2 = 0.5, 50
     for row in rows:  # a real backward pass: the adjoint solves iterate too
         assert row['forward_iterations'] >= 1
