@@ -60,3 +60,17 @@ def test_coin_decoupled_ddp_matches_one_process_with_the_union_batches(
     for key in ddp:
         torch.testing.assert_close(ddp[key], one[key], rtol=0, atol=1e-5,
                                    msg=key)
+
+
+def test_coin_decoupled_ddp_uneven_shards(capfd, load_script, cora_root):
+    # 140 training nodes on 3 ranks: shards of 47, 47 and 46 rows, each
+    # rank runs ceil(140 / 3) = 47 rows a epoch (the short shard pads with
+    # its first row), at a batch size (1) below the number of ranks; the
+    # ranks stay in step (a rank out of step would hang the all-reduce).
+    load_script(SCRIPT).main(
+        ['--root', str(cora_root), '--cpu', '--world-size', '3',
+         '--epochs', '1', '--batch-size', '1'])
+    out = capfd.readouterr().out
+    assert re.search(r'^Ranks: 3 \(cpu\), rows per rank: 47, \d+ entries',
+                     out, re.M)
+    assert len(epochs(out)) == 1
