@@ -556,13 +556,15 @@ class StackedSGC(_Stacked):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_weight: OptTensor = None) -> Tensor:
-        cache = self._x
-        if cache is None or cache[0] is not x or cache[1] is not edge_index \
-                or cache[2] is not edge_weight:
+        # The same tensors, unedited (identity and in-place version):
+        key = [(t, None if t is None else t._version)
+               for t in (x, edge_index, edge_weight)]
+        if self._x is None or any(a is not b or u != v for (a, u), (b, v)
+                                  in zip(key, self._x[0])):
             with torch.no_grad():
-                h = self.prop(_dense(x), edge_index, edge_weight)
-            self._x = cache = (x, edge_index, edge_weight, h)
-        return self.lin(cache[3]).log_softmax(dim=-1)
+                self._x = (key, self.prop(_dense(x), edge_index,
+                                          edge_weight))
+        return self.lin(self._x[1]).log_softmax(dim=-1)
 
 
 def stack(models: Sequence[torch.nn.Module]) -> _Stacked:

@@ -237,6 +237,22 @@ def test_second_input_is_not_the_first(name):
         torch.testing.assert_close(out, fresh)
 
 
+@pytest.mark.parametrize('name', ['COIN', 'GCN', 'SGC', 'APPNP', 'MLP'])
+def test_input_edited_in_place_is_read_again(name):
+    # SGC propagated its first input once and kept it, also after the
+    # same tensor was edited in place.
+    models, _ = runs(name)
+    model = zoo.stack(models).eval()
+    data = tiny_graph()
+    for x in (data.x.to_sparse(), data.x.clone()):
+        model(x, data.edge_index)
+        with torch.no_grad():
+            (x.values() if x.is_sparse else x).mul_(2)
+        out = model(x, data.edge_index)
+        torch.testing.assert_close(
+            out, zoo.stack(models).eval()(x, data.edge_index))
+
+
 def test_build_model_recipe():
     model, kw = zoo.build_model('COIN', 'Cora', 10, 3)
     assert (model.diffusion.K, model.diffusion.sigma2) == (20, 0.3)
