@@ -140,6 +140,16 @@ def compare(args, records, coin, other):
                 verdict=reporting.verdict(s))
 
 
+def coin_text(result):
+    r"""COIN's recipe with each variant's own sigma2 and width."""
+    recipe = ', '.join(f'{k}={v:g}' for k, v in result['coin'].items())
+    variants = '; '.join(
+        f"{name}: sigma2={v['sigma2']:g}, width "
+        f"{v['hidden_channels'] or 'as the input'}"
+        for name, v in result['variants'].items())
+    return recipe + (f' ({variants})' if variants else '')
+
+
 def markdown(args, result, command):
     data_text = result['split_text']
     if args.protocol == 'paper':
@@ -152,8 +162,8 @@ def markdown(args, result, command):
     head = (f"**{result['dataset']}** ({result['num_nodes']} nodes, "
             f"{result['num_edges']} edges), {data_text}; {train}; "
             f"{result['runs']} runs per model ({runs}); "
-            f"COIN: {result['coin']}. Time per epoch: the pass's divided by "
-            f"its runs. Machine: {reporting.machine_info()}.\n\n"
+            f"COIN: {coin_text(result)}. Time per epoch: the pass's divided "
+            f"by its runs. Machine: {reporting.machine_info()}.\n\n"
             f"Command: `{command}`\n\n")
     rows = [[c['coin'], c['other'], reporting.fmt_diff(c), c['how'],
              f"COIN {c['verdict']}"] for c in result['comparisons']]
