@@ -854,3 +854,18 @@ def test_torch_func_on_an_uncached_layer():
     assert torch.allclose(out[1], P @ x, atol=1e-12)
     g = grad(lambda x: conv(x, edge_index, weight).sum())(x)
     assert torch.allclose(g, P.t() @ torch.ones_like(x), atol=1e-12)
+
+
+def test_no_stability_check_without_steps():
+    # K=0 takes no explicit step: nothing to certify, no warning, no error
+    # (hypothesis found such a case).
+    edge_index = torch.tensor([[4, 3, 0, 0, 2, 1, 4, 4],
+                               [3, 4, 1, 4, 4, 0, 2, 0]])
+    x = torch.randn(5, 2)
+    for stability in ('warn', 'raise'):
+        conv = CoinDiffusionConv(K=0, sigma2=5., stability=stability)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            torch.testing.assert_close(conv(x, edge_index), x)
+    with pytest.warns(UserWarning, match='unstable'):
+        CoinDiffusionConv(K=1, sigma2=5.)(x, edge_index)

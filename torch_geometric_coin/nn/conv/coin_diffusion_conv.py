@@ -196,15 +196,15 @@ class CoinDiffusionConv(MessagePassing):
 
     def _check_stability(self, op: DiffusionOperator,
                          sigma2: Union[Tensor, float]) -> bool:
-        r"""Whether the explicit scheme is certified stable; warns or raises
-        (see :obj:`stability`) when it is not."""
+        r"""Whether the explicit steps are certified stable; else warns or
+        raises (:obj:`stability`)."""
         learned = op.value.requires_grad or isinstance(sigma2, Tensor)
-        if self.scheme == 'implicit' or learned and self._checked_learned:
-            return self.scheme == 'implicit'
+        free = self.scheme == 'implicit' or self.K == 0  # no explicit step
+        if free or learned and self._checked_learned:
+            return free
         self._checked_learned = learned
         mode = 'ignore' if self._warned else self.stability  # (warn once)
-        s = float(sigma2.detach()) if isinstance(sigma2, Tensor) else sigma2
-        stable = op.certify(s, mode, self._stacklevel)
+        stable = op.certify(float(sigma2), mode, self._stacklevel)
         self._warned |= not stable and mode == 'warn'
         return stable and not learned
 
