@@ -16,6 +16,9 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import OptTensor
 
 from torch_geometric_coin.nn import COIN, safe_log
+from torch_geometric_coin.nn.models.residual_convection import (
+    dropout as drop_out,  # COIN's dropout (the same masks)
+)
 
 MODELS = ('COIN', 'ResNet', 'MLP', 'GCN', 'GAT', 'APPNP', 'SGC', 'GCNII')
 STACKED = ('COIN', 'ResNet', 'MLP', 'GCN', 'SGC', 'APPNP')  # see stack()
@@ -177,17 +180,6 @@ def build_model(name: str, dataset: str, in_channels: int, out_channels: int,
     else:
         raise ValueError(f'Unknown model {name!r}: expected one of {MODELS}')
     return model, train
-
-
-def drop_out(x: Tensor, p: float, training: bool) -> Tensor:
-    r"""Dropout as COIN's: on the CPU, masks from :func:`torch.rand_like`."""
-    if not training or p == 0.:
-        return x
-    if x.device.type != 'cpu' or p >= 1.:
-        return F.dropout(x, p=p, training=True)
-    with torch.no_grad():
-        scale = torch.rand_like(x).ge_(p).mul_(1. / (1. - p))
-    return x * scale
 
 
 def _check_x(x: Tensor, in_channels: int, weight: OptTensor):
