@@ -79,7 +79,8 @@ def train_kwargs(args, kw):
 def train_model(args, name, kind, config, data, xdata, runs, bar):
     r"""Trains model :obj:`name` (of kind :obj:`kind`: 'COIN' or a baseline)
     on every run; returns one record per run (with :obj:`test_correct`,
-    the test nodes' correctness, on the public split)."""
+    the test nodes' correctness, on the public split; the result file keeps
+    each model's :func:`node_accuracy` instead)."""
     device = torch.device(args.device)
     size = args.runs_per_pass or len(runs)
     stacked = kind in models.STACKED
@@ -119,14 +120,16 @@ def train_model(args, name, kind, config, data, xdata, runs, bar):
     return records
 
 
+def node_accuracy(recs):
+    r"""Each test node's accuracy over a model's runs (public split)."""
+    return torch.tensor([r['test_correct'] for r in recs]).double().mean(0)
+
+
 def compare(args, records, coin, other):
     r"""COIN minus :obj:`other`, paired (see the module's text)."""
     a, b = records[coin], records[other]
     if args.protocol == 'public':
-        def per_node(recs):
-            return torch.tensor([r['test_correct'] for r in recs]).double() \
-                .mean(0)
-        s = reporting.bootstrap_paired(per_node(a), per_node(b))
+        s = reporting.bootstrap_paired(node_accuracy(a), node_accuracy(b))
         how = 'paired bootstrap over test nodes'
     else:
         def per_split(recs):
@@ -243,6 +246,13 @@ def main(argv=None):
                     for o in args.compare if c in records and o in records]
                 md = markdown(args, result, command)
                 payload = dict(result, command=command, args=vars(args))
+                if args.protocol == 'public':  # per node, not per run
+                    payload['records'] = {m: [
+                        {k: v for k, v in r.items() if k != 'test_correct'}
+                        for r in recs] for m, recs in records.items()}
+                    payload['test_node_accuracy'] = {
+                        m: [round(v, 4) for v in node_accuracy(recs).tolist()]
+                        for m, recs in records.items()}
                 paths = [p for p in paths if stem not in p] + list(
                     reporting.write_results(args.out_dir, stem, payload, md))
             tqdm.write(md)

@@ -56,12 +56,19 @@ def test_planetoid_public_bootstrap(bench, datasets_root, tmp_path, capsys):
         '--epochs', '2', '--models', 'COIN', 'SGC', '--compare', 'SGC',
         '--root', datasets_root, '--out-dir', str(tmp_path), '--threads',
         '1'])['Cora']
-    assert (tmp_path / 'planetoid_public_Cora_COIN-SGC_2seeds.md').exists()
+    stem = tmp_path / 'planetoid_public_Cora_COIN-SGC_2seeds'
+    saved = json.loads(stem.with_suffix('.json').read_text())
     for name in ('COIN', 'SGC'):
         for r in res['records'][name]:  # the 1,000 public test nodes
             assert len(r['test_correct']) == 1000
             assert sum(r['test_correct']) / 1000 == pytest.approx(
                 r['test_acc'])
+        # The file keeps each node's accuracy over the seeds, not each run's
+        # correctness:
+        node = saved['test_node_accuracy'][name]
+        assert len(node) == 1000 and sum(node) / 1000 == pytest.approx(
+            sum(r['test_acc'] for r in res['records'][name]) / 2, abs=1e-4)
+        assert all('test_correct' not in r for r in saved['records'][name])
     c, = res['comparisons']
     assert c['how'] == 'paired bootstrap over test nodes' and c['n'] == 1000
     acc = {m: sum(r['test_acc'] for r in res['records'][m]) / 2
