@@ -210,6 +210,19 @@ def _to_runs(x: Tensor, R: int) -> Tensor:
     return x.view(x.size(0), R, -1).transpose(0, 1)
 
 
+def _softmax(h: Tensor, log: bool = True) -> Tensor:
+    r"""(Log-)softmax of :obj:`[R, N, C]` over the classes. PyTorch's CPU
+    kernel over a short last dimension is 3-7x slower than over a middle
+    one (forward and backward of :obj:`[10, 2708, 7]`: 4.4 ms against 1.2
+    ms, 1 thread), so fewer than 32 classes go through the transposed
+    view."""
+    if h.device.type != 'cpu' or h.size(-1) >= 32:
+        return h.log_softmax(dim=-1) if log else h.softmax(dim=-1)
+    h = h.transpose(-1, -2)
+    return (h.log_softmax(dim=-2) if log else h.softmax(dim=-2)).transpose(
+        -1, -2)
+
+
 class _SparseMatmul(torch.autograd.Function):
     r""":math:`\mathbf{A} \mathbf{x}` for a constant sparse :math:`\mathbf{A}`;
     :obj:`adj_t()` gives its transpose for the backward pass."""
@@ -481,11 +494,11 @@ class StackedCOIN(_Stacked):
             return _to_runs(h, self.num_runs)
 
         if self.diffuse == 'hidden':
-            return self.decode(diffuse(self.encode(x))).log_softmax(dim=-1)
+            return _softmax(self.decode(diffuse(self.encode(x))))
         logits = self.decode(self.encode(x))
         if self.diffuse == 'logits':
-            return diffuse(logits).log_softmax(dim=-1)
-        return safe_log(diffuse(logits.softmax(dim=-1)))
+            return _softmax(diffuse(logits))
+        return safe_log(diffuse(_softmax(logits, log=False)))
 
 
 class StackedGCN(_Stacked):
@@ -509,7 +522,7 @@ class StackedGCN(_Stacked):
         h = (h + self.bias1.unsqueeze(1)).relu()
         h = self._propagate(self.lin2(h, self.dropout), edge_index,
                             edge_weight)
-        return (h + self.bias2.unsqueeze(1)).log_softmax(dim=-1)
+        return _softmax(h + self.bias2.unsqueeze(1))
 
 
 class StackedMLP(_Stacked):
@@ -532,7 +545,7 @@ class StackedMLP(_Stacked):
         h = self.lin2(h, self.mlp_dropout)
         if self.prop is not None:
             h = self._propagate(h, edge_index, edge_weight)
-        return h.log_softmax(dim=-1)
+        return _softmax(h)
 
 
 class StackedSGC(_Stacked):
@@ -556,7 +569,7 @@ class StackedSGC(_Stacked):
             with torch.no_grad():
                 self._x = (key, self.prop(_dense(x), edge_index,
                                           edge_weight))
-        return self.lin(self._x[1]).log_softmax(dim=-1)
+        return _softmax(self.lin(self._x[1]))
 
 
 def stack(models: Sequence[torch.nn.Module]) -> _Stacked:

@@ -284,3 +284,18 @@ def test_build_model(name):
         assert model.diffusion.K == 0
     with pytest.raises(ValueError, match='Unknown model'):
         zoo.build_model('GIN', 'Cora', 12, 3)
+
+
+@pytest.mark.parametrize('num_classes', [3, 40])  # transposed / plain path
+@pytest.mark.parametrize('log', [True, False])
+def test_softmax_over_classes(num_classes, log):
+    h = torch.randn(2, 5, 9, num_classes, dtype=torch.double,
+                    requires_grad=True)
+    h = h.transpose(1, 2)  # a non-contiguous [.., N, C] input
+    grad = torch.randn(h.shape, dtype=torch.double)
+    expected = h.log_softmax(-1) if log else h.softmax(-1)
+    out = zoo._softmax(h, log=log)
+    torch.testing.assert_close(out, expected)
+    (g, ) = torch.autograd.grad(out, h, grad)
+    (g_exp, ) = torch.autograd.grad(expected, h, grad)
+    torch.testing.assert_close(g, g_exp)
