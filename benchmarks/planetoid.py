@@ -34,7 +34,14 @@ counts the test set's own sampling error. The verdict: COIN wins (interval
 above 0), loses (below 0) or ties. Writes
 ``planetoid_<protocol>_<dataset>_<models>_<runs>.{json,md}`` into
 ``--out-dir`` after every model.
+
+``--reuse FILE ...`` (paper protocol) takes a model's runs from result files
+of this script instead of training it again: each pass seeds its own runs, so
+with the same runs (data set, splits, seeds, epochs, patience, runs per pass
+and COIN configuration) they are the runs this command would train. Models
+run in separate processes thus combine into one paired table.
 """
+import json
 import os.path as osp
 import sys
 
@@ -120,6 +127,37 @@ def train_model(args, name, kind, config, data, xdata, runs, bar):
     return records
 
 
+SAME_RUNS = ('protocol', 'splits', 'seeds', 'epochs', 'patience',
+             'runs_per_pass')
+
+
+def reused_records(args, variants):
+    r"""The records of the :obj:`--reuse` files by :obj:`(data set, model)`,
+    checked to be the runs of this command."""
+    out = {}
+    for path in args.reuse:
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            old, records = saved['args'], saved['records']
+            dataset, old_variants = saved['dataset'], saved['variants']
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f'--reuse {path}: not a result file of this '
+                             f'script ({type(e).__name__}: {e})') from None
+        differ = [f"--{k.replace('_', '-')}" for k in SAME_RUNS
+                  if old.get(k) != getattr(args, k)]
+        if differ:
+            raise ValueError(f"--reuse {path}: its runs differ from this "
+                             f"command's in {', '.join(differ)}")
+        for name, recs in records.items():
+            if name in variants and old_variants.get(name) != variants[name]:
+                raise ValueError(f'--reuse {path}: its {name!r} is '
+                                 f'{old_variants.get(name)}, not '
+                                 f'{variants[name]}')
+            out[dataset, name] = recs
+    return out
+
+
 def node_accuracy(recs):
     r"""Each test node's accuracy over a model's runs (public split)."""
     return torch.tensor([r['test_correct'] for r in recs]).double().mean(0)
@@ -198,6 +236,9 @@ def main(argv=None):
                         'compared with, paired')
     parser.add_argument('--runs-per-pass', type=int, default=None,
                         help='runs trained in one pass (None: all)')
+    parser.add_argument('--reuse', nargs='+', default=[], metavar='FILE',
+                        help='result files whose models are not trained '
+                        'again (paper protocol; the same runs)')
     args, command = common.parse_args(parser, argv, 'planetoid')
     if args.runs_per_pass is not None and args.runs_per_pass < 1:
         parser.error(f'--runs-per-pass must be positive (got '
@@ -207,6 +248,13 @@ def main(argv=None):
             if not (args.protocol == 'paper' and name in common.NPZ_FILES):
                 common.node_dataset_path(args.root, name)
     variants = coin_variants(args) if 'COIN' in args.models else {}
+    if args.reuse and args.protocol != 'paper':
+        parser.error('--reuse takes the paper protocol only (a public-split '
+                     "file keeps each test node's accuracy, not the runs')")
+    try:
+        reused = reused_records(args, variants)
+    except ValueError as e:
+        parser.error(str(e))
     names = [*variants, *(m for m in args.models if m != 'COIN')]
     paths, results = [], {}
     with tqdm(desc='runs') as bar:
@@ -218,6 +266,11 @@ def main(argv=None):
             runs = [r[:3] + tuple(m.to(args.device) for m in r[3:])
                     for r in common.runs(data, args.protocol, args.splits,
                                          args.seeds)]
+            for name in names:
+                recs = reused.get((dataset, name), [])
+                if recs and [r['seed'] for r in recs] != [r[2] for r in runs]:
+                    parser.error(f"--reuse: the runs of {name!r} on "
+                                 f"{dataset} are not this command's")
             bar.total = (bar.total or 0) + len(runs) * len(names)
             data = data.to(args.device)
             xdata = common.stacked_features(data)
@@ -237,9 +290,13 @@ def main(argv=None):
                 variants=variants, records=records)
             for name in names:
                 kind = 'COIN' if name in variants else name
-                records[name] = train_model(args, name, kind,
-                                            variants.get(name), data, xdata,
-                                            runs, bar)
+                if (dataset, name) in reused:
+                    records[name] = reused[dataset, name]
+                    bar.update(len(runs))
+                else:
+                    records[name] = train_model(args, name, kind,
+                                                variants.get(name), data,
+                                                xdata, runs, bar)
                 result['summary'] = reporting.summarize_runs(records)
                 result['comparisons'] = [
                     compare(args, records, c, o) for c in variants

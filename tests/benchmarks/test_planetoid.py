@@ -104,3 +104,45 @@ def test_compare_pairs_by_split(bench):
     assert c['mean'] == pytest.approx(ref['mean'])
     assert c['ci_low'] == pytest.approx(ref['ci_low'])
     assert c['verdict'] == reporting.verdict(ref) == 'ties'  # 3 splits
+
+
+@pytest.mark.slow
+def test_planetoid_reuse_combines_processes(bench, datasets_root, tmp_path,
+                                            capsys):
+    planetoid = bench('planetoid')
+    common = ['--datasets', 'Cora', '--splits', '2', '--seeds', '2',
+              '--epochs', '3', '--runs-per-pass', '2', '--root',
+              datasets_root, '--threads', '1']
+
+    def run(out, *extra):
+        return planetoid.main(common + ['--out-dir', str(tmp_path / out),
+                                        *extra])['Cora']
+
+    whole = run('whole', '--models', 'COIN', 'APPNP', 'GCN')
+    run('a', '--models', 'COIN', 'APPNP')
+    run('b', '--models', 'GCN')
+    paths = [tmp_path / 'a' / 'planetoid_paper_Cora_COIN-APPNP_2splits_'
+             '2seeds.json',
+             tmp_path / 'b' / 'planetoid_paper_Cora_GCN_2splits_2seeds.json']
+    files = [str(p) for p in paths]
+    combined = run('c', '--models', 'COIN', 'APPNP', 'GCN', '--reuse',
+                   *files)
+    saved = {name: recs for p in paths
+             for name, recs in json.loads(p.read_text())['records'].items()}
+    for name in ('COIN', 'APPNP', 'GCN'):
+        # Taken from the files (timings included), not trained again ...
+        assert combined['records'][name] == saved[name]
+        # ... and the runs the command trains in one process:
+        acc = [r['test_acc'] for r in combined['records'][name]]
+        assert acc == [r['test_acc'] for r in whole['records'][name]]
+    assert [c['mean'] for c in combined['comparisons']] == pytest.approx(
+        [c['mean'] for c in whole['comparisons']])
+    # Other runs, or a public split, are refused by name:
+    for extra, message in [(['--splits', '3'], '--splits'),
+                           (['--runs-per-pass', '4'], '--runs-per-pass'),
+                           (['--sigma2', '0.35'], "'COIN' is"),
+                           (['--protocol', 'public'], 'paper protocol')]:
+        with pytest.raises(SystemExit):
+            planetoid.main(common + ['--models', 'COIN', '--reuse',
+                                     files[0]] + extra)
+        assert message in capsys.readouterr().err
