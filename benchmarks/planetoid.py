@@ -37,9 +37,9 @@ above 0), loses (below 0) or ties. Writes
 
 ``--reuse FILE ...`` (paper protocol) takes a model's runs from result files
 of this script instead of training it again: each pass seeds its own runs, so
-with the same runs (data set, splits, seeds, epochs, patience, runs per pass
-and COIN configuration) they are the runs this command would train. Models
-run in separate processes thus combine into one paired table.
+with the same runs (data set, splits, seeds, epochs, patience, runs per
+pass, device and COIN configuration) they are the runs this command would
+train. Models run in separate processes thus combine into one paired table.
 """
 import json
 import os.path as osp
@@ -128,13 +128,16 @@ def train_model(args, name, kind, config, data, xdata, runs, bar):
 
 
 SAME_RUNS = ('protocol', 'splits', 'seeds', 'epochs', 'patience',
-             'runs_per_pass')
+             'runs_per_pass', 'device')
 
 
 def reused_records(args, variants):
     r"""The records of the :obj:`--reuse` files by :obj:`(data set, model)`,
-    checked to be the runs of this command."""
+    checked to be the runs of this command; a file that gives none of its
+    models, or a model that two files give, is refused."""
     out = {}
+    names = [*variants, *(m for m in args.models if m != 'COIN')]
+    wanted = {(d, n) for d in args.datasets for n in names}
     for path in args.reuse:
         try:
             with open(path) as f:
@@ -149,12 +152,19 @@ def reused_records(args, variants):
         if differ:
             raise ValueError(f"--reuse {path}: its runs differ from this "
                              f"command's in {', '.join(differ)}")
-        for name, recs in records.items():
+        used = [n for n in records if (dataset, n) in wanted]
+        if not used:
+            raise ValueError(f'--reuse {path}: none of its models '
+                             f'{sorted(records)} on {dataset} is asked for')
+        for name in used:
             if name in variants and old_variants.get(name) != variants[name]:
                 raise ValueError(f'--reuse {path}: its {name!r} is '
                                  f'{old_variants.get(name)}, not '
                                  f'{variants[name]}')
-            out[dataset, name] = recs
+            if (dataset, name) in out:
+                raise ValueError(f'--reuse {path}: another file gives '
+                                 f'{name!r} on {dataset} too')
+            out[dataset, name] = records[name]
     return out
 
 

@@ -141,6 +141,9 @@ def test_planetoid_reuse_combines_processes(bench, datasets_root, tmp_path,
     for extra, message in [(['--splits', '3'], '--splits'),
                            (['--runs-per-pass', '4'], '--runs-per-pass'),
                            (['--sigma2', '0.35'], "'COIN' is"),
+                           (['--device', 'meta'], '--device'),
+                           (['--models', 'GCN'], 'none of its models'),
+                           ([files[0]], 'another file gives'),
                            (['--protocol', 'public'], 'paper protocol')]:
         with pytest.raises(SystemExit):
             planetoid.main(common + ['--models', 'COIN', '--reuse',
