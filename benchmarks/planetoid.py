@@ -38,8 +38,10 @@ above 0), loses (below 0) or ties. Writes
 ``--reuse FILE ...`` (paper protocol) takes a model's runs from result files
 of this script instead of training it again: each pass seeds its own runs, so
 with the same runs (data set, splits, seeds, epochs, patience, runs per
-pass, device and COIN configuration) they are the runs this command would
-train. Models run in separate processes thus combine into one paired table.
+pass and device) they are the runs this command would train. Models run in
+separate processes thus combine into one paired table. A COIN is matched by
+its sigma2 and width: a ``--sigma2 0.35`` file gives ``COIN s2=0.35`` to a
+``--sigma2 0.3 0.35`` command.
 """
 import json
 import os.path as osp
@@ -134,7 +136,8 @@ SAME_RUNS = ('protocol', 'splits', 'seeds', 'epochs', 'patience',
 def reused_records(args, variants):
     r"""The records of the :obj:`--reuse` files by :obj:`(data set, model)`,
     checked to be the runs of this command; a file that gives none of its
-    models, or a model that two files give, is refused."""
+    models, or a model that two files give, is refused. A COIN variant is
+    matched by its configuration (:func:`coin_variants`)."""
     out = {}
     names = [*variants, *(m for m in args.models if m != 'COIN')]
     wanted = {(d, n) for d in args.datasets for n in names}
@@ -152,19 +155,22 @@ def reused_records(args, variants):
         if differ:
             raise ValueError(f"--reuse {path}: its runs differ from this "
                              f"command's in {', '.join(differ)}")
-        used = [n for n in records if (dataset, n) in wanted]
+        # A COIN is known by its configuration, not by its name ('COIN' in
+        # a one-sigma2 file is 'COIN s2=0.35' in a two-sigma2 command).
+        named = {n: n for n in records if n not in old_variants}
+        named.update({m: n for n in records if n in old_variants
+                      for m, v in variants.items() if v == old_variants[n]})
+        used = [n for n in named if (dataset, n) in wanted]
         if not used:
-            raise ValueError(f'--reuse {path}: none of its models '
-                             f'{sorted(records)} on {dataset} is asked for')
+            given = ', '.join(f'{n} {json.dumps(old_variants[n])}'
+                              if n in old_variants else n for n in records)
+            raise ValueError(f'--reuse {path}: none of its models ({given}) '
+                             f'on {dataset} is asked for')
         for name in used:
-            if name in variants and old_variants.get(name) != variants[name]:
-                raise ValueError(f'--reuse {path}: its {name!r} is '
-                                 f'{old_variants.get(name)}, not '
-                                 f'{variants[name]}')
             if (dataset, name) in out:
                 raise ValueError(f'--reuse {path}: another file gives '
                                  f'{name!r} on {dataset} too')
-            out[dataset, name] = records[name]
+            out[dataset, name] = records[named[name]]
     return out
 
 

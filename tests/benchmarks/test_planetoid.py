@@ -137,10 +137,20 @@ def test_planetoid_reuse_combines_processes(bench, datasets_root, tmp_path,
         assert acc == [r['test_acc'] for r in whole['records'][name]]
     assert [c['mean'] for c in combined['comparisons']] == pytest.approx(
         [c['mean'] for c in whole['comparisons']])
+    # A COIN is known by its configuration: 'COIN' of a one-sigma2 file is
+    # 'COIN s2=...' of a two-sigma2 command (and its APPNP is not asked for).
+    run('d', '--models', 'COIN', '--sigma2', '0.35')
+    other = tmp_path / 'd' / 'planetoid_paper_Cora_COIN_2splits_2seeds.json'
+    two = run('e', '--models', 'COIN', '--sigma2', '0.3', '0.35', '--reuse',
+              files[0], str(other))
+    assert two['records']['COIN s2=0.3'] == saved['COIN']
+    assert two['records']['COIN s2=0.35'] == json.loads(
+        other.read_text())['records']['COIN']
     # Other runs, or a public split, are refused by name:
     for extra, message in [(['--splits', '3'], '--splits'),
                            (['--runs-per-pass', '4'], '--runs-per-pass'),
-                           (['--sigma2', '0.35'], "'COIN' is"),
+                           (['--sigma2', '0.35'],
+                            "none of its models (COIN {"),
                            (['--device', 'meta'], '--device'),
                            (['--models', 'GCN'], 'none of its models'),
                            ([files[0]], 'another file gives'),
