@@ -133,13 +133,13 @@ SAME_RUNS = ('protocol', 'splits', 'seeds', 'epochs', 'patience',
              'runs_per_pass', 'device')
 
 
-def reused_records(args, variants):
+def reused_records(args, variants, names):
     r"""The records of the :obj:`--reuse` files by :obj:`(data set, model)`,
     checked to be the runs of this command; a file that gives none of its
     models, or a model that two files give, is refused. A COIN variant is
-    matched by its configuration (:func:`coin_variants`)."""
+    matched by its configuration (:func:`coin_variants`); :obj:`names` are
+    the command's models, each COIN by its variant's name."""
     out = {}
-    names = [*variants, *(m for m in args.models if m != 'COIN')]
     wanted = {(d, n) for d in args.datasets for n in names}
     for path in args.reuse:
         try:
@@ -267,11 +267,11 @@ def main(argv=None):
     if args.reuse and args.protocol != 'paper':
         parser.error('--reuse takes the paper protocol only (a public-split '
                      "file keeps each test node's accuracy, not the runs')")
+    names = [*variants, *(m for m in args.models if m != 'COIN')]
     try:
-        reused = reused_records(args, variants)
+        reused = reused_records(args, variants, names)
     except ValueError as e:
         parser.error(str(e))
-    names = [*variants, *(m for m in args.models if m != 'COIN')]
     paths, results = [], {}
     with tqdm(desc='runs') as bar:
         for dataset in args.datasets:
